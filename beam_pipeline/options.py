@@ -1,0 +1,135 @@
+"""Command-line options of a curation run, and their checks before any work.
+
+`CurationOptions` makes the options Beam pipeline options (so Dataflow Flex
+Templates and every runner see them); `parse_curation_args` parses them
+strictly, so that a bad value or an unknown flag stops the run at once with
+one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import Optional, Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.caption_files import FORMATS
+
+
+class UsageError(ValueError):
+    """A bad option, input or metadata file: one line, exit status 2, no traceback."""
+
+
+def add_curation_arguments(parser) -> None:
+    """The curation's own options (Beam's options come on top)."""
+    group = parser.add_argument_group
+
+    inputs = group("input")
+    inputs.add_argument("--input", action="append", default=None, metavar="GLOB",
+                        help="caption files: a path or glob, local or any Beam filesystem (gs://, s3://); repeat for more")
+    inputs.add_argument("--input_format", default=None, choices=FORMATS,
+                        help="format of every input file; default: from the file extension (.jsonl/.json, .parquet, .tsv, .csv, optionally compressed)")
+    inputs.add_argument("--text_field", default="text", help="field or column holding the caption (default: text)")
+    inputs.add_argument("--key_field", default=None,
+                        help="field or column holding the sample key; default: 'key' if present, else <file name>:<row>")
+    inputs.add_argument("--url_field", default=None, help="field or column holding the image URL; written as 'url' (default: none)")
+    inputs.add_argument("--column_names", default=None, metavar="A,B,...",
+                        help="names for the columns of header-less TSV/CSV files, in order (CC3M: caption,url); default: the first row is the header")
+    inputs.add_argument("--max_text_bytes", default="65536",
+                        help="captions longer than this many UTF-8 bytes are rejected as text_too_long (default: 65536)")
+
+    metadata = group("metadata")
+    metadata.add_argument("--metadata", default=None, metavar="FILE",
+                          help="metadata entries: a JSON list of strings (MetaCLIP's metadata.json, .gz allowed); required")
+
+    balancing = group("balancing")
+    balancing.add_argument("--threshold", default="20000",
+                           help="t: captions kept per head entry in expectation (MetaCLIP 400M: 20000) (default: 20000)")
+    balancing.add_argument("--seed", default="0", help="seed of the keep decisions, a non-negative integer (default: 0)")
+
+    output = group("output")
+    output.add_argument("--output_dir", default=None, metavar="DIR", help="where every output goes; required")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of a finished run already in --output_dir (default: refuse)")
+    output.add_argument("--num_shards", default="0",
+                        help="files per output directory; 0 picks one per 256 MiB of input (default: 0)")
+    output.add_argument("--batch_size", default="4096", help="captions per batch inside the pipeline (default: 4096)")
+
+
+class CurationOptions(PipelineOptions):
+    """The curation options as Beam pipeline options."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_curation_arguments(parser)
+
+
+class _StrictParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def curation_parser() -> argparse.ArgumentParser:
+    parser = _StrictParser(
+        prog="python -m beam_pipeline.curate",
+        description="Curate an image-text pool the MetaCLIP way: match captions against metadata entries, "
+        "count, and keep a balanced subset. Any Beam pipeline option (--runner, --direct_num_workers, "
+        "--project, --region, ...) may follow.",
+        allow_abbrev=False,
+    )
+    add_curation_arguments(parser)
+    return parser
+
+
+def _beam_option_names() -> set[str]:
+    """Every --flag some Beam PipelineOptions class defines."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def _integer(name: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise UsageError(f"--{name} must be >= {minimum}, got {number}")
+    return number
+
+
+def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, list[str]]:
+    """(curation options with typed numbers, the remaining Beam arguments).
+
+    Raises UsageError for a missing or bad value, or a flag no one defines.
+    """
+    args, rest = curation_parser().parse_known_args(list(argv or []))
+    known = _beam_option_names()
+    for arg in rest:
+        if arg.startswith("--") and arg.split("=", 1)[0] not in known:
+            flag = arg.split("=", 1)[0]
+            ours = [a for action in curation_parser()._actions for a in action.option_strings]
+            close = difflib.get_close_matches(flag, ours + sorted(known), n=1)
+            raise UsageError(f"unrecognised option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if not args.input:
+        raise UsageError("--input is required: the caption files to curate")
+    if not args.metadata:
+        raise UsageError("--metadata is required: a JSON list of entry strings")
+    if not args.output_dir:
+        raise UsageError("--output_dir is required")
+    args.threshold = _integer("threshold", args.threshold, 1)
+    args.seed = _integer("seed", args.seed, 0)
+    if args.seed >= 2**64:
+        raise UsageError(f"--seed must be below 2**64, got {args.seed}")
+    args.num_shards = _integer("num_shards", args.num_shards, 0)
+    args.batch_size = _integer("batch_size", args.batch_size, 1)
+    args.max_text_bytes = _integer("max_text_bytes", args.max_text_bytes, 1)
+    if args.column_names is not None:
+        args.column_names = tuple(name.strip() for name in args.column_names.split(","))
+        if not all(args.column_names) or len(set(args.column_names)) != len(args.column_names):
+            raise UsageError(f"--column_names must be distinct non-empty names separated by commas, got {','.join(args.column_names)!r}")
+    return args, rest

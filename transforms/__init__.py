@@ -1,0 +1,1 @@
+"""BalanceBeam's transforms: pure curation functions and the Beam PTransforms that wrap them."""

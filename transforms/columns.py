@@ -1,0 +1,15 @@
+"""Column names of the Arrow batches that flow through the pipeline."""
+
+KEY = "key"
+TEXT = "text"
+# Where each accepted record came from: (index of its file in the sorted input
+# list, row in that file). They order duplicate keys deterministically and are
+# dropped before anything is written.
+SOURCE_FILE = "__source_file"
+SOURCE_ROW = "__source_row"
+ENTRY_IDS = "entry_ids"  # list<int32>, ascending
+KEEP_PROB = "keep_prob"  # float64
+KEY_HASH = "__key_hash"  # uint64, BLAKE2b-64 of the key; internal
+KEPT = "__kept"  # bool; internal
+
+INTERNAL_COLUMNS = (SOURCE_FILE, SOURCE_ROW, KEY_HASH, KEPT)

@@ -1,0 +1,73 @@
+"""Reading and checking a MetaCLIP metadata list (a JSON list of entry strings).
+
+No Beam import. An entry's id is its index in the list, so anything that
+would change ids (duplicates, non-strings) is refused, never repaired.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+
+class MetadataError(ValueError):
+    """A metadata list the pipeline must refuse before any work."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    entries: list[str]
+    sha256: str  # of the file's bytes: workers check they load the same list
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _examples(items: Sequence[object], limit: int = 3) -> str:
+    return ", ".join(repr(item) for item in list(items)[:limit])
+
+
+def id_corrupting_problems(items: Sequence[object]) -> list[str]:
+    """Problems that would corrupt entry ids: non-strings and duplicates."""
+    problems = []
+    non_strings = [(i, item) for i, item in enumerate(items) if not isinstance(item, str)]
+    if non_strings:
+        problems.append(f"{len(non_strings)} non-string entries (e.g. index {non_strings[0][0]}: {non_strings[0][1]!r})")
+    seen: set[str] = set()
+    duplicates = []
+    for item in items:
+        if isinstance(item, str):
+            if item in seen:
+                duplicates.append(item)
+            seen.add(item)
+    if duplicates:
+        problems.append(f"{len(duplicates)} duplicate entries (e.g. {_examples(duplicates)})")
+    return problems
+
+
+def parse_metadata(data: bytes, name: str = "metadata") -> Metadata:
+    """Parse and check a metadata file's bytes (gzip is detected by magic number).
+
+    Raises MetadataError with one line naming the file and the problem.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise MetadataError(f"metadata file {name} is not a readable gzip file: {error}") from None
+    try:
+        items = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MetadataError(f"metadata file {name} is not valid JSON: {error}") from None
+    if not isinstance(items, list):
+        raise MetadataError(f"metadata file {name} must hold a JSON list of strings, not a JSON {type(items).__name__}")
+    if not items:
+        raise MetadataError(f"metadata file {name} holds an empty list: nothing could ever match")
+    problems = id_corrupting_problems(items)
+    if problems:
+        raise MetadataError(f"metadata file {name} would corrupt entry ids: {'; '.join(problems)} (run `python -m beam_pipeline.metadata validate {name}`)")
+    return Metadata(items, digest)

@@ -1,0 +1,81 @@
+"""Run statistics: per-batch figures, summed exactly, and the stats.json document.
+
+No Beam import except in `RunStats`; all arithmetic is on integers so the
+figures do not depend on the order in which workers add them up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.caption_files import Rejection
+from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT
+
+# keep_prob summed in fixed point: exact and order independent.
+_PROB_SCALE = 1 << 40
+
+
+def batch_figures(batch: pa.RecordBatch) -> Counter:
+    """Figures of one sampled batch."""
+    offsets = batch.column(ENTRY_IDS).offsets.to_numpy()
+    keep_prob = batch.column(KEEP_PROB).to_numpy()
+    return Counter(
+        records_accepted=batch.num_rows,
+        records_matched=int((np.diff(offsets) > 0).sum()),
+        records_kept=int(np.count_nonzero(batch.column(KEPT).to_numpy(zero_copy_only=False))),
+        entry_matches=int(offsets[-1] - offsets[0]),
+        keep_prob_fixed=int(np.rint(keep_prob * _PROB_SCALE).astype(np.int64).sum()),
+    )
+
+
+def rejection_figures(rejection: Rejection) -> Counter:
+    figures = Counter({"records_rejected": rejection.records, f"rejected.{rejection.reason}": rejection.records})
+    if rejection.row is None:
+        figures["files_rejected"] += 1
+    return figures
+
+
+class SumFigures(beam.CombineFn):
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, accumulator, figures):
+        accumulator.update(figures)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        total = Counter()
+        for accumulator in accumulators:
+            total.update(accumulator)
+        return total
+
+    def extract_output(self, accumulator):
+        return dict(accumulator)
+
+
+def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict) -> dict:
+    """stats.json: the run's figures, keys in a fixed order."""
+    accepted = batch.get("records_accepted", 0)
+    rejected_records = rejected.get("records_rejected", 0)
+    threshold = run["threshold"]
+    by_reason = {key.split(".", 1)[1]: value for key, value in sorted(rejected.items()) if key.startswith("rejected.")}
+    return {
+        "records_read": accepted + rejected_records,
+        "records_accepted": accepted,
+        "records_rejected": rejected_records,
+        "rejected_by_reason": by_reason,
+        "files_rejected": rejected.get("files_rejected", 0),
+        "records_matched": batch.get("records_matched", 0),
+        "records_kept": batch.get("records_kept", 0),
+        "expected_kept": round(batch.get("keep_prob_fixed", 0) / _PROB_SCALE, 3),
+        "entry_matches": batch.get("entry_matches", 0),
+        "entries": int(len(counts)),
+        "entries_matched": int(np.count_nonzero(counts)),
+        "entries_over_threshold": int(np.count_nonzero(counts > threshold)),
+        "matches_in_head_entries": int(counts[counts > threshold].sum()),
+        **run,
+    }
