@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test clean
+.PHONY: setup system-deps demo test clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m beam_pipeline.demo --output_dir demo_output
 
-test: setup
+# Debian packages the tests need (WordNet's database for the metadata builder).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: setup system-deps
 	$(BIN)/python -m pytest -q tests
 
 clean:
