@@ -21,7 +21,7 @@ def space_text(text: str) -> str:
     """Return `text` spaced for matching: stripped, padded, punctuation wrapped.
 
     >>> space_text("a golden retriever!")
-    ' a golden retriever ! '
+    ' a golden retriever !  '
     """
     return (" " + text.strip() + " ").translate(_SPACING_TABLE)
 

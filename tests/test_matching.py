@@ -1,0 +1,72 @@
+"""Spacing and matching against the reference cases and a brute-force oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import matching_cases
+from transforms.matching import EntryMatcher, match_entries_brute_force
+from transforms.spacing import can_ever_match, space_text
+
+
+def test_spacing_follows_the_spec_steps():
+    assert space_text("a golden retriever!") == " a golden retriever !  "
+    assert space_text("  dog  ") == " dog "
+    assert space_text("hot\tdog\nx\ry") == " hot dog x y "
+    assert space_text(",.;:?!`") == "  ,  .  ;  :  ?  !  `  "
+    # Nothing else changes: case, other punctuation, repeated spaces, unicode.
+    assert space_text("Dog's (e-mail) / A&B +  x") == " Dog's (e-mail) / A&B +  x "
+    assert space_text("\u00a0café\u3000") == " café "  # str.strip() strips Unicode spaces
+
+
+def test_every_reference_case_metaclip1():
+    metadata, cases = matching_cases()
+    matcher = EntryMatcher(metadata)
+    for case in cases:
+        assert matcher.match(case["text"]) == case["metaclip1"], case["text"]
+        assert match_entries_brute_force(case["text"], metadata) == case["metaclip1"], case["text"]
+
+
+def test_batch_matching_equals_single_matching():
+    metadata, cases = matching_cases()
+    matcher = EntryMatcher(metadata)
+    texts = [case["text"] for case in cases]
+    offsets, flat = matcher.match_batch(texts)
+    assert offsets[0] == 0 and len(offsets) == len(texts) + 1
+    for i, case in enumerate(cases):
+        assert flat[offsets[i] : offsets[i + 1]].tolist() == case["metaclip1"]
+    assert flat.dtype == np.int32
+
+
+def test_can_ever_match_agrees_with_matching():
+    assert not can_ever_match("3.5") and not can_ever_match("U.S.") and not can_ever_match("a\tb")
+    assert can_ever_match("a .") and EntryMatcher(["a ."]).match("a.") == [0]
+    assert can_ever_match("dog") and can_ever_match("C++")
+
+
+# Small alphabets make overlaps, nesting, repeated spaces and punctuation common.
+_CHARS = st.sampled_from(list("ab ,.;:?!`\t\n\r-'") + ["é", "東", "京", "\u00a0", "Ω", "🙂"])
+_TEXTS = st.text(_CHARS, max_size=40)
+_ENTRIES = st.lists(st.text(_CHARS, min_size=0, max_size=6), max_size=25, unique=True)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries=_ENTRIES, texts=st.lists(_TEXTS, min_size=1, max_size=8))
+def test_automaton_equals_brute_force_oracle(entries, texts):
+    matcher = EntryMatcher(entries)
+    offsets, flat = matcher.match_batch(texts)
+    for i, text in enumerate(texts):
+        expected = match_entries_brute_force(text, entries)
+        assert matcher.match(text) == expected
+        assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.sampled_from(["new", "york", "city", "hot", "dog", "a", "the"]), min_size=1, max_size=12),
+       seps=st.lists(st.sampled_from([" ", "  ", ", ", ". ", "\t", "! "]), min_size=12, max_size=12))
+def test_overlapping_multiword_entries(words, seps):
+    entries = ["new york", "york city", "new york city", "hot dog", "a", "hot", "dog", "the the", "the"]
+    text = "".join(w + s for w, s in zip(words, seps))
+    assert EntryMatcher(entries).match(text) == match_entries_brute_force(text, entries)

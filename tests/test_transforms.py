@@ -1,0 +1,136 @@
+"""Each PTransform in a TestPipeline, checked with assert_that."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.testing.util import assert_that, equal_to
+
+from conftest import beam_test_pipeline, matching_cases, write_jsonl
+from transforms.balancing import entry_probabilities, keep_probability
+from transforms.caption_files import InputLayout, Rejection
+from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
+from transforms.count import CountEntries
+from transforms.hashing import key_hashes, uniform_draws
+from transforms.match import MatchEntries
+from transforms.metadata_list import parse_metadata
+from transforms.read import ReadCaptions
+from transforms.sample import BalancedSample
+from transforms.write import WriteJsonLinesShards, WriteParquetShards
+
+
+def _rows(batch: pa.RecordBatch, *columns):
+    return list(zip(*(batch.column(c).to_pylist() for c in columns)))
+
+
+def _batch(keys, texts, entry_ids=None):
+    columns = {KEY: pa.array(keys, pa.string()), TEXT: pa.array(texts, pa.string()),
+               SOURCE_FILE: pa.array([0] * len(keys), pa.int32()), SOURCE_ROW: pa.array(range(len(keys)), pa.int64())}
+    if entry_ids is not None:
+        columns[ENTRY_IDS] = pa.array(entry_ids, pa.list_(pa.int32()))
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def test_read_captions_splits_good_rows_and_rejections(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"key": "k1", "text": "dog", "url": "u1"},
+        {"text": "cat"},
+        {"key": "k3", "text": 5},
+        {"key": "k4", "text": None},
+        {"key": "k5"},
+        {"key": "k6", "text": " \t "},
+    ])
+    with path.open("a") as f:
+        f.write("{oops\n")
+    layout = InputLayout(format="jsonl", passthrough=(("url", pa.string()),), batch_size=2)
+    with beam_test_pipeline() as p:
+        read = p | ReadCaptions([str(path)], layout)
+        rows = read.batches | beam.FlatMap(lambda b: _rows(b, KEY, TEXT, "url", SOURCE_ROW))
+        assert_that(rows, equal_to([("k1", "dog", "u1", 0), ("a.jsonl:1", "cat", None, 1)]), label="rows")
+        reasons = read.rejected | beam.Map(lambda r: (r.row, r.reason))
+        assert_that(reasons, equal_to([(2, "non_string_text"), (3, "null_text"), (4, "missing_text"),
+                                       (5, "empty_text"), (6, "malformed_json")]), label="rejected")
+
+
+def test_match_entries_reproduces_reference_cases(tmp_path):
+    metadata, cases = matching_cases()
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(metadata))
+    sha = parse_metadata(path.read_bytes()).sha256
+    texts = [c["text"] for c in cases]
+    batches = [_batch([str(i) for i in range(start, min(start + 10, len(texts)))], texts[start:start + 10])
+               for start in range(0, len(texts), 10)]
+    with beam_test_pipeline() as p:
+        matched = p | beam.Create(batches) | MatchEntries(str(path), sha)
+        assert_that(matched | beam.FlatMap(lambda b: _rows(b, KEY, ENTRY_IDS)),
+                    equal_to([(str(i), c["metaclip1"]) for i, c in enumerate(cases)]))
+
+
+def test_count_entries_sums_across_batches_and_blocks():
+    ids = [[0, 3], [3], [], [9, 10, 11], [1, 3, 11]]
+    batches = [_batch(["a", "b", "c"], ["x"] * 3, ids[:3]), _batch(["d", "e"], ["x"] * 2, ids[3:])]
+    expected = np.zeros(13, dtype=np.int64)
+    for row in ids:
+        expected[row] += 1
+    with beam_test_pipeline() as p:
+        # block_size 4: the 13 entries span four blocks, one of them never matched.
+        counts = p | beam.Create(batches) | CountEntries(13, block_size=4)
+        assert_that(counts | beam.Map(lambda c: (c.dtype.name, c.tolist())), equal_to([("int64", expected.tolist())]))
+
+
+def test_count_entries_of_an_empty_pool_is_all_zero():
+    with beam_test_pipeline() as p:
+        counts = p | beam.Create([], reshuffle=False).with_output_types(pa.RecordBatch) | CountEntries(5)
+        assert_that(counts | beam.Map(lambda c: c.tolist()), equal_to([[0, 0, 0, 0, 0]]))
+
+
+def test_balanced_sample_adds_probability_hash_and_decision():
+    counts = np.array([10, 2, 0, 40])
+    ids = [[0], [1], [], [0, 3], [3]]
+    keys = ["a", "b", "c", "d", "e"]
+    probs = entry_probabilities(counts, 4)
+    draws = uniform_draws(key_hashes(keys), 9)
+    expected = [(k, keep_probability(r, probs), bool(u < keep_probability(r, probs))) for k, r, u in zip(keys, ids, draws)]
+    with beam_test_pipeline() as p:
+        counts_pc = p | "Counts" >> beam.Create([counts])
+        sampled = p | beam.Create([_batch(keys, ["x"] * 5, ids)]) | BalancedSample(counts_pc, threshold=4, seed=9)
+        assert_that(sampled | beam.FlatMap(lambda b: _rows(b, KEY, KEEP_PROB, KEPT)), equal_to(expected))
+
+
+def _sampled_batch(keys, kept):
+    batch = _batch(keys, [f"text {k}" for k in keys], [[0]] * len(keys))
+    return (batch.append_column(KEEP_PROB, pa.array([0.5] * len(keys), pa.float64()))
+            .append_column(KEY_HASH, pa.array(key_hashes(keys), pa.uint64()))
+            .append_column(KEPT, pa.array(kept, pa.bool_())))
+
+
+def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path):
+    keys = [f"k{i:03d}" for i in range(60)]
+    batches = [_sampled_batch(keys[:35], [i % 3 == 0 for i in range(35)]), _sampled_batch(keys[35:], [True] * 25)]
+    schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
+    with beam_test_pipeline() as p:
+        written = p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True)
+        assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[1]),
+                    equal_to([f"part-0000{i}-of-00004.parquet" for i in range(4)]))
+    kept = {k for i, k in enumerate(keys[:35]) if i % 3 == 0} | set(keys[35:])
+    seen = []
+    for shard in sorted((tmp_path / "subset").glob("part-*.parquet")):
+        table = pq.read_table(shard)
+        assert table.schema.names == [KEY, TEXT]
+        shard_keys = table.column(KEY).to_pylist()
+        assert shard_keys == sorted(shard_keys)
+        seen += shard_keys
+    assert sorted(seen) == sorted(kept)
+    assert not list((tmp_path / "subset").glob(".*"))  # no temporary files left
+
+
+def test_write_json_lines_shards(tmp_path):
+    lines = [Rejection(f"f{i % 3}", i, "empty_text").to_json() for i in range(10)]
+    with beam_test_pipeline() as p:
+        p | beam.Create(lines) | WriteJsonLinesShards(str(tmp_path / "rejected"), 2)
+    written = [line for f in sorted((tmp_path / "rejected").glob("part-*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(written) == sorted(lines) and len(list((tmp_path / "rejected").iterdir())) == 2
