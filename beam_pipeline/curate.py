@@ -113,9 +113,9 @@ def _probe(paths: Sequence[str], fmt: str, layout_options: dict) -> InputLayout:
         except Exception as error:  # noqa: BLE001 - a corrupt file: try the next one
             problems.append(f"{path}: {type(error).__name__}: {error}")
             continue
-        if layout.passthrough or fmt != "jsonl":
+        if layout is not None:
             return layout
-        problems.append(f"{path}: no JSON object")
+        problems.append(f"{path}: no records")
     raise UsageError(f"no input file could be read ({problems[0]}{' ...' if len(problems) > 1 else ''})")
 
 

@@ -346,7 +346,7 @@ def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: In
         yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
 
 
-def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> InputLayout:
+def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayout]:
     """Fix the run's pass-through columns from its first input file.
 
     Parquet: every column but key and text, with its type. TSV/CSV: every
@@ -379,11 +379,13 @@ def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> InputLayout:
         types = [pa.string()] * len(names)
     else:
         raise InputError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if names and layout.text_field not in names:
+    if not names:
+        return None
+    if layout.text_field not in names:
         raise InputError(f"--text_field {layout.text_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
-    if layout.key_field and names and layout.key_field not in names:
+    if layout.key_field and layout.key_field not in names:
         raise InputError(f"--key_field {layout.key_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
-    if layout.url_field and names and layout.url_field not in names:
+    if layout.url_field and layout.url_field not in names:
         raise InputError(f"--url_field {layout.url_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
     passthrough = []
     for name, dtype in zip(names, types):

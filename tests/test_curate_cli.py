@@ -1,0 +1,171 @@
+"""The command line end to end: outputs, contracts, determinism, and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipeline import curate
+from conftest import REPO, matching_cases, write_jsonl
+
+
+def _output_files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def cases_run(tmp_path):
+    """The reference matching cases curated as a JSONL pool with t = 2."""
+    metadata, cases = matching_cases()
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    records = [{"key": f"case-{i:03d}", "text": c["text"], "url": f"https://x/{i}.jpg"} for i, c in enumerate(cases)]
+    write_jsonl(tmp_path / "pool.jsonl", records + [{"key": "no-text"}, {"key": "int-text", "text": 7}])
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "metadata.json"),
+            "--threshold", "2", "--seed", "5", "--output_dir", str(out)]
+    assert curate.run(argv) == 0
+    return metadata, cases, out, argv
+
+
+def test_pipeline_reproduces_every_reference_case(cases_run):
+    metadata, cases, out, _ = cases_run
+    matches = pq.read_table(out / "matches").to_pylist()
+    by_key = {row["key"]: row["entry_ids"] for row in matches}
+    for i, case in enumerate(cases):
+        key = f"case-{i:03d}"
+        if case["text"].strip():
+            assert by_key[key] == case["metaclip1"], case["text"]
+        else:  # empty after stripping: rejected, and it could match nothing anyway
+            assert key not in by_key and case["metaclip1"] == []
+
+
+def test_outputs_follow_the_contract(cases_run):
+    metadata, cases, out, _ = cases_run
+    counts = json.loads((out / "entry_counts.json").read_text())
+    assert list(counts) == metadata  # every entry, in metadata order
+    expected = Counter(i for c in cases for i in c["metaclip1"])
+    assert [counts[e] for e in metadata] == [expected[i] for i in range(len(metadata))]
+
+    matches = pq.read_table(out / "matches")
+    assert matches.schema == pa.schema([("key", pa.string()), ("entry_ids", pa.list_(pa.int32())), ("keep_prob", pa.float64())])
+    subset = pq.read_table(out / "subset")
+    assert subset.schema.names == ["key", "text", "url"]
+    rejected = [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    blank = [(f"case-{i:03d}", "empty_text") for i, c in enumerate(cases) if not c["text"].strip()]
+    assert len(blank) == 2
+    assert sorted((r["raw"].get("key"), r["reason"]) for r in rejected) == sorted(
+        blank + [("int-text", "non_string_text"), ("no-text", "missing_text")])
+    assert all(r["source"]["file"].endswith("pool.jsonl") and isinstance(r["source"]["row"], int) for r in rejected)
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["records_read"] == len(cases) + 2 == stats["records_accepted"] + stats["records_rejected"]
+    assert stats["records_accepted"] == matches.num_rows
+    assert stats["records_kept"] == subset.num_rows
+    assert stats["records_matched"] == sum(1 for ids in matches.column("entry_ids").to_pylist() if ids)
+    assert stats["entries_over_threshold"] == sum(1 for v in counts.values() if v > 2)
+    assert stats["threshold"] == 2 and stats["seed"] == 5
+    assert stats["rejected_by_reason"] == {"empty_text": 2, "missing_text": 1, "non_string_text": 1}
+    # Every caption with a tail entry (count <= t) is kept; unmatched ones never are.
+    kept = set(subset.column("key").to_pylist())
+    for row in matches.to_pylist():
+        if not row["entry_ids"]:
+            assert row["keep_prob"] == 0 and row["key"] not in kept
+        elif any(counts[metadata[i]] <= 2 for i in row["entry_ids"]):
+            assert row["keep_prob"] == 1 and row["key"] in kept
+
+
+def test_rerun_is_byte_identical_and_needs_overwrite(cases_run, tmp_path, capsys):
+    _, _, out, argv = cases_run
+    first = _output_files(out)
+    assert curate.run(argv) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert curate.run(argv + ["--overwrite"]) == 0
+    assert _output_files(out) == first
+    other = tmp_path / "other"
+    assert curate.run([a if a != str(out) else str(other) for a in argv] + ["--num_shards", "3"]) == 0
+    assert len(list((other / "matches").glob("part-*-of-00003.parquet"))) == 3
+    assert pq.read_table(other / "matches").sort_by("key").equals(pq.read_table(out / "matches").sort_by("key"))
+
+
+def test_other_seed_other_subset(cases_run, tmp_path):
+    _, _, out, argv = cases_run
+    other = tmp_path / "seed6"
+    argv = [a if a != str(out) else str(other) for a in argv]
+    argv[argv.index("--seed") + 1] = "6"
+    assert curate.run(argv) == 0
+    assert pq.read_table(other / "matches").equals(pq.read_table(out / "matches"))  # same probabilities
+    keys = lambda d: set(pq.read_table(d / "subset").column("key").to_pylist())  # noqa: E731
+    assert keys(other) != keys(out)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--threshold": "0"}, "--threshold must be >= 1, got 0"),
+        ({"--threshold": "lots"}, "--threshold must be an integer, got 'lots'"),
+        ({"--seed": "-1"}, "--seed must be >= 0"),
+        ({"--input": "/nonexistent/*.jsonl"}, "matches no file"),
+        ({"--metadata": "/nonexistent/metadata.json"}, "cannot read metadata file /nonexistent/metadata.json"),
+        ({"--input_format": "xml"}, "invalid choice: 'xml'"),
+        ({"--text_field": "caption"}, "--text_field 'caption' is not a column of the input"),
+        ({"--thresold": "5"}, "unrecognised option --thresold (did you mean --threshold?)"),
+    ],
+)
+def test_bad_options_fail_before_any_work_with_one_line(tmp_path, capsys, change, message):
+    write_jsonl(tmp_path / "pool.jsonl", [{"text": "dog"}])
+    (tmp_path / "md.json").write_text('["dog"]')
+    args = {"--input": str(tmp_path / "pool.jsonl"), "--metadata": str(tmp_path / "md.json"), "--output_dir": str(tmp_path / "out")}
+    args.update(change)
+    argv = [x for pair in args.items() for x in pair]
+    assert curate.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ('["dog", "cat", "dog"]', "1 duplicate entries (e.g. 'dog')"),
+    ('["dog", 3]', "1 non-string entries (e.g. index 1: 3)"),
+    ('{"dog": 1}', "must hold a JSON list of strings"),
+    ('["dog"', "is not valid JSON"),
+])
+def test_metadata_that_would_corrupt_ids_is_refused(tmp_path, capsys, content, message):
+    write_jsonl(tmp_path / "pool.jsonl", [{"text": "dog"}])
+    (tmp_path / "md.json").write_text(content)
+    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(tmp_path / "out")]
+    assert curate.run(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_command_line_on_parquet_in_a_subprocess(tmp_path):
+    """`python -m beam_pipeline.curate` on img2dataset-style Parquet shards, as a user runs it."""
+    for shard in range(3):
+        pq.write_table(pa.table({
+            "URL": [f"https://img/{shard}-{i}.jpg" for i in range(100)],
+            "TEXT": [f"a photo of a {'dog' if i % 2 else 'cat'} number {i}" for i in range(100)],
+            "width": list(range(100)),
+        }), tmp_path / f"{shard:05d}.parquet")
+    (tmp_path / "md.json").write_text('["dog", "cat", "photo", "a photo"]')
+    result = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.curate", "--input", str(tmp_path / "*.parquet"),
+         "--text_field", "TEXT", "--url_field", "URL", "--metadata", str(tmp_path / "md.json"),
+         "--threshold", "50", "--output_dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "records read" in result.stdout and "Traceback" not in result.stderr
+    counts = json.loads((tmp_path / "out" / "entry_counts.json").read_text())
+    assert counts == {"dog": 150, "cat": 150, "photo": 300, "a photo": 300}
+    subset = pq.read_table(tmp_path / "out" / "subset")
+    assert subset.schema == pa.schema([("key", pa.string()), ("text", pa.string()), ("url", pa.string()), ("width", pa.int64())])
+    assert subset.column("key").to_pylist()[0].endswith(".parquet:" + subset.column("key").to_pylist()[0].split(":")[1])
+    # Every caption matches 'photo' (count 300 > t): ~ 1-(1-50/300)^2(1-50/150) kept per caption.
+    assert 0.3 * 300 < subset.num_rows < 0.7 * 300
