@@ -181,6 +181,28 @@ def _json_scalar_as_text(value: object) -> Optional[str]:
 Item = Union[pa.RecordBatch, Rejection]
 
 
+class _RawReader(io.RawIOBase):
+    """Adapts a file object with only read() (Beam's CompressedFile) to io's stack."""
+
+    def __init__(self, fileobj):
+        self._fileobj = fileobj
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._fileobj.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def buffered(fileobj) -> IO[bytes]:
+    """A buffered, line-iterable binary stream over any readable file object."""
+    if isinstance(fileobj, (io.BufferedIOBase, io.BytesIO)):
+        return fileobj
+    return io.BufferedReader(_RawReader(fileobj), buffer_size=1 << 20)
+
+
 def read_jsonl(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
     """One JSON object a line. Blank lines are not records; rows are line numbers."""
     builder = _BatchBuilder(layout, path, file_index)
@@ -341,6 +363,8 @@ def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: In
     what it read so far and one file-level `unreadable_file` rejection.
     """
     try:
+        if layout.format != "parquet":
+            fileobj = buffered(fileobj)
         yield from _READERS[layout.format](fileobj, path, file_index, layout)
     except Exception as error:  # noqa: BLE001 - any parser failure is this file's fault
         yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
@@ -355,6 +379,8 @@ def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayou
     Raises InputError when the text field is not among the columns.
     """
     layout = InputLayout(format=fmt, **options)
+    if fmt != "parquet":
+        fileobj = buffered(fileobj)
     if fmt == "parquet":
         schema = pq.ParquetFile(fileobj).schema_arrow
         names, types = schema.names, [schema.field(n).type for n in schema.names]
