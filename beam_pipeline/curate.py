@@ -31,7 +31,7 @@ from transforms.match import MatchEntries, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
 from transforms.sample import BalancedSample
-from transforms.stats import SumFigures, batch_figures, rejection_figures, stats_document
+from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
 from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
@@ -186,10 +186,10 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
     sampled = matched | "BalancedSample" >> BalancedSample(counts, config.threshold, config.seed)
 
+    matches = sampled | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, MATCHES_SCHEMA)
     written = [
-        sampled | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, MATCHES_SCHEMA),
-        sampled
-        | "WriteSubset" >> WriteParquetShards(config.output("subset"), config.num_shards, config.subset_schema, kept_only=True),
+        matches.written,
+        (sampled | "WriteSubset" >> WriteParquetShards(config.output("subset"), config.num_shards, config.subset_schema, kept_only=True)).written,
         read.rejected
         | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
         | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16)),
@@ -201,7 +201,11 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         >> WriteJsonFile(config.output("entry_counts.json"), lambda counts: entry_counts_document(metadata_path, counts), {"counts": counts})
     )
 
-    batch_stats = sampled | "BatchFigures" >> beam.Map(batch_figures) | "SumBatchFigures" >> beam.CombineGlobally(SumFigures())
+    batch_stats = (
+        (sampled | "BatchFigures" >> beam.Map(batch_figures), matches.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures))
+        | "AllBatchFigures" >> beam.Flatten()
+        | "SumBatchFigures" >> beam.CombineGlobally(SumFigures())
+    )
     rejected_stats = read.rejected | "RejectionFigures" >> beam.Map(rejection_figures) | "SumRejectionFigures" >> beam.CombineGlobally(SumFigures())
     run_figures = config.run_figures()
     # stats.json is written after every other output: its presence marks a finished run.

@@ -72,6 +72,7 @@ def test_outputs_follow_the_contract(cases_run):
     assert stats["entries_over_threshold"] == sum(1 for v in counts.values() if v > 2)
     assert stats["threshold"] == 2 and stats["seed"] == 5
     assert stats["rejected_by_reason"] == {"empty_text": 2, "missing_text": 1, "non_string_text": 1}
+    assert stats["duplicate_keys"] == 0 and stats["duplicate_key_examples"] == []
     # Every caption with a tail entry (count <= t) is kept; unmatched ones never are.
     kept = set(subset.column("key").to_pylist())
     for row in matches.to_pylist():
@@ -169,3 +170,20 @@ def test_command_line_on_parquet_in_a_subprocess(tmp_path):
     assert subset.column("key").to_pylist()[0].endswith(".parquet:" + subset.column("key").to_pylist()[0].split(":")[1])
     # Every caption matches 'photo' (count 300 > t): ~ 1-(1-50/300)^2(1-50/150) kept per caption.
     assert 0.3 * 300 < subset.num_rows < 0.7 * 300
+
+
+def test_duplicate_keys_are_reported_and_each_record_curated(tmp_path):
+    records = [{"key": "dup", "text": "a dog"}, {"key": "dup", "text": "a cat"}, {"key": "solo", "text": "a dog"},
+               {"key": "dup", "text": "a dog"}, {"key": "twice", "text": "x"}, {"key": "twice", "text": "y"}]
+    write_jsonl(tmp_path / "pool.jsonl", records)
+    (tmp_path / "md.json").write_text('["dog", "cat"]')
+    out = tmp_path / "out"
+    assert curate.run(["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"),
+                       "--threshold", "1", "--output_dir", str(out)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["duplicate_keys"] == 3 and stats["duplicate_key_examples"] == ["dup", "twice"]
+    matches = pq.read_table(out / "matches").to_pylist()
+    # Each record is matched and counted as its own caption, in source order within a key.
+    assert [(m["key"], m["entry_ids"]) for m in matches] == [
+        ("dup", [0]), ("dup", [1]), ("dup", [0]), ("solo", [0]), ("twice", []), ("twice", [])]
+    assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 3, "cat": 1}

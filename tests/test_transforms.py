@@ -113,7 +113,7 @@ def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path):
     batches = [_sampled_batch(keys[:35], [i % 3 == 0 for i in range(35)]), _sampled_batch(keys[35:], [True] * 25)]
     schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
     with beam_test_pipeline() as p:
-        written = p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True)
+        written = (p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True)).written
         assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[1]),
                     equal_to([f"part-0000{i}-of-00004.parquet" for i in range(4)]))
     kept = {k for i, k in enumerate(keys[:35]) if i % 3 == 0} | set(keys[35:])
@@ -126,6 +126,16 @@ def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path):
         seen += shard_keys
     assert sorted(seen) == sorted(kept)
     assert not list((tmp_path / "subset").glob(".*"))  # no temporary files left
+
+
+def test_write_parquet_shards_reports_duplicate_keys(tmp_path):
+    keys = ["a", "b", "a", "c", "a", "b"]
+    schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
+    with beam_test_pipeline() as p:
+        out = p | beam.Create([_sampled_batch(keys, [True] * 6)]) | WriteParquetShards(str(tmp_path / "m"), 3, schema)
+        found = out.duplicates | beam.Map(lambda d: (d["duplicate_keys"], d["examples"]))
+        assert_that(found | beam.combiners.ToList() | beam.Map(lambda xs: (sum(n for n, _ in xs), sorted(e for _, ex in xs for e in ex))),
+                    equal_to([(3, ["a", "b"])]))
 
 
 def test_write_json_lines_shards(tmp_path):

@@ -1,7 +1,7 @@
 """Run statistics: per-batch figures, summed exactly, and the stats.json document.
 
-No Beam import except in `RunStats`; all arithmetic is on integers so the
-figures do not depend on the order in which workers add them up.
+All arithmetic is on integers, so the figures do not depend on the order in
+which workers add them up.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ def rejection_figures(rejection: Rejection) -> Counter:
     if rejection.row is None:
         figures["files_rejected"] += 1
     return figures
+
+
+def duplicate_figures(found: dict) -> Counter:
+    return Counter(duplicate_keys=found["duplicate_keys"], **{f"duplicate_example.{key}": 1 for key in found["examples"]})
 
 
 class SumFigures(beam.CombineFn):
@@ -77,5 +81,7 @@ def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict) -
         "entries_matched": int(np.count_nonzero(counts)),
         "entries_over_threshold": int(np.count_nonzero(counts > threshold)),
         "matches_in_head_entries": int(counts[counts > threshold].sum()),
+        "duplicate_keys": batch.get("duplicate_keys", 0),
+        "duplicate_key_examples": sorted(k.split(".", 1)[1] for k in batch if k.startswith("duplicate_example."))[:5],
         **run,
     }

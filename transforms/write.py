@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -71,6 +72,21 @@ class _SplitBatchByShardFn(beam.DoFn):
             yield int(sorted_shards[start]), batch.take(pa.array(order[start:end]))
 
 
+WRITTEN = "written"
+DUPLICATES = "duplicates"
+_DUPLICATE_EXAMPLES = 5
+
+
+def duplicate_keys(sorted_keys: pa.Array) -> tuple[int, list[str]]:
+    """(rows whose key equals the previous row's, a few such keys) of a sorted key column."""
+    if len(sorted_keys) < 2:
+        return 0, []
+    repeated = pc.equal(sorted_keys.slice(1), sorted_keys.slice(0, len(sorted_keys) - 1)).fill_null(False)
+    count = pc.sum(repeated).as_py() or 0
+    examples = pc.unique(sorted_keys.slice(1).filter(repeated)).to_pylist()[:_DUPLICATE_EXAMPLES] if count else []
+    return count, examples
+
+
 class _WriteParquetShardFn(beam.DoFn):
     def __init__(self, directory: str, num_shards: int, columns: Sequence[str], schema: pa.Schema):
         self._directory = directory
@@ -86,6 +102,11 @@ class _WriteParquetShardFn(beam.DoFn):
         else:
             table = self._schema.empty_table()
         table = table.cast(self._schema)
+        # Every row of a key lands in the same shard and the shard is sorted,
+        # so duplicate keys are adjacent: found here without another shuffle.
+        count, examples = duplicate_keys(table.column(KEY).combine_chunks())
+        if count:
+            yield beam.pvalue.TaggedOutput(DUPLICATES, {"duplicate_keys": count, "examples": examples})
         path = shard_name(self._directory, shard, self._num_shards, ".parquet")
         yield write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
@@ -94,7 +115,9 @@ class WriteParquetShards(beam.PTransform):
     """Write batches as `num_shards` sorted Parquet files in `directory`.
 
     In: batches holding `columns` plus the internal key hash and source
-    columns (and the keep flag when `kept_only`). Out: the written paths.
+    columns (and the keep flag when `kept_only`). Out: `written`, the paths,
+    and `duplicates`, one dict per shard with repeated keys
+    (`duplicate_keys`: rows beyond the first of each key, `examples`).
     Each file holds the rows whose key hashes to it, sorted by key, then by
     source file and row.
     """
@@ -112,7 +135,10 @@ class WriteParquetShards(beam.PTransform):
         return (
             _with_every_shard(parts, self._num_shards, "Parts")
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteParquetShardFn(self._directory, self._num_shards, columns, self._schema))
+            | "WriteShards"
+            >> beam.ParDo(_WriteParquetShardFn(self._directory, self._num_shards, columns, self._schema)).with_outputs(
+                DUPLICATES, main=WRITTEN
+            )
         )
 
 
