@@ -132,6 +132,8 @@ def _clear_unfinished_outputs(output_dir: str, overwrite: bool) -> None:
         path = FileSystems.join(output_dir, name)
         if FileSystems.exists(path):
             stale.append(path)
+        # Temporary files of a killed run (see transforms.write.write_atomically).
+        stale += [m.path for m in FileSystems.match([FileSystems.join(output_dir, f".{name}.tmp-*")])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 

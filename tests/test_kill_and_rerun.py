@@ -1,0 +1,71 @@
+"""A run killed at any point leaves no partial file under a final name, and a
+rerun into the same directory produces the complete, identical result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from beam_pipeline.demo import make_demo_data
+from conftest import REPO
+
+
+def _final_files(directory: Path) -> dict[str, bytes]:
+    """Files under their final names (temporary ones are hidden: '.name.tmp-*')."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "beam_pipeline.curate", "--input", str(pool / "*.jsonl"), "--metadata", str(metadata),
+            "--threshold", "300", "--num_shards", "4", "--output_dir", str(out)]
+
+
+@pytest.fixture(scope="module")
+def pool_and_clean_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill")
+    metadata, pool = make_demo_data(root / "data", captions=200_000, shards=6)
+    clean = root / "clean"
+    subprocess.run(_command(pool, metadata, clean), cwd=REPO, check=True, capture_output=True, timeout=300)
+    return pool, metadata, _final_files(clean), root
+
+
+def _kill_when(condition, command, timeout=120.0) -> bool:
+    """Start the run in its own process group; SIGKILL the group once condition() holds."""
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not condition():
+        time.sleep(0.005)
+    finished = process.poll() is not None
+    if not finished:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return not finished
+
+
+@pytest.mark.parametrize("kill_point", ["while_matching", "after_first_output_file"])
+def test_kill_then_rerun_gives_the_clean_result(pool_and_clean_run, kill_point):
+    pool, metadata, clean, root = pool_and_clean_run
+    out = root / kill_point
+    started = time.monotonic()
+    if kill_point == "while_matching":
+        condition = lambda: time.monotonic() - started > 2.5  # noqa: E731 - imports done, pipeline reading and matching
+    else:
+        condition = lambda: out.exists() and any(p.is_file() and not p.name.startswith(".") for p in out.rglob("*"))  # noqa: E731
+    killed = _kill_when(condition, _command(pool, metadata, out))
+    assert killed, "the run finished before the kill point; make the pool bigger"
+    partial = _final_files(out) if out.exists() else {}
+    assert "stats.json" not in partial
+    # Whatever exists under a final name is complete: the very bytes of the clean run.
+    for name, data in partial.items():
+        assert data == clean[name], name
+    rerun = subprocess.run(_command(pool, metadata, out), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _final_files(out) == clean
+    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
