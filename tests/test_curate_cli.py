@@ -187,3 +187,15 @@ def test_duplicate_keys_are_reported_and_each_record_curated(tmp_path):
     assert [(m["key"], m["entry_ids"]) for m in matches] == [
         ("dup", [0]), ("dup", [1]), ("dup", [0]), ("solo", [0]), ("twice", []), ("twice", [])]
     assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 3, "cat": 1}
+
+
+def test_input_order_and_glob_spelling_do_not_change_a_byte(tmp_path):
+    for name, words in [("a.jsonl", ["dog", "cat"]), ("b.jsonl", ["dog dog", "hot dog"]), ("c.jsonl", ["cat", "x"])]:
+        write_jsonl(tmp_path / name, [{"text": f"a {w} {i}"} for i, w in enumerate(words * 20)])
+    (tmp_path / "md.json").write_text('["dog", "cat", "hot dog", "a"]')
+    common = ["--metadata", str(tmp_path / "md.json"), "--threshold", "10", "--num_shards", "2"]
+    one = ["--input", str(tmp_path / "c.jsonl"), "--input", str(tmp_path / "a.jsonl"), "--input", str(tmp_path / "b.jsonl")]
+    other = ["--input", str(tmp_path / "[ab].jsonl"), "--input", str(tmp_path / "*.jsonl")]
+    assert curate.run(one + common + ["--output_dir", str(tmp_path / "one")]) == 0
+    assert curate.run(other + common + ["--output_dir", str(tmp_path / "other")]) == 0
+    assert _output_files(tmp_path / "one") == _output_files(tmp_path / "other")
