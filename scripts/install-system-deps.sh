@@ -20,12 +20,16 @@ fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "install-system-deps: $WORDNET_DIR is missing; run \`apt-get install wordnet-base\` as root" \
+             "(the WordNet tests will be skipped until then)" >&2
+        exit 0
+    fi
     SUDO="sudo"
 fi
-export DEBIAN_FRONTEND=noninteractive
 
 # Refresh the package lists only when apt does not know the package yet.
 if ! apt-cache show wordnet-base >/dev/null 2>&1; then
-    $SUDO apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
 fi
-$SUDO apt-get install -y -q --no-install-recommends wordnet-base
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wordnet-base

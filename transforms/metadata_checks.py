@@ -51,14 +51,16 @@ def check_entries(items: Sequence[object], max_examples: int = 5) -> list[Findin
 
     strings = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
     warnings = (
-        ("empty", "empty entries (match any caption holding two spaces in a row)", lambda e: e == ""),
-        ("white_space", "entries with leading or trailing white space", lambda e: e != e.strip()),
-        ("never_matches", "entries that can never match (they hold , . ; : ? ! ` without a space on each side, or a tab, newline or carriage return)",
+        ("empty", "empty", "(it matches every caption with two spaces in a row once spaced, e.g. any 'a, b')", lambda e: e == ""),
+        ("white_space", "", "with leading or trailing white space", lambda e: e != e.strip()),
+        ("never_matches", "", "that can never match (holding , . ; : ? ! ` without a space on each side, or a tab, newline or carriage return)",
          lambda e: not can_ever_match(e)),
     )
-    for kind, description, test in warnings:
+    for kind, adjective, description, test in warnings:
         hits = [(i, entry) for i, entry in strings if test(entry)]
         if hits:
             examples = [f"id {i}: {entry!r}" for i, entry in hits[:max_examples]]
-            findings.append(Finding("warning", kind, f"{len(hits)} {description}", len(hits), examples))
+            noun = "entry" if len(hits) == 1 else "entries"
+            message = " ".join(part for part in (str(len(hits)), adjective, noun, description) if part)
+            findings.append(Finding("warning", kind, message, len(hits), examples))
     return findings

@@ -44,7 +44,7 @@ def id_corrupting_problems(items: Sequence[object]) -> list[str]:
                 duplicates.append(item)
             seen.add(item)
     if duplicates:
-        problems.append(f"{len(duplicates)} duplicate entries (e.g. {_examples(duplicates)})")
+        problems.append(f"{len(duplicates)} duplicate entries (e.g. {_examples(list(dict.fromkeys(duplicates)))})")
     return problems
 
 

@@ -129,10 +129,9 @@ def open_wordnet(location: WordNetLocation) -> Iterator:
         # "The multilingual functions are not available": we only read English synsets.
         warnings.simplefilter("ignore", UserWarning)
         if location.kind == "nltk":
-            from nltk.corpus import wordnet
-
-            wordnet.ensure_loaded()
-            yield wordnet
+            # A reader of our own rather than nltk.corpus.wordnet, whose loaded
+            # state would outlive this block.
+            yield WordNetCorpusReader(nltk.data.find("corpora/wordnet"), None)
             return
         with tempfile.TemporaryDirectory(prefix="balancebeam-wordnet-") as root:
             directory = _prepare_nltk_dir(location.path, root)
