@@ -24,20 +24,39 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline.options import UsageError, parse_curation_args
-from transforms.caption_files import InputError, InputLayout, infer_format, probe_layout
+from transforms.caption_files import (
+    InputError,
+    InputLayout,
+    infer_format,
+    preset_fields,
+    probe_columns,
+    probe_layout,
+    read_caption_file,
+)
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, TEXT
 from transforms.count import CountEntries
+from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
+from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
 from transforms.match import MatchEntries, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
 from transforms.sample import BalancedSample
 from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
-from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards
+from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, expand_braces
+from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards, write_atomically
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 BYTES_PER_SHARD = 256 << 20
+WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
 OUTPUT_FILES = ("entry_counts.json", "stats.json")
+# Training hand-off outputs (docs/training-handoff.md), cleared like the others.
+SUBSET_UIDS = "subset_uids.npy"
+IMG2DATASET_DIR = "img2dataset"
+KEPT_KEYS_DIR = "webdataset/kept_keys"
+SHARDS_JSON = "webdataset/shards.json"
+HANDOFF_GLOBS = ("img2dataset/part-*", "img2dataset/.part-*", "webdataset/kept_keys/*", ".subset_uids/*")
+HANDOFF_FILES = (SUBSET_UIDS, SHARDS_JSON)
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,11 @@ class CurationConfig:
     seed: int
     output_dir: str
     num_shards: int
+    # Training hand-off: which of webdataset, datacomp, img2dataset; a reshard directory.
+    handoff: frozenset = frozenset()
+    reshard_dir: Optional[str] = None
+    samples_per_shard: int = 10000
+    img2dataset_key_column: str = "source_key"
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -72,17 +96,28 @@ class CurationConfig:
 
 
 def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], int]:
-    """Sorted unique paths matched by the globs, and their total size."""
+    """Sorted unique paths matched by the globs, and their total size.
+
+    Brace patterns (`shards/{000000..000099}.tar`, webdataset's shard lists) are expanded
+    first; every name they spell must exist: a shard list with holes is refused.
+    """
     sizes: dict[str, int] = {}
     for pattern in globs:
-        try:
-            found = FileSystems.match([pattern])[0].metadata_list
-        except Exception as error:  # noqa: BLE001 - e.g. gs:// without credentials
-            raise UsageError(f"--input {pattern!r} cannot be listed: {error}") from None
-        if not found:
+        names = expand_braces(pattern)
+        missing = []
+        for name in names:
+            try:
+                found = FileSystems.match([name])[0].metadata_list
+            except Exception as error:  # noqa: BLE001 - e.g. gs:// without credentials
+                raise UsageError(f"--input {pattern!r} cannot be listed: {error}") from None
+            if not found:
+                missing.append(name)
+            for metadata in found:
+                sizes[metadata.path] = metadata.size_in_bytes
+        if missing and len(names) == 1:
             raise UsageError(f"--input {pattern!r} matches no file")
-        for metadata in found:
-            sizes[metadata.path] = metadata.size_in_bytes
+        if missing:
+            raise UsageError(f"--input {pattern!r}: {len(missing)} of its {len(names)} names match no file (first: {missing[0]})")
     return sorted(sizes), sum(sizes.values())
 
 
@@ -119,6 +154,121 @@ def _probe(paths: Sequence[str], fmt: str, layout_options: dict) -> InputLayout:
     raise UsageError(f"no input file could be read ({problems[0]}{' ...' if len(problems) > 1 else ''})")
 
 
+def _first_columns(paths: Sequence[str], fmt: str, column_names) -> list:
+    """The columns of the first input file that has some (for --input_preset)."""
+    for path in paths:
+        compression = CompressionTypes.UNCOMPRESSED if fmt == "parquet" else CompressionTypes.AUTO
+        try:
+            with FileSystems.open(path, compression_type=compression) as handle:
+                columns = probe_columns(handle, fmt, column_names)
+        except Exception:  # noqa: BLE001 - a corrupt file: try the next one
+            continue
+        if columns:
+            return columns
+    return []
+
+
+def _fields(paths: Sequence[str], fmt: str, args) -> dict:
+    """text/key/url fields: the format's defaults, then the preset's, then explicit flags."""
+    fields = {"text_field": TXT_MEMBER if fmt == WEBDATASET else TEXT, "key_field": None, "url_field": None}
+    if args.input_preset:
+        columns = [] if fmt == WEBDATASET else _first_columns(paths, fmt, args.column_names)
+        try:
+            fields.update(preset_fields(args.input_preset, fmt, columns))
+        except InputError as error:
+            raise UsageError(str(error)) from None
+    for name in fields:
+        given = getattr(args, name)
+        if given is not None:
+            fields[name] = given
+    return fields
+
+
+def _handoffs(args, fmt: str, layout: InputLayout) -> frozenset:
+    """The hand-off outputs asked for (or the defaults of `auto`), checked against the input."""
+    if args.handoff is None:  # auto
+        chosen = set()
+        if fmt == WEBDATASET:
+            chosen.add("webdataset")
+        if args.input_preset == "datacomp":
+            chosen.add("datacomp")
+        if args.input_preset in ("datacomp", "img2dataset") and fmt != WEBDATASET:
+            chosen.add("img2dataset")
+    else:
+        chosen = set(args.handoff)
+    if "webdataset" in chosen and fmt != WEBDATASET:
+        raise UsageError(f"--handoff webdataset lists kept keys per input tar shard; the input is {fmt}, not webdataset")
+    if "img2dataset" in chosen and not any(name == "url" for name, _ in layout.passthrough):
+        raise UsageError("--handoff img2dataset needs image URLs: pass --url_field (or --input_preset datacomp|img2dataset)")
+    if args.reshard_dir is not None and fmt != WEBDATASET:
+        raise UsageError(f"--reshard_dir writes new webdataset shards from webdataset input shards; the input is {fmt}")
+    return frozenset(chosen)
+
+
+def _check_uid_keys(paths: Sequence[str], layout: InputLayout) -> None:
+    """The first keys of the run must be DataComp uids: fail now, not after hours of work
+    (a later key that is not one still fails the run, naming it)."""
+    for path in paths[:3]:
+        compression = CompressionTypes.UNCOMPRESSED if layout.format == "parquet" else CompressionTypes.AUTO
+        try:
+            handle = FileSystems.open(path, compression_type=compression)
+        except Exception:  # noqa: BLE001 - the run will report it as unreadable_file
+            continue
+        with handle:
+            for item in read_caption_file(handle, path, 0, layout):
+                if isinstance(item, pa.RecordBatch):
+                    try:
+                        check_uids(item.column(KEY).to_pylist(), f" (a key of {path})")
+                    except UidError as error:
+                        raise UsageError(f"--handoff datacomp: {error}") from None
+                    return
+
+
+def _img2dataset_key_column(layout: InputLayout) -> str:
+    """Named after the input's key field (`uid` for DataComp); `source_key` when that would be
+    `key`, which img2dataset overwrites with its own sample key."""
+    name = layout.key_field
+    if name and not name.startswith(".") and name not in ("key", "url", "caption"):
+        return name
+    return "source_key"
+
+
+def _check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, overwrite: bool) -> None:
+    """Refuse a directory that holds inputs, files of someone else, or a reshard finished by
+    another run (without --overwrite). A reshard of this very output directory whose run
+    did not finish (no stats.json) is a leftover, replaced like the other outputs."""
+    directory = reshard_dir.rstrip("/")
+    for path in paths:
+        if path.startswith(directory + "/"):
+            raise UsageError(f"--reshard_dir {reshard_dir} holds input shards ({path}); choose a new directory")
+    manifest = FileSystems.join(directory, MANIFEST)
+    finished = FileSystems.exists(manifest)
+    if finished and not overwrite:
+        try:
+            with FileSystems.open(manifest) as handle:
+                source = json.load(handle).get("source", {}).get("output_dir")
+        except Exception:  # noqa: BLE001 - unreadable: treat as finished by someone else
+            source = None
+        if source != output_dir or FileSystems.exists(FileSystems.join(output_dir, "stats.json")):
+            raise UsageError(f"--reshard_dir {reshard_dir} already holds a finished reshard ({MANIFEST}); pass --overwrite to replace it")
+    ours = finished or FileSystems.exists(FileSystems.join(directory, RESHARD_MARKER))
+    if not ours and FileSystems.exists(directory) and FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list:
+        raise UsageError(f"--reshard_dir {reshard_dir} is not empty and is not a BalanceBeam reshard; choose an empty or new directory")
+
+
+def _clear_reshard_dir(reshard_dir: str) -> None:
+    """Remove an earlier reshard's shards, fragments and manifest; mark the directory ours."""
+    directory = reshard_dir.rstrip("/")
+    stale = []
+    for pattern in ("[0-9][0-9][0-9][0-9][0-9][0-9]*.tar", ".[0-9]*.tar.tmp-*", f"{FRAGMENTS}/*", MANIFEST, f".{MANIFEST}.tmp-*"):
+        stale += [m.path for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+    marker = FileSystems.join(directory, RESHARD_MARKER)
+    if not FileSystems.exists(marker):
+        write_atomically(marker, lambda handle: handle.write(b"BalanceBeam reshard directory: reruns replace its *.tar and manifest.json\n"))
+
+
 def _clear_unfinished_outputs(output_dir: str, overwrite: bool) -> None:
     """Refuse a finished run's directory unless --overwrite; remove leftovers of unfinished ones."""
     stats = FileSystems.join(output_dir, "stats.json")
@@ -134,6 +284,12 @@ def _clear_unfinished_outputs(output_dir: str, overwrite: bool) -> None:
             stale.append(path)
         # Temporary files of a killed run (see transforms.write.write_atomically).
         stale += [m.path for m in FileSystems.match([FileSystems.join(output_dir, f".{name}.tmp-*")])[0].metadata_list]
+    for pattern in HANDOFF_GLOBS:
+        stale += [m.path for m in FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list]
+    for name in HANDOFF_FILES:
+        directory, _, base = FileSystems.join(output_dir, name).rpartition("/")
+        for pattern in (base, f".{base}.tmp-*"):
+            stale += [m.path for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 
@@ -147,20 +303,27 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         paths,
         fmt,
         dict(
-            text_field=args.text_field,
-            key_field=args.key_field,
-            url_field=args.url_field,
+            **_fields(paths, fmt, args),
             column_names=args.column_names,
             max_text_bytes=args.max_text_bytes,
             batch_size=args.batch_size,
         ),
     )
+    handoff = _handoffs(args, fmt, layout)
+    if "datacomp" in handoff:
+        _check_uid_keys(paths, layout)
     try:
         metadata = load_metadata(args.metadata)
     except MetadataError as error:
         raise UsageError(str(error)) from None
+    if args.reshard_dir is not None:
+        _check_reshard_dir(args.reshard_dir, paths, args.output_dir, args.overwrite)
     _clear_unfinished_outputs(args.output_dir, args.overwrite)
-    num_shards = args.num_shards or max(1, math.ceil(total_bytes / BYTES_PER_SHARD))
+    if args.reshard_dir is not None:
+        _clear_reshard_dir(args.reshard_dir)
+    # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.
+    caption_bytes = total_bytes // WEBDATASET_BYTES_PER_CAPTION_BYTE if fmt == WEBDATASET else total_bytes
+    num_shards = args.num_shards or max(1, math.ceil(caption_bytes / BYTES_PER_SHARD))
     config = CurationConfig(
         paths=tuple(paths),
         layout=layout,
@@ -171,6 +334,10 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         seed=args.seed,
         output_dir=args.output_dir,
         num_shards=num_shards,
+        handoff=handoff,
+        reshard_dir=args.reshard_dir.rstrip("/") if args.reshard_dir else None,
+        samples_per_shard=args.samples_per_shard,
+        img2dataset_key_column=_img2dataset_key_column(layout),
     )
     return config, beam_args
 
@@ -183,7 +350,8 @@ def entry_counts_document(metadata_path: str, counts) -> dict:
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     """Add the curation to `pipeline`; return its main PCollections by name."""
-    read = pipeline | "ReadCaptions" >> ReadCaptions(config.paths, config.layout)
+    reader = ReadCaptions(config.paths, config.layout)
+    read = pipeline | "ReadCaptions" >> reader
     matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256)
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
     sampled = matched | "BalancedSample" >> BalancedSample(counts, config.threshold, config.seed)
@@ -196,6 +364,7 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
         | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16)),
     ]
+    written += build_handoff(sampled, reader.listed_files, config)
     metadata_path = config.metadata_path
     written.append(
         pipeline
@@ -220,28 +389,71 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     return {"batches": read.batches, "rejected": read.rejected, "matched": matched, "counts": counts, "sampled": sampled, "stats": stats}
 
 
+def build_handoff(sampled, listed_files, config: CurationConfig) -> list:
+    """The training hand-off writers the config asks for; their outputs, for stats.json's `after`.
+
+    `listed_files`: (index, path) of every input file (ReadCaptions.listed_files).
+    """
+    written = []
+    if "webdataset" in config.handoff or config.reshard_dir:
+        keep_lists = "webdataset" in config.handoff
+        written += sampled | "WebdatasetHandoff" >> WebdatasetHandoff(
+            listed_files,
+            config.output(KEPT_KEYS_DIR) if keep_lists else None,
+            key_files_need_index(config.paths),
+            config.output(SHARDS_JSON) if keep_lists else None,
+            config.reshard_dir,
+            config.samples_per_shard,
+            manifest_extra={"source": {"output_dir": config.output_dir, "threshold": config.threshold, "seed": config.seed,
+                                       "input_shards": len(config.paths)}},
+        )
+    if "datacomp" in config.handoff:
+        written.append(sampled | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
+    if "img2dataset" in config.handoff:
+        written.append(
+            sampled
+            | "WriteImg2dataset"
+            >> WriteImg2datasetShards(config.output(IMG2DATASET_DIR), config.num_shards, config.img2dataset_key_column)
+        )
+    return written
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    """The runner as Beam resolves --runner: class name, lower case, no 'runner' suffix ('direct', 'dataflow')."""
+    name = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return name[: -len("runner")] if name.endswith("runner") else name
+
+
 def make_runner(options: PipelineOptions):
     """The DirectRunner's own engine, the Python FnApiRunner, chosen explicitly.
 
     Left to itself the DirectRunner first tries to download a Prism binary,
     which waits on the network where there is none; every other runner is
-    used as given.
+    used as given. As the DirectRunner does, the runner hands the pipeline
+    options to the SDK worker processes of --direct_running_mode=multi_processing
+    (filesystem settings such as --s3_endpoint_url, the pickler).
     """
-    runner = options.view_as(StandardOptions).runner
-    if runner in (None, "DirectRunner", "direct"):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    if _runner_name(options) == "direct":
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        return FnApiRunner()
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return fn_runner.FnApiRunner(provision_info=provision_info)
     return None
 
 
 def _runs_here(options: PipelineOptions) -> bool:
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    if runner.endswith("PortableRunner"):
-        from apache_beam.options.pipeline_options import PortableOptions
+    """Whether the job needs this process until it ends: on every runner but Dataflow.
 
-        return options.view_as(PortableOptions).job_endpoint == "embed"
-    return runner in ("DirectRunner", "direct")
+    A Dataflow job (a Flex Template launch included) runs on in the service.
+    Everywhere else the submitter must wait: the DirectRunner and an embedded
+    job service run the job here, a LOOPBACK environment runs the SDK workers
+    here, and FlinkRunner, SparkRunner and PrismRunner start their job server
+    as a child of this process; all of them end when it exits.
+    """
+    return _runner_name(options) not in ("dataflow", "testdataflow")
 
 
 def _print_summary(config: CurationConfig, seconds: float) -> None:
@@ -258,10 +470,28 @@ def _print_summary(config: CurationConfig, seconds: float) -> None:
         ("seconds", f"{seconds:.1f}"),
         ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
     ]
+    rows += _handoff_summary(config)
     width = max(len(name) for name, _ in rows)
     print(f"curation finished: {config.output_dir}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+
+
+def _handoff_summary(config: CurationConfig) -> list[tuple[str, str]]:
+    rows = []
+    if "webdataset" in config.handoff:
+        with FileSystems.open(config.output(SHARDS_JSON)) as handle:
+            shards = json.load(handle)
+        rows.append(("webdataset key lists", f"{shards['kept']:,} kept keys of {len(shards['shards'])} input shards in {KEPT_KEYS_DIR}/"))
+    if config.reshard_dir:
+        with FileSystems.open(FileSystems.join(config.reshard_dir, MANIFEST)) as handle:
+            manifest = json.load(handle)
+        rows.append(("resharded", f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: {manifest['train_data']}"))
+    if "datacomp" in config.handoff:
+        rows.append(("DataComp uids", config.output(SUBSET_UIDS)))
+    if "img2dataset" in config.handoff:
+        rows.append(("img2dataset list", config.output(IMG2DATASET_DIR, "*.parquet")))
+    return rows
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -279,7 +509,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     build_curation(pipeline, config)
     result = pipeline.run()
     if not _runs_here(options):
-        # Dataflow, Flink, Spark: the job runs on without this process.
+        # Dataflow: the job runs on in the service, without this process.
         print(f"submitted to {options.view_as(StandardOptions).runner}; stats.json in {config.output_dir} marks its end")
         return 0
     result.wait_until_finish()

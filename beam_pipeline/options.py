@@ -14,7 +14,10 @@ from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.caption_files import FORMATS
+from transforms.caption_files import FORMATS, PRESETS
+
+HANDOFFS = ("webdataset", "datacomp", "img2dataset")
+DEFAULT_SAMPLES_PER_SHARD = 10000
 
 
 class UsageError(ValueError):
@@ -27,13 +30,20 @@ def add_curation_arguments(parser) -> None:
 
     inputs = group("input")
     inputs.add_argument("--input", action="append", default=None, metavar="GLOB",
-                        help="caption files: a path or glob, local or any Beam filesystem (gs://, s3://); repeat for more")
+                        help="caption files: a path, glob or brace pattern ({000000..000099}.tar), local or any Beam filesystem (gs://, s3://); repeat for more")
     inputs.add_argument("--input_format", default=None, choices=FORMATS,
-                        help="format of every input file; default: from the file extension (.jsonl/.json, .parquet, .tsv, .csv, optionally compressed)")
-    inputs.add_argument("--text_field", default="text", help="field or column holding the caption (default: text)")
+                        help="format of every input file; default: from the file extension (.jsonl/.json, .parquet, .tsv, .csv, optionally compressed; .tar: webdataset)")
+    inputs.add_argument("--input_preset", default=None, choices=PRESETS,
+                        help="column names of a known pool: datacomp (uid, url, text; webdataset shards: .txt, uid and url in .json) "
+                        "or img2dataset (url/caption or URL/TEXT); explicit --text_field/--key_field/--url_field win")
+    inputs.add_argument("--text_field", default=None,
+                        help="field or column holding the caption (default: text); webdataset: a member extension such as .txt "
+                        "(the default) or a field of the .json member")
     inputs.add_argument("--key_field", default=None,
-                        help="field or column holding the sample key; default: 'key' if present, else <file name>:<row>")
-    inputs.add_argument("--url_field", default=None, help="field or column holding the image URL; written as 'url' (default: none)")
+                        help="field or column holding the sample key; default: 'key' if present, else <file name>:<row>; "
+                        "webdataset: a field of the .json member, default the sample's __key__")
+    inputs.add_argument("--url_field", default=None,
+                        help="field or column holding the image URL (webdataset: of the .json member); written as 'url' (default: none)")
     inputs.add_argument("--column_names", default=None, metavar="A,B,...",
                         help="names for the columns of header-less TSV/CSV files, in order (CC3M: caption,url); default: the first row is the header")
     inputs.add_argument("--max_text_bytes", default="65536",
@@ -50,11 +60,24 @@ def add_curation_arguments(parser) -> None:
 
     output = group("output")
     output.add_argument("--output_dir", default=None, metavar="DIR", help="where every output goes; required")
-    output.add_argument("--overwrite", action="store_true",
-                        help="replace the outputs of a finished run already in --output_dir (default: refuse)")
+    output.add_argument("--overwrite", nargs="?", const="true", default="false", metavar="true|false",
+                        help="replace the outputs of a finished run already in --output_dir (default: refuse); "
+                        "--overwrite alone means true (a Flex Template parameter always has a value: overwrite=true)")
     output.add_argument("--num_shards", default="0",
                         help="files per output directory; 0 picks one per 256 MiB of input (default: 0)")
     output.add_argument("--batch_size", default="4096", help="captions per batch inside the pipeline (default: 4096)")
+
+    handoff = group("training hand-off")
+    handoff.add_argument("--handoff", default="auto", metavar="LIST",
+                         help="training hand-off outputs, comma-separated: webdataset (kept keys per input shard), datacomp "
+                         "(subset_uids.npy), img2dataset (img2dataset/*.parquet); or none. Default auto: webdataset for "
+                         "webdataset inputs, datacomp and img2dataset for --input_preset datacomp (datacomp only for its "
+                         "webdataset shards), img2dataset for --input_preset img2dataset")
+    handoff.add_argument("--reshard_dir", default=None, metavar="DIR",
+                         help="write new webdataset shards holding only the kept samples (every member copied byte for byte) "
+                         "and their manifest.json to DIR; webdataset inputs only (default: no reshard)")
+    handoff.add_argument("--samples_per_shard", default=str(DEFAULT_SAMPLES_PER_SHARD),
+                         help=f"samples per resharded tar, all shards full but the last (default: {DEFAULT_SAMPLES_PER_SHARD})")
 
 
 class CurationOptions(PipelineOptions):
@@ -92,6 +115,15 @@ def _beam_option_names() -> set[str]:
     return {option for action in parser._actions for option in action.option_strings}
 
 
+def _boolean(name: str, value) -> bool:
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise UsageError(f"--{name} must be true or false, got {value!r}")
+
+
 def _integer(name: str, value: str, minimum: int) -> int:
     try:
         number = int(value)
@@ -100,6 +132,19 @@ def _integer(name: str, value: str, minimum: int) -> int:
     if number < minimum:
         raise UsageError(f"--{name} must be >= {minimum}, got {number}")
     return number
+
+
+def _handoff_list(value: str) -> Optional[tuple[str, ...]]:
+    """None for auto; else the named hand-offs (empty for none)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["auto"]:
+        return None
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in HANDOFFS]
+    if unknown or not names:
+        raise UsageError(f"--handoff takes auto, none, or a comma-separated list of {', '.join(HANDOFFS)}; got {value!r}")
+    return tuple(dict.fromkeys(names))
 
 
 def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespace, list[str]]:
@@ -121,6 +166,7 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespa
         raise UsageError("--metadata is required: a JSON list of entry strings")
     if not args.output_dir:
         raise UsageError("--output_dir is required")
+    args.overwrite = _boolean("overwrite", args.overwrite)
     args.threshold = _integer("threshold", args.threshold, 1)
     args.seed = _integer("seed", args.seed, 0)
     if args.seed >= 2**64:
@@ -128,6 +174,10 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespa
     args.num_shards = _integer("num_shards", args.num_shards, 0)
     args.batch_size = _integer("batch_size", args.batch_size, 1)
     args.max_text_bytes = _integer("max_text_bytes", args.max_text_bytes, 1)
+    args.samples_per_shard = _integer("samples_per_shard", args.samples_per_shard, 1)
+    args.handoff = _handoff_list(args.handoff)
+    if args.reshard_dir is not None and not args.reshard_dir.strip():
+        raise UsageError("--reshard_dir must name a directory")
     if args.column_names is not None:
         args.column_names = tuple(name.strip() for name in args.column_names.split(","))
         if not all(args.column_names) or len(set(args.column_names)) != len(args.column_names):

@@ -19,9 +19,10 @@ from typing import IO, Iterator, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.columns import KEY, SOURCE_FILE, SOURCE_ROW, TEXT
+from transforms.columns import KEY, SHARD, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
+from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, iter_tar_samples, open_tar_stream
 
-FORMATS = ("jsonl", "parquet", "tsv", "csv")
+FORMATS = ("jsonl", "parquet", "tsv", "csv", WEBDATASET)
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate", ".lzma", ".xz")
 _FORMAT_BY_SUFFIX = {
     ".jsonl": "jsonl",
@@ -30,7 +31,10 @@ _FORMAT_BY_SUFFIX = {
     ".parquet": "parquet",
     ".tsv": "tsv",
     ".csv": "csv",
+    ".tar": WEBDATASET,
 }
+# Input presets: the column names of well-known pools, so users need not spell them.
+PRESETS = ("datacomp", "img2dataset")
 
 # Rejection reasons, as written to rejected/ and counted in stats.json.
 MISSING_TEXT = "missing_text"
@@ -44,6 +48,7 @@ NOT_AN_OBJECT = "not_a_json_object"
 BAD_COLUMN_COUNT = "bad_column_count"
 UNREADABLE_FILE = "unreadable_file"
 SCHEMA_MISMATCH = "schema_mismatch"
+NO_CAPTION_MEMBER = "no_caption_member"  # a webdataset sample without its caption member (.txt, or .json)
 
 
 class InputError(ValueError):
@@ -96,8 +101,10 @@ class InputLayout:
     """
 
     format: str
+    # Webdataset: a name starting with "." is a member extension (".txt"), any other a
+    # field of the sample's .json member.
     text_field: str = TEXT
-    key_field: Optional[str] = None  # None: "key" if present, else file:row
+    key_field: Optional[str] = None  # None: "key" if present, else file:row (webdataset: __key__)
     url_field: Optional[str] = None
     column_names: Optional[tuple[str, ...]] = None  # header-less TSV/CSV
     passthrough: tuple[tuple[str, pa.DataType], ...] = ()
@@ -353,7 +360,121 @@ def _row_dict(batch: pa.RecordBatch, i: int) -> dict:
     return {name: batch.column(name)[i].as_py() for name in batch.schema.names}
 
 
-_READERS = {"jsonl": read_jsonl, "tsv": _read_delimited, "csv": _read_delimited, "parquet": read_parquet}
+def webdataset_text_member(layout: InputLayout) -> Optional[str]:
+    """The extension of the caption member ("txt"), or None when the caption is a .json field."""
+    return layout.text_field[1:].lower() if layout.text_field.startswith(".") else None
+
+
+def read_webdataset(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
+    """Webdataset tar shards: one record per sample, rows are sample positions in the tar.
+
+    The caption is the member named by `--text_field` when it starts with a dot (`.txt`,
+    the default), else that field of the sample's `.json` member. The key is the
+    sample's `__key__`, or `--key_field` of the `.json`; the url is `--url_field` of the
+    `.json`. Only the caption and `.json` members are read; images are skipped unread.
+    A sample without its caption member is rejected as `no_caption_member`.
+    """
+    text_member = webdataset_text_member(layout)
+    needs_json = text_member is None or bool(layout.key_field) or bool(layout.url_field)
+    wanted = {text_member, "json" if needs_json else None} - {None}
+    builder = _BatchBuilder(layout, path, file_index)
+    samples = iter_tar_samples(fileobj, lambda _, ext: ext in wanted)
+    while True:
+        try:
+            sample = next(samples, None)
+        except Exception as error:  # noqa: BLE001 - a truncated or corrupt tar (a failed download)
+            # Keep the samples read before the fault, as read_caption_file promises.
+            yield from builder.flush()
+            yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
+            return
+        if sample is None:
+            break
+        row = sample.index
+        about = {"__key__": sample.key, "members": sample.extensions()}
+        record: dict = {}
+        json_member = sample.member("json") if needs_json else None
+        if json_member is not None:
+            try:
+                record = json.loads(json_member.data)
+            except ValueError:  # UnicodeDecodeError included
+                yield Rejection(path, row, MALFORMED_JSON, {**about, "json": json_member.data.decode("utf-8", "replace")})
+                continue
+            if not isinstance(record, dict):
+                yield Rejection(path, row, NOT_AN_OBJECT, {**about, "json": record})
+                continue
+        if text_member is not None:
+            caption = sample.member(text_member)
+            if caption is None:
+                yield Rejection(path, row, NO_CAPTION_MEMBER, about)
+                continue
+            try:
+                text = caption.data.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Rejection(path, row, INVALID_UTF8, {**about, "text": caption.data.decode("utf-8", "replace")})
+                continue
+        else:
+            if json_member is None:
+                yield Rejection(path, row, NO_CAPTION_MEMBER, about)
+                continue
+            if layout.text_field not in record:
+                yield Rejection(path, row, MISSING_TEXT, {**about, "json": record})
+                continue
+            text = record[layout.text_field]
+        problem = text_problem(text, layout.max_text_bytes)
+        if problem:
+            yield Rejection(path, row, problem, None if problem == TEXT_TOO_LONG else {**about, "text": text})
+            continue
+        if layout.key_field:
+            key = record.get(layout.key_field)
+            key = None if key is None else _json_scalar_as_text(key)
+        else:
+            key = sample.key
+        url = _json_scalar_as_text(record.get(layout.url_field)) if layout.url_field else None
+        extras = {SHARD: path, WDS_KEY: sample.key, "url": url}
+        builder.add(key, text, row, [extras[name] for name, _ in layout.passthrough])
+        if builder.full():
+            yield from builder.flush()
+    yield from builder.flush()
+
+
+def webdataset_passthrough(url_field: Optional[str]) -> tuple[tuple[str, pa.DataType], ...]:
+    columns = [(SHARD, pa.string()), (WDS_KEY, pa.string())]
+    if url_field:
+        columns.append(("url", pa.string()))
+    return tuple(columns)
+
+
+_READERS = {
+    "jsonl": read_jsonl,
+    "tsv": _read_delimited,
+    "csv": _read_delimited,
+    "parquet": read_parquet,
+    WEBDATASET: read_webdataset,
+}
+
+
+def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> dict:
+    """The text, key and url fields of an input preset, for this format and these columns.
+
+    datacomp: DataComp's pool metadata (`uid`, `url`, `text`), or its webdataset shards
+    (caption in `.txt`, `uid` and `url` in `.json`). img2dataset: its input parquet
+    (`url`/`caption`, or LAION's `URL`/`TEXT`), or its webdataset output (`.txt`, `url` in
+    `.json`). Raises InputError when the columns are not there.
+    """
+    if preset not in PRESETS:
+        raise InputError(f"unknown --input_preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if fmt == WEBDATASET:
+        return {"text_field": TXT_MEMBER, "key_field": "uid" if preset == "datacomp" else None, "url_field": "url"}
+    names = list(columns or [])
+    if preset == "datacomp":
+        missing = [name for name in ("uid", "url", "text") if name not in names]
+        if missing:
+            raise InputError(f"--input_preset datacomp needs the columns uid, url and text; {', '.join(missing)} missing (columns: {', '.join(map(str, names))})")
+        return {"text_field": "text", "key_field": "uid", "url_field": "url"}
+    for url, caption in (("url", "caption"), ("URL", "TEXT")):
+        if url in names and caption in names:
+            return {"text_field": caption, "key_field": None, "url_field": url}
+    raise InputError(f"--input_preset img2dataset needs the columns url and caption (or URL and TEXT); columns: {', '.join(map(str, names))}")
 
 
 def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
@@ -370,17 +491,21 @@ def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: In
         yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
 
 
-def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayout]:
-    """Fix the run's pass-through columns from its first input file.
+def _probe_webdataset(fileobj: IO[bytes], layout: InputLayout, options: dict) -> Optional[InputLayout]:
+    """Webdataset: fixed pass-through columns (shard, wds_key, url); checks the file is a tar."""
+    if layout.column_names:
+        raise InputError("--column_names names the columns of header-less TSV/CSV files; webdataset shards have none")
+    if layout.text_field.startswith(".") and len(layout.text_field) < 2:
+        raise InputError("--text_field '.' names no member; use an extension such as .txt, or a field of the .json member")
+    tar = open_tar_stream(fileobj)  # raises on a file that is not a tar
+    if tar.next() is None:
+        return None  # an empty tar holds no samples
+    return InputLayout(format=WEBDATASET, **options, passthrough=webdataset_passthrough(layout.url_field))
 
-    Parquet: every column but key and text, with its type. TSV/CSV: every
-    header (or --column_names) column, as strings. JSONL: the fields of the
-    first JSON object, as strings. The url field is renamed `url`.
-    Raises InputError when the text field is not among the columns.
-    """
-    layout = InputLayout(format=fmt, **options)
-    if fmt != "parquet":
-        fileobj = buffered(fileobj)
+
+def _columns(fileobj: IO[bytes], fmt: str, column_names: Optional[Sequence[str]]) -> tuple[list, list]:
+    """(column names, Arrow types) of a non-webdataset input file (buffered unless parquet)."""
+    layout = InputLayout(format=fmt, column_names=tuple(column_names) if column_names else None)
     if fmt == "parquet":
         schema = pq.ParquetFile(fileobj).schema_arrow
         names, types = schema.names, [schema.field(n).type for n in schema.names]
@@ -405,6 +530,33 @@ def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayou
         types = [pa.string()] * len(names)
     else:
         raise InputError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return names, types
+
+
+def probe_columns(fileobj: IO[bytes], fmt: str, column_names: Optional[Sequence[str]] = None) -> list:
+    """The column (or first JSON object's field) names of an input file; [] for webdataset."""
+    if fmt == WEBDATASET:
+        return []
+    if fmt != "parquet":
+        fileobj = buffered(fileobj)
+    return _columns(fileobj, fmt, column_names)[0]
+
+
+def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayout]:
+    """Fix the run's pass-through columns from its first input file.
+
+    Parquet: every column but key and text, with its type. TSV/CSV: every
+    header (or --column_names) column, as strings. JSONL: the fields of the
+    first JSON object, as strings. The url field is renamed `url`. Webdataset:
+    `shard` and `wds_key` (and `url`), strings; the file must be a tar.
+    Raises InputError when the text field is not among the columns.
+    """
+    layout = InputLayout(format=fmt, **options)
+    if fmt != "parquet":
+        fileobj = buffered(fileobj)
+    if fmt == WEBDATASET:
+        return _probe_webdataset(fileobj, layout, options)
+    names, types = _columns(fileobj, fmt, layout.column_names)
     if not names:
         return None
     if layout.text_field not in names:

@@ -7,6 +7,10 @@ TEXT = "text"
 # dropped before anything is written.
 SOURCE_FILE = "__source_file"
 SOURCE_ROW = "__source_row"
+# Pass-through columns of webdataset inputs: the tar shard a sample came from, and its
+# webdataset __key__ (equal to `key` unless --key_field takes the key from the .json).
+SHARD = "shard"
+WDS_KEY = "wds_key"
 ENTRY_IDS = "entry_ids"  # list<int32>, ascending
 KEEP_PROB = "keep_prob"  # float64
 KEY_HASH = "__key_hash"  # uint64, BLAKE2b-64 of the key; internal

@@ -55,17 +55,21 @@ class ReadCaptions(beam.PTransform):
     key, text, source columns and the layout's pass-through columns) and
     `rejected` (Rejection for each unusable record or file).
     The file list is fixed before the run; files are the unit of parallelism.
+    Once applied, `listed_files` is the PCollection of (file index, path): writers
+    that need every input file use it instead of embedding the list once more in
+    the job graph (Dataflow refuses graphs over 10 MB).
     """
 
     def __init__(self, paths: Sequence[str], layout: InputLayout):
         super().__init__()
         self._paths = list(paths)
         self._layout = layout
+        self.listed_files = None
 
     def expand(self, pbegin):
+        self.listed_files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
         return (
-            pbegin
-            | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
+            self.listed_files
             # Spread the files over workers before the expensive per-file work.
             | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ReadCaptionFileFn(self._layout)).with_outputs(REJECTED, main=BATCHES)
