@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.caption_files import FORMATS, PRESETS
 
 HANDOFFS = ("webdataset", "datacomp", "img2dataset")
+MODES = ("metaclip1", "metaclip2")
 DEFAULT_SAMPLES_PER_SHARD = 10000
 
 
@@ -48,15 +49,36 @@ def add_curation_arguments(parser) -> None:
                         help="names for the columns of header-less TSV/CSV files, in order (CC3M: caption,url); default: the first row is the header")
     inputs.add_argument("--max_text_bytes", default="65536",
                         help="captions longer than this many UTF-8 bytes are rejected as text_too_long (default: 65536)")
+    inputs.add_argument("--strict", nargs="?", const="true", default="false", metavar="true|false",
+                        help="fail the run at the first rejected record or file instead of writing it to rejected/ "
+                        "(default: false; --strict alone means true)")
 
     metadata = group("metadata")
     metadata.add_argument("--metadata", default=None, metavar="FILE",
-                          help="metadata entries: a JSON list of strings (MetaCLIP's metadata.json, .gz allowed); required")
+                          help="metadata entries: a JSON list of strings (MetaCLIP's metadata.json, .gz allowed); "
+                          "--mode metaclip2: a directory of <lang>.json lists or one JSON object {lang: [entries]}; required")
+    metadata.add_argument("--mode", default="metaclip1", choices=MODES,
+                          help="metaclip1: one list for every caption; metaclip2: MetaCLIP 2 worldwide, each caption matched "
+                          "only against its language's list, with a t per language (default: metaclip1)")
+    metadata.add_argument("--lang_field", default=None,
+                          help="metaclip2: field or column holding each caption's language code (default: none; "
+                          "then --language_id decides)")
+    metadata.add_argument("--language_id", default="auto", metavar="auto|none|MODEL",
+                          help="metaclip2: language-id model for captions without a --lang_field value; auto: the bundled "
+                          "model when there is no --lang_field, none otherwise; none: such captions get --default_language (default: auto)")
+    metadata.add_argument("--language_map", default=None, metavar="FILE|A=B,...",
+                          help="metaclip2: language codes to metadata languages, as a JSON object file or pairs "
+                          "(zh-cn=zh,zh-tw=zh); codes neither mapped nor listed get --default_language (default: none)")
+    metadata.add_argument("--default_language", default="other",
+                          help="metaclip2: metadata language of captions whose language is unknown or has no list (default: other)")
 
     balancing = group("balancing")
     balancing.add_argument("--threshold", default="20000",
                            help="t: captions kept per head entry in expectation (MetaCLIP 400M: 20000) (default: 20000)")
     balancing.add_argument("--seed", default="0", help="seed of the keep decisions, a non-negative integer (default: 0)")
+    balancing.add_argument("--target_size", default=None, metavar="N",
+                           help="choose t so that the expected subset size is as close as possible to N captions, "
+                           "print it and use it instead of --threshold (default: none)")
 
     output = group("output")
     output.add_argument("--output_dir", default=None, metavar="DIR", help="where every output goes; required")
@@ -66,6 +88,10 @@ def add_curation_arguments(parser) -> None:
     output.add_argument("--num_shards", default="0",
                         help="files per output directory; 0 picks one per 256 MiB of input (default: 0)")
     output.add_argument("--batch_size", default="4096", help="captions per batch inside the pipeline (default: 4096)")
+    output.add_argument("--report", nargs="?", const="true", default="true", metavar="true|false",
+                        help="write report.html and plots/*.png beside the outputs (default: true)")
+    output.add_argument("--progress", default="10", metavar="SECONDS",
+                        help="local runs: print records read, matched and kept every SECONDS; 0 turns it off (default: 10)")
 
     handoff = group("training hand-off")
     handoff.add_argument("--handoff", default="auto", metavar="LIST",
@@ -78,6 +104,21 @@ def add_curation_arguments(parser) -> None:
                          "and their manifest.json to DIR; webdataset inputs only (default: no reshard)")
     handoff.add_argument("--samples_per_shard", default=str(DEFAULT_SAMPLES_PER_SHARD),
                          help=f"samples per resharded tar, all shards full but the last (default: {DEFAULT_SAMPLES_PER_SHARD})")
+
+
+# Documentation only: shown in --help, still parsed by Beam itself.
+BEAM_OPTIONS_HELP = (
+    ("--runner", "DirectRunner (default; runs here on Beam's Python engine), DataflowRunner, PortableRunner, FlinkRunner, SparkRunner"),
+    ("--direct_running_mode", "DirectRunner: in_memory (default), multi_threading or multi_processing (all cores)"),
+    ("--direct_num_workers", "DirectRunner: parallel workers; 0 means one per core (default: 1)"),
+    ("--project", "Dataflow: Google Cloud project (default: none)"),
+    ("--region", "Dataflow: region of the job, e.g. us-central1 (default: none)"),
+    ("--temp_location", "Dataflow: gs:// path for temporary files (default: none)"),
+    ("--setup_file", "Dataflow: ./setup.py, to install BalanceBeam on the workers (default: none)"),
+    ("--max_num_workers", "Dataflow: upper bound for autoscaling (default: the service's)"),
+    ("--job_endpoint", "PortableRunner: job service address, or embed (default: none)"),
+    ("--environment_type", "PortableRunner: DOCKER, PROCESS, EXTERNAL or LOOPBACK (default: DOCKER)"),
+)
 
 
 class CurationOptions(PipelineOptions):
@@ -102,6 +143,10 @@ def curation_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     add_curation_arguments(parser)
+    beam = parser.add_argument_group(
+        "Beam options", "any Beam pipeline option may follow the curation options; the common ones:")
+    for flag, text in BEAM_OPTIONS_HELP:
+        beam.add_argument(flag, default=None, metavar="VALUE", help=text)
     return parser
 
 
@@ -132,6 +177,33 @@ def _integer(name: str, value: str, minimum: int) -> int:
     if number < minimum:
         raise UsageError(f"--{name} must be >= {minimum}, got {number}")
     return number
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} must be a number of seconds, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise UsageError(f"--{name} must be a finite number of seconds >= 0, got {value!r}")
+    return number
+
+
+_WORLDWIDE_ONLY = ("lang_field", "language_map")
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """Options that only mean something in one mode are refused in the other."""
+    if args.mode == "metaclip1":
+        for name in _WORLDWIDE_ONLY:
+            if getattr(args, name) is not None:
+                raise UsageError(f"--{name} is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1")
+        if args.language_id != "auto":
+            raise UsageError("--language_id is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1")
+    elif args.target_size is not None:
+        raise UsageError("--target_size is not supported with --mode metaclip2 yet: set --threshold (English's t)")
+    if not args.default_language.strip():
+        raise UsageError("--default_language must name a language")
 
 
 def _handoff_list(value: str) -> Optional[tuple[str, ...]]:
@@ -176,6 +248,12 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[argparse.Namespa
     args.max_text_bytes = _integer("max_text_bytes", args.max_text_bytes, 1)
     args.samples_per_shard = _integer("samples_per_shard", args.samples_per_shard, 1)
     args.handoff = _handoff_list(args.handoff)
+    args.strict = _boolean("strict", args.strict)
+    args.report = _boolean("report", args.report)
+    args.progress = _seconds("progress", args.progress)
+    if args.target_size is not None:
+        args.target_size = _integer("target_size", args.target_size, 1)
+    _check_mode(args)
     if args.reshard_dir is not None and not args.reshard_dir.strip():
         raise UsageError("--reshard_dir must name a directory")
     if args.column_names is not None:

@@ -54,6 +54,15 @@ SAMPLE_VALUES = {
     "handoff": "datacomp,img2dataset",
     "reshard_dir": "gs://bucket/resharded/run-1",
     "samples_per_shard": "5000",
+    "strict": "false",
+    "mode": "metaclip2",
+    "lang_field": "lang",
+    "language_id": "none",
+    "language_map": "zh-cn=zh,zh-tw=zh",
+    "default_language": "other",
+    "report": "true",
+    "progress": "0",
+    "target_size": "400000000",
 }
 
 
@@ -107,14 +116,17 @@ def test_parameter_texts_and_value_checks():
 
 def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
     """The launcher's form of every parameter parses; leaving one out fails iff it is required."""
-    values = {name: value for name, value in SAMPLE_VALUES.items() if name != "overwrite"}
+    # target_size is refused with mode metaclip2, which the sample values pick.
+    values = {name: value for name, value in SAMPLE_VALUES.items() if name not in ("overwrite", "target_size")}
     args, beam_args = parse_curation_args(launcher_args(values))
     assert (args.input, args.metadata, args.threshold, args.column_names) == (
         [SAMPLE_VALUES["input"]], SAMPLE_VALUES["metadata"], 20000, ("caption", "url"))
     assert beam_args == []
     for parameter in template_parameters():
         name = parameter["name"]
-        rest = {other: value for other, value in values.items() if other != name}
+        # Without mode (metaclip1), the metaclip2-only options must go too.
+        gone = {name} | ({"lang_field", "language_id", "language_map"} if name == "mode" else set())
+        rest = {other: value for other, value in values.items() if other not in gone}
         try:
             parse_curation_args(launcher_args(rest))
             required = False
