@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_pipeline.options import UsageError, parse_curation_args
 from transforms.caption_files import (
@@ -40,15 +40,18 @@ from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, 
 from transforms.match import MatchEntries, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
-from transforms.sample import BalancedSample
+from transforms.sample import BalancedSample, plan_for_threshold
+from transforms.spill import LoadBatches, StoreBatches, delete_spill_dir
 from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
 from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, expand_braces
 from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards, write_atomically
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
-BYTES_PER_SHARD = 256 << 20
+BYTES_PER_SHARD = 64 << 20
 WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
+# Batches between the passes, on local engines (transforms.spill); deleted at the end.
+SPILL_DIR = ".balancebeam-work"
 OUTPUT_FILES = ("entry_counts.json", "stats.json")
 # Training hand-off outputs (docs/training-handoff.md), cleared like the others.
 SUBSET_UIDS = "subset_uids.npy"
@@ -77,6 +80,8 @@ class CurationConfig:
     reshard_dir: Optional[str] = None
     samples_per_shard: int = 10000
     img2dataset_key_column: str = "source_key"
+    # Where batches wait between passes on engines that would hold them in memory.
+    spill_dir: Optional[str] = None
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -292,11 +297,26 @@ def _clear_unfinished_outputs(output_dir: str, overwrite: bool) -> None:
             stale += [m.path for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
+    delete_spill_dir(FileSystems.join(output_dir, SPILL_DIR))
+
+
+def _spills(options: PipelineOptions) -> bool:
+    """Whether the engine keeps a PCollection in memory between stages.
+
+    True for Beam's Python FnApiRunner: the DirectRunner's engine and the
+    embedded portable job service. Dataflow, Flink and Spark materialise
+    between stages themselves.
+    """
+    name = _runner_name(options)
+    if name == "direct":
+        return True
+    return name == "portable" and options.view_as(PortableOptions).job_endpoint == "embed"
 
 
 def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
     """Parse and check everything; return the run's config and the Beam arguments."""
     args, beam_args = parse_curation_args(argv)
+    options = PipelineOptions(list(argv or []))
     paths, total_bytes = resolve_inputs(args.input)
     fmt = _input_format(paths, args.input_format)
     layout = _probe(
@@ -338,6 +358,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         reshard_dir=args.reshard_dir.rstrip("/") if args.reshard_dir else None,
         samples_per_shard=args.samples_per_shard,
         img2dataset_key_column=_img2dataset_key_column(layout),
+        spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if _spills(options) else None,
     )
     return config, beam_args
 
@@ -349,17 +370,35 @@ def entry_counts_document(metadata_path: str, counts) -> dict:
 
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
-    """Add the curation to `pipeline`; return its main PCollections by name."""
+    """Add the curation to `pipeline`; return its main PCollections by name.
+
+    Two passes over the pool: the first reads, matches and counts, and keeps
+    the matched batches (StoreBatches); the second samples them with the
+    counts and writes every output. With `config.spill_dir` the batches wait
+    on disk between the passes (transforms.spill).
+    """
+    spill_dir = config.spill_dir
     reader = ReadCaptions(config.paths, config.layout)
     read = pipeline | "ReadCaptions" >> reader
     matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256)
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
-    sampled = matched | "BalancedSample" >> BalancedSample(counts, config.threshold, config.seed)
+    stored = matched | "StoreMatched" >> StoreBatches(spill_dir and FileSystems.join(spill_dir, "matched"), "matched")
 
-    matches = sampled | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, MATCHES_SCHEMA)
+    plan = counts | "PlanBalancing" >> beam.Map(plan_for_threshold, config.threshold)
+    sampled = (
+        stored
+        | "LoadMatched" >> LoadBatches(spill_dir)
+        | "BalancedSample" >> BalancedSample(plan, config.seed)
+    )
+
+    shards_dir = spill_dir and FileSystems.join(spill_dir, "shards")
+    matches = sampled | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, MATCHES_SCHEMA, spill_dir=shards_dir)
     written = [
         matches.written,
-        (sampled | "WriteSubset" >> WriteParquetShards(config.output("subset"), config.num_shards, config.subset_schema, kept_only=True)).written,
+        (
+            sampled
+            | "WriteSubset" >> WriteParquetShards(config.output("subset"), config.num_shards, config.subset_schema, kept_only=True, spill_dir=shards_dir)
+        ).written,
         read.rejected
         | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
         | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16)),
@@ -386,6 +425,8 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         {"batch": batch_stats, "rejected": rejected_stats, "counts": counts},
         after=written,
     )
+    if spill_dir:
+        stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
     return {"batches": read.batches, "rejected": read.rejected, "matched": matched, "counts": counts, "sampled": sampled, "stats": stats}
 
 
@@ -413,7 +454,10 @@ def build_handoff(sampled, listed_files, config: CurationConfig) -> list:
         written.append(
             sampled
             | "WriteImg2dataset"
-            >> WriteImg2datasetShards(config.output(IMG2DATASET_DIR), config.num_shards, config.img2dataset_key_column)
+            >> WriteImg2datasetShards(
+                config.output(IMG2DATASET_DIR), config.num_shards, config.img2dataset_key_column,
+                spill_dir=config.spill_dir and FileSystems.join(config.spill_dir, "shards"),
+            )
         )
     return written
 

@@ -86,7 +86,7 @@ def add_curation_arguments(parser) -> None:
                         help="replace the outputs of a finished run already in --output_dir (default: refuse); "
                         "--overwrite alone means true (a Flex Template parameter always has a value: overwrite=true)")
     output.add_argument("--num_shards", default="0",
-                        help="files per output directory; 0 picks one per 256 MiB of input (default: 0)")
+                        help="files per output directory; 0 picks one per 64 MiB of input (default: 0)")
     output.add_argument("--batch_size", default="4096", help="captions per batch inside the pipeline (default: 4096)")
     output.add_argument("--report", nargs="?", const="true", default="true", metavar="true|false",
                         help="write report.html and plots/*.png beside the outputs (default: true)")

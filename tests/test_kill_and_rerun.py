@@ -17,9 +17,10 @@ from conftest import REPO
 
 
 def _final_files(directory: Path) -> dict[str, bytes]:
-    """Files under their final names (temporary ones are hidden: '.name.tmp-*')."""
+    """Files under their final names: temporary files ('.name.tmp-*') and the spill
+    directory between the passes ('.balancebeam-work/') are hidden."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)}
 
 
 def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
@@ -57,7 +58,7 @@ def test_kill_then_rerun_gives_the_clean_result(pool_and_clean_run, kill_point):
     if kill_point == "while_matching":
         condition = lambda: time.monotonic() - started > 2.5  # noqa: E731 - imports done, pipeline reading and matching
     else:
-        condition = lambda: out.exists() and any(p.is_file() and not p.name.startswith(".") for p in out.rglob("*"))  # noqa: E731
+        condition = lambda: out.exists() and bool(_final_files(out))  # noqa: E731
     killed = _kill_when(condition, _command(pool, metadata, out))
     assert killed, "the run finished before the kill point; make the pool bigger"
     partial = _final_files(out) if out.exists() else {}
@@ -68,4 +69,4 @@ def test_kill_then_rerun_gives_the_clean_result(pool_and_clean_run, kill_point):
     rerun = subprocess.run(_command(pool, metadata, out), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert _final_files(out) == clean
-    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
+    assert not [p for p in out.rglob(".*")], "temporary files or spill files left behind"

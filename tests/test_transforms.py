@@ -8,6 +8,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import beam_test_pipeline, matching_cases, write_jsonl
@@ -19,7 +20,8 @@ from transforms.hashing import key_hashes, uniform_draws
 from transforms.match import MatchEntries
 from transforms.metadata_list import parse_metadata
 from transforms.read import ReadCaptions
-from transforms.sample import BalancedSample
+from transforms.sample import BalancedSample, plan_for_threshold
+from transforms.spill import LoadBatches, StoreBatches
 from transforms.write import WriteJsonLinesShards, WriteParquetShards
 
 
@@ -96,8 +98,8 @@ def test_balanced_sample_adds_probability_hash_and_decision():
     draws = uniform_draws(key_hashes(keys), 9)
     expected = [(k, keep_probability(r, probs), bool(u < keep_probability(r, probs))) for k, r, u in zip(keys, ids, draws)]
     with beam_test_pipeline() as p:
-        counts_pc = p | "Counts" >> beam.Create([counts])
-        sampled = p | beam.Create([_batch(keys, ["x"] * 5, ids)]) | BalancedSample(counts_pc, threshold=4, seed=9)
+        plan = p | "Counts" >> beam.Create([counts]) | beam.Map(plan_for_threshold, 4)
+        sampled = p | beam.Create([_batch(keys, ["x"] * 5, ids)]) | BalancedSample(plan, seed=9)
         assert_that(sampled | beam.FlatMap(lambda b: _rows(b, KEY, KEEP_PROB, KEPT)), equal_to(expected))
 
 
@@ -108,12 +110,14 @@ def _sampled_batch(keys, kept):
             .append_column(KEPT, pa.array(kept, pa.bool_())))
 
 
-def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path):
+@pytest.mark.parametrize("through_files", [False, True], ids=["shuffle", "spill"])
+def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path, through_files):
     keys = [f"k{i:03d}" for i in range(60)]
     batches = [_sampled_batch(keys[:35], [i % 3 == 0 for i in range(35)]), _sampled_batch(keys[35:], [True] * 25)]
     schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
+    spill_dir = str(tmp_path / "spill") if through_files else None
     with beam_test_pipeline() as p:
-        written = (p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True)).written
+        written = (p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True, spill_dir=spill_dir)).written
         assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[1]),
                     equal_to([f"part-0000{i}-of-00004.parquet" for i in range(4)]))
     kept = {k for i, k in enumerate(keys[:35]) if i % 3 == 0} | set(keys[35:])
@@ -144,3 +148,16 @@ def test_write_json_lines_shards(tmp_path):
         p | beam.Create(lines) | WriteJsonLinesShards(str(tmp_path / "rejected"), 2)
     written = [line for f in sorted((tmp_path / "rejected").glob("part-*.jsonl")) for line in f.read_text().splitlines()]
     assert sorted(written) == sorted(lines) and len(list((tmp_path / "rejected").iterdir())) == 2
+
+
+def test_spilled_batches_come_back_whole_and_the_files_hold_them(tmp_path):
+    batches = [_sampled_batch([f"a{i}" for i in range(n)], [True] * n) for n in (3, 1, 7)]
+    expected = sorted(key for batch in batches for key in batch.column(KEY).to_pylist())
+    with beam_test_pipeline() as p:
+        stored = p | beam.Create(batches) | StoreBatches(str(tmp_path), "matched")
+        loaded = stored | LoadBatches(str(tmp_path))
+        assert_that(loaded | beam.FlatMap(lambda b: b.column(KEY).to_pylist()), equal_to(expected))
+        assert_that(stored | beam.Map(lambda spill: spill.rows) | beam.CombineGlobally(sum), equal_to([11]), label="rows")
+    # The name says how many rows a file holds (the progress display reads it).
+    files = sorted(tmp_path.glob("matched-*.arrow"))
+    assert files and sum(int(f.name.rsplit("-", 1)[1][:-len("r.arrow")]) for f in files) == 11

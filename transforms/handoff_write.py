@@ -45,6 +45,7 @@ from transforms.handoff import (
     uid_buckets,
     uids_bytes,
 )
+from transforms.spill import GroupBatchesByShard
 from transforms.webdataset_files import iter_tar_samples, tar_end, tar_sample_bytes
 from transforms.write import _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically
 
@@ -457,17 +458,18 @@ class WriteImg2datasetShards(beam.PTransform):
     `img2dataset --input_format parquet --url_col url --caption_col caption`.
     """
 
-    def __init__(self, directory: str, num_shards: int, key_column: str):
+    def __init__(self, directory: str, num_shards: int, key_column: str, spill_dir: Optional[str] = None):
         super().__init__()
         self._directory = directory
         self._num_shards = num_shards
         self._key_column = key_column
+        self._spill_dir = spill_dir
 
     def expand(self, sampled):
         parts = sampled | "SplitByShard" >> beam.ParDo(_SplitBatchByShardFn(self._num_shards, ["url", TEXT], kept_only=True))
         return (
-            _with_every_shard(parts, self._num_shards, "Img2dataset")
-            | "GroupShards" >> beam.GroupByKey()
+            parts
+            | "GroupShards" >> GroupBatchesByShard(self._spill_dir, "img2dataset", self._num_shards)
             | "WriteShards"
             >> beam.Map(_write_img2dataset_shard, directory=self._directory, num_shards=self._num_shards, key_column=self._key_column)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -18,29 +20,40 @@ def list_layout(list_array: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], list_array.flatten().to_numpy(zero_copy_only=False)
 
 
-class _SampleFn(beam.DoFn):
-    """Batch + counts side input -> batch plus keep_prob, key hash and kept flag."""
+@dataclass(frozen=True)
+class BalancingPlan:
+    """What the sampler needs once the counts are known: p_e of every entry.
 
-    def __init__(self, threshold: int, seed: int):
-        self._threshold = threshold
+    `threshold` is the run's t (English's t in MetaCLIP 2 mode, where
+    `thresholds` holds each language's); a singleton side input, 4 MB for
+    500k entries, computed once, not per worker or per batch.
+    """
+
+    entry_probs: np.ndarray
+    threshold: int
+    thresholds: dict = field(default_factory=dict)
+
+
+def plan_for_threshold(counts: np.ndarray, threshold: int) -> BalancingPlan:
+    """MetaCLIP 1: one t for every entry."""
+    return BalancingPlan(entry_probabilities(counts, threshold), int(threshold))
+
+
+class _SampleFn(beam.DoFn):
+    """Batch + plan side input -> batch plus keep_prob, key hash and kept flag."""
+
+    def __init__(self, seed: int):
         self._seed = seed
         self._kept = Metrics.counter("curation", "records_kept")
-        self._counts_seen = None
+        self._sampled = Metrics.counter("curation", "records_sampled")
 
-    def _probabilities(self, counts: np.ndarray) -> np.ndarray:
-        # The side input object is the same for every element of a bundle;
-        # compute the 500k entry probabilities once for it, not per batch.
-        if counts is not self._counts_seen:
-            self._counts_seen = counts
-            self._probs = entry_probabilities(counts, self._threshold)
-        return self._probs
-
-    def process(self, batch: pa.RecordBatch, counts: np.ndarray):
+    def process(self, batch: pa.RecordBatch, plan: BalancingPlan):
         offsets, flat_ids = list_layout(batch.column(ENTRY_IDS))
-        keep_prob = keep_probabilities(offsets, flat_ids, self._probabilities(counts))
+        keep_prob = keep_probabilities(offsets, flat_ids, plan.entry_probs)
         hashes = key_hashes(batch.column(KEY).to_pylist())
         kept = keep_decisions(keep_prob, hashes, self._seed)
         self._kept.inc(int(kept.sum()))
+        self._sampled.inc(batch.num_rows)
         yield (
             batch.append_column(KEEP_PROB, pa.array(keep_prob, pa.float64()))
             .append_column(KEY_HASH, pa.array(hashes, pa.uint64()))
@@ -51,19 +64,16 @@ class _SampleFn(beam.DoFn):
 class BalancedSample(beam.PTransform):
     """Decide, for every matched caption, whether the balanced subset keeps it.
 
-    In: batches with `key` and `entry_ids`; `counts`, the single-element
-    output of CountEntries. Out: the same batches plus `keep_prob` (float64,
-    1 - prod(1 - p_e)), an internal key hash and the keep flag, which is a pure
-    function of (seed, key) and keep_prob.
+    In: batches with `key` and `entry_ids`; `plan`, a single-element
+    PCollection of BalancingPlan (see plan_for_threshold). Out: the same
+    batches plus `keep_prob` (float64, 1 - prod(1 - p_e)), an internal key
+    hash and the keep flag, which is a pure function of (seed, key) and keep_prob.
     """
 
-    def __init__(self, counts, threshold: int, seed: int):
+    def __init__(self, plan, seed: int):
         super().__init__()
-        self._counts = counts
-        self._threshold = threshold
+        self._plan = plan
         self._seed = seed
 
     def expand(self, batches):
-        return batches | "KeepOrDrop" >> beam.ParDo(
-            _SampleFn(self._threshold, self._seed), counts=beam.pvalue.AsSingleton(self._counts)
-        )
+        return batches | "KeepOrDrop" >> beam.ParDo(_SampleFn(self._seed), plan=beam.pvalue.AsSingleton(self._plan))

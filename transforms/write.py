@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
 from transforms.hashing import shard_indices
+from transforms.spill import GroupBatchesByShard
 
 _SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
 
@@ -96,9 +97,8 @@ class _WriteParquetShardFn(beam.DoFn):
 
     def process(self, shard_and_parts):
         shard, parts = shard_and_parts
-        batches = [part for part in parts if part is not None]
-        if batches:
-            table = pa.Table.from_batches(batches).sort_by(_SORT_COLUMNS).select(self._columns)
+        if parts:
+            table = pa.Table.from_batches(parts).sort_by(_SORT_COLUMNS).select(self._columns)
         else:
             table = self._schema.empty_table()
         table = table.cast(self._schema)
@@ -119,22 +119,24 @@ class WriteParquetShards(beam.PTransform):
     and `duplicates`, one dict per shard with repeated keys
     (`duplicate_keys`: rows beyond the first of each key, `examples`).
     Each file holds the rows whose key hashes to it, sorted by key, then by
-    source file and row.
+    source file and row. With `spill_dir`, the rows reach their shard's writer
+    through files there (transforms.spill), not through the runner's memory.
     """
 
-    def __init__(self, directory: str, num_shards: int, schema: pa.Schema, kept_only: bool = False):
+    def __init__(self, directory: str, num_shards: int, schema: pa.Schema, kept_only: bool = False, spill_dir: Optional[str] = None):
         super().__init__()
         self._directory = directory
         self._num_shards = num_shards
         self._schema = schema
         self._kept_only = kept_only
+        self._spill_dir = spill_dir
 
     def expand(self, batches):
         columns = self._schema.names
         parts = batches | "SplitByShard" >> beam.ParDo(_SplitBatchByShardFn(self._num_shards, columns, self._kept_only))
         return (
-            _with_every_shard(parts, self._num_shards, "Parts")
-            | "GroupShards" >> beam.GroupByKey()
+            parts
+            | "GroupShards" >> GroupBatchesByShard(self._spill_dir, self.label.replace(" ", "") or "rows", self._num_shards)
             | "WriteShards"
             >> beam.ParDo(_WriteParquetShardFn(self._directory, self._num_shards, columns, self._schema)).with_outputs(
                 DUPLICATES, main=WRITTEN
