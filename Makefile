@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup system-deps demo test clean
 
-$(STAMP): requirements.txt requirements-test.txt setup.py
+$(STAMP): requirements.txt requirements-test.txt requirements-bench.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-test.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-test.txt -r requirements-bench.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

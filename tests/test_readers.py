@@ -1,18 +1,34 @@
-"""Caption file parsing: each format, field selection, and every reject reason."""
+"""Caption file parsing: each format, field selection, every reject reason, and faults:
+every record is counted exactly once, whatever is wrong with it or with its file."""
 
 from __future__ import annotations
 
+import bz2
+import csv
 import gzip
 import io
 import json
+import lzma
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from transforms.caption_files import InputLayout, Rejection, infer_format, probe_layout, read_caption_file
+from transforms.caption_files import (
+    InputLayout,
+    Rejection,
+    StrictRejectionError,
+    decompressed,
+    infer_format,
+    probe_layout,
+    read_caption_file,
+    strict_error,
+    strict_failure,
+)
 
 
 def _read(data: bytes, fmt: str, path="f", **options):
@@ -116,3 +132,199 @@ def test_gzipped_jsonl_and_several_globs_through_the_command_line(tmp_path):
                        "--metadata", str(tmp_path / "md.json"), "--threshold", "5", "--output_dir", str(out)]) == 0
     assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 1, "cat": 1}
     assert sorted(pq.read_table(out / "subset").column("key").to_pylist()) == ["x", "y"]
+
+
+# --- faults: every record counted once, whatever is wrong with it or its file -------------
+
+
+def _items(data: bytes, fmt: str, path="f", **options):
+    """(accepted rows, rejections) of read_caption_file on `data`, with a default layout."""
+    layout = InputLayout(format=fmt, **options)
+    batches, rejections = [], []
+    for item in read_caption_file(io.BytesIO(data), path, 0, layout):
+        (rejections if isinstance(item, Rejection) else batches).append(item)
+    return [row for batch in batches for row in pa.Table.from_batches([batch]).to_pylist()], rejections
+
+
+def _accounted(rows, rejections) -> int:
+    return len(rows) + sum(r.records for r in rejections)
+
+
+def test_empty_files_are_rejected_as_empty_but_empty_tables_are_just_empty():
+    for fmt in ["jsonl", "tsv", "csv", "parquet", "webdataset"]:
+        rows, rejections = _items(b"", fmt, path="e")
+        assert rows == [] and [(r.file, r.row, r.reason, r.records) for r in rejections] == [("e", None, "empty_file", 0)], fmt
+    no_rows = _parquet_bytes(pa.table({"text": pa.array([], pa.string())}))
+    assert _items(no_rows, "parquet") == ([], [])
+    assert _items(b"text\n", "tsv") == ([], [])  # a header and no row
+
+
+def _corrupt_row_group(data: bytes, group: int) -> bytes:
+    """The Parquet file with the column chunks of one row group overwritten; the footer intact."""
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    corrupt = bytearray(data)
+    for column in range(metadata.num_columns):
+        chunk = metadata.row_group(group).column(column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        corrupt[start : start + chunk.total_compressed_size] = b"\xab" * chunk.total_compressed_size
+    return bytes(corrupt)
+
+
+def test_corrupt_parquet_row_group_is_rejected_with_its_row_count_and_the_others_read():
+    table = pa.table({"key": [f"k{i}" for i in range(30)], "text": [f"caption {i}" for i in range(30)]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=10)
+    rows, rejections = _items(_corrupt_row_group(sink.getvalue(), 1), "parquet", batch_size=4)
+    assert [r["key"] for r in rows] == [f"k{i}" for i in list(range(10)) + list(range(20, 30))]
+    assert [(r.row, r.reason, r.records, r.raw["row_group"]) for r in rejections] == [(10, "unreadable_rows", 10, 1)]
+
+
+def test_parquet_strings_that_are_not_utf8_reject_their_rows_only():
+    bad = lambda values: pa.array(values, pa.binary()).view(pa.string())  # noqa: E731 - pyarrow does not check on read
+    table = pa.table({"key": bad([b"k0", b"k\xff1", b"k2", b"k3"]), "text": bad([b"ok", b"ok", b"caf\xe9", b"fine"]),
+                      "url": bad([b"u", b"u", b"u", b"\xc0"])})
+    layout, rows, rejections = _read(_parquet_bytes(table), "parquet")
+    assert [r["key"] for r in rows] == ["k0"]
+    assert [(r.row, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "invalid_utf8"), (3, "invalid_utf8")]
+    assert rejections[1].raw["text"] == "caf\ufffd"  # shown with a replacement character
+    json.loads(rejections[0].to_json())
+
+
+def test_dictionary_encoded_parquet_text_is_text():
+    table = pa.table({"text": pa.array(["a dog", "a cat", "a dog"]).dictionary_encode()})
+    _, rows, rejections = _read(_parquet_bytes(table), "parquet")
+    assert [r["text"] for r in rows] == ["a dog", "a cat", "a dog"] and rejections == []
+
+
+def test_parquet_key_column_that_cannot_be_a_string_rejects_its_batch():
+    table = pa.table({"key": pa.array([{"a": 1}, {"a": 2}]), "text": ["x", "y"]})
+    rows, rejections = _items(_parquet_bytes(table), "parquet")
+    assert rows == [] and [(r.row, r.reason, r.records, r.raw["column"]) for r in rejections] == [(0, "schema_mismatch", 2, "key")]
+
+
+def test_json_lone_surrogates_reject_the_record_not_the_file():
+    data = b'{"text": "ok", "url": "u"}\n{"text": "bad \\ud800"}\n{"text": "x", "key": "\\udfff"}\n{"text": "y", "url": "\\ud83d"}\n{"text": "\\ud83d\\ude00"}\n'
+    _, rows, rejections = _read(data, "jsonl")
+    assert [r["text"] for r in rows] == ["ok", "\U0001F600"]  # a surrogate pair is one character
+    assert [(r.row, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "invalid_utf8"), (3, "invalid_utf8")]
+    for rejection in rejections:  # rejected/ stays valid UTF-8 JSON
+        line = rejection.to_json()
+        line.encode("utf-8")
+        assert json.loads(line)["raw"] == rejection.raw
+
+
+def test_json_nested_too_deeply_is_malformed_json():
+    data = b'{"text": "a"}\n' + b"[" * 100_000 + b"\n" + b'{"text": "b", "meta": ' + b"[" * 990 + b"]" * 990 + b"}\n"
+    rows, rejections = _items(data, "jsonl")
+    assert [r.reason for r in rejections][:1] == ["malformed_json"] and _accounted(rows, rejections) == 3
+
+
+def test_csv_field_over_the_module_limit_is_a_long_text_not_a_broken_file():
+    data = b"text\nshort\n" + b"x" * 200_000 + b"\nafter\n"
+    rows, rejections = _items(data, "csv", max_text_bytes=1000)
+    assert [r["text"] for r in rows] == ["short", "after"] and [(r.row, r.reason) for r in rejections] == [(1, "text_too_long")]
+
+
+@pytest.mark.parametrize("suffix, compress", [
+    (".gz", lambda d: gzip.compress(d, mtime=0)), (".bz2", bz2.compress), (".xz", lzma.compress), (".deflate", zlib.compress),
+    (".zst", lambda d: __import__("zstandard").ZstdCompressor().compress(d)),
+])
+def test_truncated_compressed_file_keeps_its_whole_lines_and_is_rejected(suffix, compress):
+    data = b"".join(json.dumps({"key": f"k{i}", "text": f"caption {i} " + "w" * (i % 50)}).encode() + b"\n" for i in range(3000))
+    packed = compress(data)
+    assert decompressed(io.BytesIO(packed + packed), "a" + suffix).read() == data + data  # concatenated members
+    cut = packed[: len(packed) * 2 // 3]
+    items = list(read_caption_file(decompressed(io.BytesIO(cut), "cut.jsonl" + suffix), "cut.jsonl" + suffix, 0, InputLayout(format="jsonl")))
+    rows = [row for item in items if isinstance(item, pa.RecordBatch) for row in item.column("key").to_pylist()]
+    assert rows == [f"k{i}" for i in range(len(rows))]  # a prefix, no half line
+    assert [(r.row, r.reason, r.records) for r in items if isinstance(r, Rejection)] == [(None, "unreadable_file", 0)]
+    assert "truncated" in items[-1].raw
+
+
+def test_rows_accepted_before_a_fault_are_emitted_not_lost():
+    data = gzip.compress(b"".join(b'{"text": "t%d"}\n' % i for i in range(50)), mtime=0)
+    items = list(read_caption_file(decompressed(io.BytesIO(data[:-8]), "x.gz"), "x.gz", 0, InputLayout(format="jsonl", batch_size=4096)))
+    assert sum(i.num_rows for i in items if isinstance(i, pa.RecordBatch)) == 50  # only the gzip trailer was cut
+    assert items[-1].reason == "unreadable_file"
+
+
+def test_strict_error_is_one_line_and_found_in_whatever_the_runner_raises():
+    row = strict_error(Rejection("gs://b/pool/0.jsonl", 7, "malformed_json"))
+    whole = strict_error(Rejection("odd\nname.tar", None, "unreadable_file"))
+    assert isinstance(row, StrictRejectionError) and isinstance(row, ValueError)
+    assert str(row) == "--strict: gs://b/pool/0.jsonl row 7: malformed_json"
+    assert str(whole) == "--strict: odd\\x0aname.tar: unreadable_file"
+    in_process = StrictRejectionError(str(row) + " [while running 'ReadCaptions/ParseFiles']")
+    remote = RuntimeError("Traceback (most recent call last):\\n  File ...\\ntransforms.caption_files.StrictRejectionError: "
+                          + str(whole) + " [while running 'X']\\n\\nDuring handling")
+    chained = RuntimeError("pipeline failed")
+    chained.__cause__ = in_process
+    assert strict_failure(in_process) == strict_failure(chained) == str(row)
+    assert strict_failure(remote) == str(whole)
+    assert strict_failure(RuntimeError("boom")) is None
+
+
+# Arbitrary JSON values, text with any code point: lone surrogates, NULs, controls.
+_ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=30)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _ANY_TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ANY_TEXT, inner, max_size=3), max_leaves=8)
+_RECORDS = st.lists(st.dictionaries(st.sampled_from(["key", "text", "url", "x"]), _JSON, max_size=4) | _JSON, min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_RECORDS, st.integers(1, 5), st.integers(1, 40))
+def test_jsonl_of_arbitrary_values_accounts_for_every_line(records, batch_size, max_text_bytes):
+    data = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in records).encode()
+    layout = InputLayout(format="jsonl", batch_size=batch_size, max_text_bytes=max_text_bytes,
+                         passthrough=(("url", pa.string()), ("x", pa.string())))
+    items = list(read_caption_file(io.BytesIO(data), "fuzz", 0, layout))
+    rows = sum(i.num_rows for i in items if isinstance(i, pa.RecordBatch))
+    rejections = [i for i in items if isinstance(i, Rejection)]
+    assert rows + sum(r.records for r in rejections) == len(records)
+    assert not [r for r in rejections if r.row is None] and {r.row for r in rejections} <= set(range(len(records)))
+    for rejection in rejections:
+        json.loads(rejection.to_json().encode("utf-8"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(["jsonl", "tsv", "csv"]), st.sampled_from([b"", b"text\n", b"key,text\n", b"key\ttext\n"]))
+def test_line_formats_account_for_every_line_of_arbitrary_bytes(data, fmt, header):
+    """JSONL: one item per non-blank line; TSV/CSV: one per row the csv module sees after the header."""
+    data = header + data
+    if fmt == "jsonl":
+        expected = sum(1 for line in io.BytesIO(data) if line.strip())
+    else:
+        stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(stream)
+        expected = max(0, sum(1 for _ in reader) - 1)
+    rows, rejections = _items(data, fmt, column_names=None)
+    assert not [r for r in rejections if r.reason in ("unreadable_file", "unreadable_rows")]
+    if fmt != "jsonl" and rejections and rejections[0].reason == "schema_mismatch":
+        return  # no "text" column in the header: one rejection for all rows
+    assert _accounted(rows, rejections) == expected
+
+
+_CELLS = st.one_of(st.none(), st.binary(max_size=12), st.sampled_from([b"a dog", b"   ", b"\xff\xfe", b"x" * 30]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_CELLS, _CELLS), max_size=25), st.integers(1, 8), st.booleans(), st.data())
+def test_parquet_with_arbitrary_bytes_in_string_columns_and_corruption_accounts_exactly(cells, group_size, as_string, data):
+    texts = pa.array([c[0] for c in cells], pa.binary())
+    keys = pa.array([c[1] for c in cells], pa.binary())
+    table = pa.table({"key": keys.view(pa.string()), "text": texts.view(pa.string()) if as_string else texts})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=group_size)
+    packed = sink.getvalue()
+    if data.draw(st.booleans()):  # damage some bytes of the data, never the footer
+        footer_start = len(packed) - 8 - int.from_bytes(packed[-8:-4], "little")
+        start = data.draw(st.integers(4, max(4, footer_start - 1)))
+        packed = packed[:start] + data.draw(st.binary(min_size=1, max_size=16)) + packed[start + 16 :]
+    rows, rejections = _items(packed, "parquet", batch_size=3, max_text_bytes=20)
+    try:
+        footer_rows = pq.ParquetFile(io.BytesIO(packed)).metadata.num_rows
+    except Exception:  # noqa: BLE001 - the damage reached the footer: how many rows the file held is unknown
+        assert [(r.row, r.reason, r.records) for r in rejections] == [(None, "unreadable_file", 0)] and rows == []
+        return
+    assert footer_rows == len(cells) and not [r for r in rejections if r.reason == "unreadable_file"]
+    assert _accounted(rows, rejections) == len(cells)

@@ -14,12 +14,25 @@ import numpy as np
 from transforms.hashing import uniform_draws
 
 
-def entry_probabilities(counts: np.ndarray, threshold: int) -> np.ndarray:
-    """p_e = 1 if count[e] <= t else t / count[e], as float64."""
+def entry_probabilities(counts: np.ndarray, threshold: int | np.ndarray) -> np.ndarray:
+    """p_e = 1 if count[e] <= t else t / count[e], as float64.
+
+    `threshold` is one t for every entry, or an int64 array with each entry's
+    own t (MetaCLIP 2: a t per language, `worldwide.entry_thresholds`).
+    """
     counts = np.asarray(counts, dtype=np.int64)
     probs = np.ones(len(counts), dtype=np.float64)
-    head = counts > threshold
-    probs[head] = threshold / counts[head]
+    if np.ndim(threshold) == 0:
+        head = counts > threshold
+        probs[head] = threshold / counts[head]
+        return probs
+    thresholds = np.asarray(threshold, dtype=np.int64)
+    if thresholds.shape != counts.shape:
+        raise ValueError(f"thresholds of shape {thresholds.shape} for counts of shape {counts.shape}")
+    head = counts > thresholds
+    # Both operands are converted to float64 before dividing, as in the scalar
+    # case: an entry whose t equals the single t gets the bit-identical p_e.
+    probs[head] = thresholds[head] / counts[head]
     return probs
 
 

@@ -4,15 +4,23 @@ No Beam import: it works on any binary file object, so the fuzz tests and the
 benchmarks call the same code the pipeline's reader DoFn runs.
 
 Every record of a file ends up in exactly one place: a row of a yielded
-`pa.RecordBatch` (the accepted captions) or a yielded `Rejection`.
+`pa.RecordBatch` (the accepted captions) or a yielded `Rejection`, whose
+`records` says how many input records it stands for. Where a fault makes the
+number of lost records unknowable (a file without a readable Parquet footer, a
+truncated compressed stream or tar), the file-level rejection counts 0 records
+and the rows read before the fault are kept. docs/fault-policy.md has the policy.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import io
 import json
+import lzma
 import posixpath
+import re
+import zlib
 from dataclasses import dataclass
 from typing import IO, Iterator, Optional, Sequence, Union
 
@@ -23,7 +31,8 @@ from transforms.columns import KEY, SHARD, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KE
 from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, iter_tar_samples, open_tar_stream
 
 FORMATS = ("jsonl", "parquet", "tsv", "csv", WEBDATASET)
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate", ".lzma", ".xz")
+# The suffixes Beam's CompressionTypes.AUTO decompresses.
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 _FORMAT_BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
@@ -49,10 +58,71 @@ BAD_COLUMN_COUNT = "bad_column_count"
 UNREADABLE_FILE = "unreadable_file"
 SCHEMA_MISMATCH = "schema_mismatch"
 NO_CAPTION_MEMBER = "no_caption_member"  # a webdataset sample without its caption member (.txt, or .json)
+EMPTY_FILE = "empty_file"  # a file without a single byte (after decompression)
+# Rows of a readable file that cannot be decoded, e.g. a corrupt Parquet row group: the
+# rejection's row is the first lost row and `records` the count from the file's footer.
+UNREADABLE_ROWS = "unreadable_rows"
+REASONS = (
+    MISSING_TEXT, NULL_TEXT, NON_STRING_TEXT, EMPTY_TEXT, TEXT_TOO_LONG, INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT,
+    BAD_COLUMN_COUNT, NO_CAPTION_MEMBER, SCHEMA_MISMATCH, UNREADABLE_ROWS, UNREADABLE_FILE, EMPTY_FILE,
+)
+
+# Python's csv module refuses fields over 128 KiB by default, which would make one long
+# caption end its whole file; such a caption is a record-level text_too_long instead.
+csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 
 
 class InputError(ValueError):
     """A problem with the inputs that must stop the run before any work."""
+
+
+STRICT_PREFIX = "--strict: "
+# The one-line message inside whatever text a runner wraps the worker's error in: Beam
+# appends " [while running 'STEP']", and a remote runner quotes it with the traceback.
+_STRICT_MESSAGE = re.compile(re.escape(STRICT_PREFIX) + r"(?:(?!\\n)[^\n])*?: (?:" + "|".join(REASONS) + r")\b")
+
+
+class StrictRejectionError(ValueError):
+    """--strict: the run stops at the first rejected record or file.
+
+    The message is one line, `--strict: <file> row <n>: <reason>`, or
+    `--strict: <file>: <reason>` for a whole file (see `strict_error`).
+    """
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters (a newline in a file name) escaped as \\xNN or \\uNNNN
+    (never as \\n, which `strict_failure` takes for the end of a quoted line)."""
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def strict_error(rejection: "Rejection") -> StrictRejectionError:
+    """The error --strict raises for a rejection."""
+    where = _one_line(rejection.file) if rejection.row is None else f"{_one_line(rejection.file)} row {rejection.row}"
+    return StrictRejectionError(f"{STRICT_PREFIX}{where}: {rejection.reason}")
+
+
+def strict_failure(error: BaseException) -> Optional[str]:
+    """The one-line --strict message carried by `error`, or None when it is another failure.
+
+    Runners wrap a worker's exception: in-process Beam re-raises it with
+    " [while running 'STEP']" appended, a multi-process or remote runner raises a
+    RuntimeError whose text holds the worker's traceback. The message is found in the
+    text of `error` and of its causes, whatever the wrapping.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        found = _STRICT_MESSAGE.search(str(error))
+        if found:
+            return found.group(0)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def infer_format(path: str) -> Optional[str]:
@@ -79,17 +149,18 @@ class Rejection:
     records: int = 1  # how many input records this rejection stands for
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "source": {"file": self.file, "row": self.row},
-                "reason": self.reason,
-                "records": self.records,
-                "raw": self.raw,
-            },
-            ensure_ascii=False,
-            sort_keys=True,
-            default=repr,
-        )
+        """One line of rejected/*.jsonl; always valid UTF-8."""
+        document = {
+            "source": {"file": self.file, "row": self.row},
+            "reason": self.reason,
+            "records": self.records,
+            "raw": self.raw,
+        }
+        line = json.dumps(document, ensure_ascii=False, sort_keys=True, default=repr)
+        if not _encodable(line):
+            # A lone surrogate (JSON can spell "\ud800"): escaped, the line stays valid UTF-8.
+            line = json.dumps(document, ensure_ascii=True, sort_keys=True, default=repr)
+        return line
 
 
 @dataclass(frozen=True)
@@ -136,13 +207,31 @@ def text_problem(value: object, max_text_bytes: int) -> Optional[str]:
     return None
 
 
+def _encodable(value: str) -> bool:
+    """Whether a str is valid Unicode for UTF-8: no lone surrogate (JSON's "\\ud800",
+    a tar member name that was not UTF-8). Arrow refuses such strings."""
+    if value.isascii():  # O(1) in CPython: the common case costs nothing
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def fallback_key(path: str, row: int) -> str:
     """The key of a record without one: `<file name>:<row number>`."""
     return f"{posixpath.basename(path)}:{row}"
 
 
 class _BatchBuilder:
-    """Collects accepted rows as Python values and emits fixed-schema batches."""
+    """Collects accepted rows as Python values and emits fixed-schema batches.
+
+    One builder serves a whole file (`read_caption_file` owns it), so that rows
+    accepted before a fault are still emitted when the reader stops there.
+    Strings are checked for lone surrogates (which Arrow refuses) only when a
+    batch fails to convert, so that the common case costs nothing per row.
+    """
 
     def __init__(self, layout: InputLayout, path: str, file_index: int):
         self.layout = layout
@@ -155,27 +244,81 @@ class _BatchBuilder:
         self.keys, self.texts, self.rows = [], [], []
         self.extra = [[] for _ in self.layout.passthrough]
 
-    def add(self, key: Optional[str], text: str, row: int, extra_values: Sequence[object]):
+    def add(self, key: Optional[str], text: str, row: int, extra_values: Sequence[object]) -> None:
         self.keys.append(key if key is not None else fallback_key(self.path, row))
         self.texts.append(text)
         self.rows.append(row)
         for column, value in zip(self.extra, extra_values):
             column.append(value)
 
+    def add_columns(self, positions: Sequence[int], first_row: int, keys: list, texts: list, extras: list) -> Iterator[pa.RecordBatch]:
+        """Add the rows at `positions` of whole columns (row = first_row + position),
+        emitting each batch as it fills: the bulk form of `add`, for columnar inputs."""
+        start = 0
+        while start < len(positions):
+            chunk = positions[start : start + self.layout.batch_size - len(self.rows)]
+            self.keys.extend([keys[i] if keys[i] is not None else fallback_key(self.path, first_row + i) for i in chunk])
+            self.texts.extend([texts[i] for i in chunk])
+            self.rows.extend([first_row + i for i in chunk])
+            for column, values in zip(self.extra, extras):
+                column.extend([values[i] for i in chunk])
+            start += len(chunk)
+            if self.full():
+                yield from self.flush()
+
     def full(self) -> bool:
         return len(self.rows) >= self.layout.batch_size
 
-    def flush(self) -> Iterator[pa.RecordBatch]:
+    def flush(self) -> Iterator[Item]:
+        """The pending rows as one batch.
+
+        A row holding a string that is not valid Unicode (a lone surrogate: JSON's
+        "\\ud800", a tar member name that is not UTF-8) is rejected as invalid_utf8.
+        Rows that still do not convert to the layout's types are rejected together
+        as unreadable_rows, so that none goes uncounted.
+        """
         if not self.rows:
             return
-        arrays = [
-            pa.array(self.keys, pa.string()),
-            pa.array(self.texts, pa.string()),
-            pa.array([self.file_index] * len(self.rows), pa.int32()),
-            pa.array(self.rows, pa.int64()),
-        ] + [pa.array(values, dtype) for values, (_, dtype) in zip(self.extra, self.layout.passthrough)]
+        keys, texts, rows, extra = self.keys, self.texts, self.rows, self.extra
         self._reset()
-        yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        try:
+            yield self._batch(keys, texts, rows, extra)
+            return
+        except UnicodeEncodeError:
+            pass
+        except Exception as error:  # noqa: BLE001 - a value the layout's type cannot hold
+            yield Rejection(self.path, rows[0], UNREADABLE_ROWS, {"rows": [rows[0], rows[-1]], "error": _describe(error)}, records=len(rows))
+            return
+        good = []
+        for i, row in enumerate(rows):
+            values = [keys[i], texts[i]] + [column[i] for column in extra]
+            if all(_encodable(value) for value in values if isinstance(value, str)):
+                good.append(i)
+            else:
+                raw = dict(zip([KEY, TEXT] + [name for name, _ in self.layout.passthrough], values))
+                yield Rejection(self.path, row, INVALID_UTF8, raw)
+        if good:
+            pick = lambda values: [values[i] for i in good]  # noqa: E731
+            yield from self._flush_rows(pick(keys), pick(texts), pick(rows), [pick(column) for column in extra])
+
+    def _flush_rows(self, keys, texts, rows, extra) -> Iterator[Item]:
+        try:
+            yield self._batch(keys, texts, rows, extra)
+        except Exception as error:  # noqa: BLE001 - a value the layout's type cannot hold
+            yield Rejection(self.path, rows[0], UNREADABLE_ROWS, {"rows": [rows[0], rows[-1]], "error": _describe(error)}, records=len(rows))
+
+    def _batch(self, keys, texts, rows, extra) -> pa.RecordBatch:
+        arrays = [
+            pa.array(keys, pa.string()),
+            pa.array(texts, pa.string()),
+            pa.array([self.file_index] * len(rows), pa.int32()),
+            pa.array(rows, pa.int64()),
+        ] + [pa.array(values, dtype) for values, (_, dtype) in zip(extra, self.layout.passthrough)]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _json_scalar_as_text(value: object) -> Optional[str]:
@@ -210,9 +353,104 @@ def buffered(fileobj) -> IO[bytes]:
     return io.BufferedReader(_RawReader(fileobj), buffer_size=1 << 20)
 
 
-def read_jsonl(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
+def _decompressor_factory(path: str):
+    """A function making a fresh decompressor for the file's suffix, or None (not compressed).
+
+    The suffixes and codecs are those of Beam's CompressionTypes.AUTO.
+    """
+    name = path.lower()
+    if name.endswith(".gz"):
+        return lambda: zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if name.endswith(".bz2"):
+        return bz2.BZ2Decompressor
+    if name.endswith((".xz", ".lzma")):
+        return lzma.LZMADecompressor
+    if name.endswith(".deflate"):
+        return zlib.decompressobj
+    if name.endswith((".zst", ".zstd")):
+        import zstandard  # Beam's own dependency; imported here so that importing this module stays light
+
+        return lambda: zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
+    return None
+
+
+class _CheckedDecompressor(io.RawIOBase):
+    """Decompresses a stream as Beam's CompressedFile does (concatenated members too),
+    but raises EOFError when the file ends inside a compressed stream.
+
+    Beam's CompressedFile returns a truncated .gz/.bz2/.zst as if it were whole: the cut
+    would pass unnoticed, its last line a malformed record at best.
+    """
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, raw, make_decompressor):
+        self._raw = raw
+        self._make = make_decompressor
+        self._decompressor = make_decompressor()
+        self._fed = False  # whether the current decompressor has seen any input
+        self._pending = memoryview(b"")
+        self._finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._finished:
+            self._pending = memoryview(self._decompress_more())
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _decompress_more(self) -> bytes:
+        decompressor = self._decompressor
+        if decompressor.eof and decompressor.unused_data:
+            data = decompressor.unused_data  # another member (gzip) or frame (zstd) follows
+        else:
+            data = self._raw.read(self._CHUNK)
+            if not data:
+                self._finished = True
+                if self._fed and not decompressor.eof:
+                    raise EOFError("compressed stream ends before its end marker: the file is truncated")
+                return b""
+        if decompressor.eof:
+            self._decompressor = decompressor = self._make()
+            self._fed = False
+        self._fed = True
+        return decompressor.decompress(data)
+
+
+def decompressed(fileobj, path: str) -> IO[bytes]:
+    """The file's content, decompressed by the suffix of `path` (.gz, .bz2, .xz, .lzma,
+    .zst, .zstd, .deflate) like Beam's CompressionTypes.AUTO; a truncated compressed
+    stream raises EOFError when its end is read. Other files are returned as they are."""
+    make = _decompressor_factory(path)
+    if make is None:
+        return fileobj
+    return io.BufferedReader(_CheckedDecompressor(fileobj, make), buffer_size=1 << 20)
+
+
+def _is_empty(fileobj) -> bool:
+    """Whether the stream holds no byte at all, without consuming any."""
+    if hasattr(fileobj, "peek"):
+        return not fileobj.peek(1)
+    position = fileobj.tell()
+    first = fileobj.read(1)
+    fileobj.seek(position)
+    return not first
+
+
+def _parse_json(text: Union[str, bytes]) -> object:
+    """json.loads, with nesting too deep for Python's parser as a ValueError too."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_jsonl(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
     """One JSON object a line. Blank lines are not records; rows are line numbers."""
-    builder = _BatchBuilder(layout, path, file_index)
     extra_names = [name for name, _ in layout.passthrough]
     source_names = [layout.url_field if name == "url" and layout.url_field else name for name in extra_names]
     for row, raw in enumerate(fileobj):
@@ -225,7 +463,7 @@ def read_jsonl(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayo
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for Python's parser
             yield Rejection(path, row, MALFORMED_JSON, line.rstrip("\r\n"))
             continue
         if not isinstance(record, dict):
@@ -239,19 +477,19 @@ def read_jsonl(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayo
         if problem:
             yield Rejection(path, row, problem, record if problem != TEXT_TOO_LONG else None)
             continue
-        key = record.get(layout.key_column)
-        builder.add(
-            None if key is None else _json_scalar_as_text(key),
-            text,
-            row,
-            [_json_scalar_as_text(record.get(name)) for name in source_names],
-        )
+        try:
+            key = record.get(layout.key_column)
+            key = None if key is None else _json_scalar_as_text(key)
+            extras = [_json_scalar_as_text(record.get(name)) for name in source_names]
+        except RecursionError:  # a pass-through value nested too deeply to encode again
+            yield Rejection(path, row, MALFORMED_JSON, None)
+            continue
+        builder.add(key, text, row, extras)  # a lone surrogate ("\ud800") is rejected at flush
         if builder.full():
             yield from builder.flush()
-    yield from builder.flush()
 
 
-def _read_delimited(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
+def _read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
     """TSV (no quoting, CC3M style) or CSV (RFC 4180 quoting); rows count data rows."""
     text_stream = io.TextIOWrapper(fileobj, encoding="utf-8", errors="surrogateescape", newline="")
     if layout.format == "tsv":
@@ -263,37 +501,29 @@ def _read_delimited(fileobj: IO[bytes], path: str, file_index: int, layout: Inpu
         return  # an empty file holds no records
     position = {name: i for i, name in enumerate(names)}
     if layout.text_field not in position:
-        yield Rejection(path, None, SCHEMA_MISMATCH, {"columns": names, "missing": layout.text_field}, records=sum(1 for _ in reader))
+        yield Rejection(path, None, SCHEMA_MISMATCH, {"columns": _unescape(names), "missing": layout.text_field}, records=sum(1 for _ in reader))
         return
     text_at = position[layout.text_field]
     key_at = position.get(layout.key_column)
     extra_at = [
         position.get(layout.url_field if name == "url" and layout.url_field else name) for name, _ in layout.passthrough
     ]
-    builder = _BatchBuilder(layout, path, file_index)
     for row, values in enumerate(reader):
         if len(values) != len(names):
             yield Rejection(path, row, BAD_COLUMN_COUNT, _unescape(values))
             continue
         text = values[text_at]
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
+        if not _encodable(text):  # undecodable bytes, kept as surrogates by surrogateescape
             yield Rejection(path, row, INVALID_UTF8, _unescape(values))
             continue
         problem = text_problem(text, layout.max_text_bytes)
         if problem:
             yield Rejection(path, row, problem, _unescape(values) if problem != TEXT_TOO_LONG else None)
             continue
-        builder.add(
-            _unescape_one(values[key_at]) if key_at is not None else None,
-            text,
-            row,
-            [None if i is None else _unescape_one(values[i]) for i in extra_at],
-        )
+        key = _unescape_one(values[key_at]) if key_at is not None else None
+        builder.add(key, text, row, [None if i is None else _unescape_one(values[i]) for i in extra_at])
         if builder.full():
             yield from builder.flush()
-    yield from builder.flush()
 
 
 def _unescape_one(value: str) -> str:
@@ -304,60 +534,150 @@ def _unescape(values: Sequence[str]) -> list[str]:
     return [_unescape_one(v) for v in values]
 
 
-def read_parquet(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
-    """Parquet, read a record batch at a time; pass-through columns cast to the layout."""
+def _text_kind(dtype: pa.DataType) -> Optional[str]:
+    """"string" or "binary" for a column that can hold captions (dictionary-encoded ones
+    too, as pandas categoricals are stored), None for any other type."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return "string"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or pa.types.is_binary_view(dtype):
+        return "binary"
+    return None
+
+
+def _python_values(array: pa.Array) -> tuple[list, set]:
+    """The column's Python values, and the rows whose strings are not valid UTF-8.
+
+    Parquet readers do not check string columns, and one bad value makes
+    to_pylist() fail for the whole batch: then the rows are converted one by one
+    and the bad ones come back as None, listed in the set.
+    """
+    try:
+        return array.to_pylist(), set()
+    except UnicodeDecodeError:
+        values, bad = [], set()
+        for i in range(len(array)):
+            try:
+                values.append(array[i].as_py())
+            except UnicodeDecodeError:
+                values.append(None)
+                bad.add(i)
+        return values, bad
+
+
+def _safe_value(scalar: pa.Scalar) -> object:
+    """A value for a rejection's `raw`: invalid UTF-8 shown with replacement characters."""
+    try:
+        return scalar.as_py()
+    except UnicodeDecodeError:
+        return scalar.cast(_binary_of(scalar.type)).as_py().decode("utf-8", "replace")
+
+
+def _binary_of(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    return pa.large_binary() if pa.types.is_large_string(dtype) else pa.binary()
+
+
+def _row_dict(batch: pa.RecordBatch, i: int) -> dict:
+    return {name: _safe_value(batch.column(name)[i]) for name in batch.schema.names}
+
+
+def _parquet_batch(batch: pa.RecordBatch, first_row: int, path: str, layout: InputLayout, text_kind: Optional[str]):
+    """Sort one Parquet batch: (rejections, accepted positions, keys, texts, pass-through columns).
+
+    Everything is decided before anything is emitted, so that a batch that fails
+    halfway can be rejected whole, without counting a row twice.
+    """
+    source_names = [layout.url_field if name == "url" and layout.url_field else name for name, _ in layout.passthrough]
+    # The key as a string, then the pass-through columns as the layout's types.
+    wanted = [(layout.key_column, pa.string())] + list(zip(source_names, (dtype for _, dtype in layout.passthrough)))
+    columns, bad_rows = [], set()
+    for name, dtype in wanted:
+        if name not in batch.schema.names:
+            columns.append([None] * batch.num_rows)
+            continue
+        try:
+            values, bad = _python_values(batch.column(name).cast(dtype))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:  # a column of a type that does not cast
+            rejection = Rejection(path, first_row, SCHEMA_MISMATCH, {"column": name, "error": str(error)}, records=batch.num_rows)
+            return [rejection], [], [], [], []
+        columns.append(values)
+        bad_rows |= bad
+    keys, extras = columns[0], columns[1:]
+    texts, bad_texts = _python_values(batch.column(layout.text_field))
+    if text_kind == "binary":
+        texts, bad_texts = _decoded(texts, bad_texts)
+    bad_rows |= bad_texts
+    rejections, accepted = [], []
+    max_text_bytes = layout.max_text_bytes
+    for i, text in enumerate(texts):
+        if bad_rows and i in bad_rows:
+            rejections.append(Rejection(path, first_row + i, INVALID_UTF8, _row_dict(batch, i)))
+            continue
+        problem = text_problem(text, max_text_bytes) if (text_kind or text is None) else NON_STRING_TEXT
+        if problem:
+            rejections.append(Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i)))
+            continue
+        accepted.append(i)
+    return rejections, accepted, keys, texts, extras
+
+
+def _decoded(values: list, bad: set) -> tuple[list, set]:
+    """UTF-8 binary captions as str; the rows that do not decode come back as None, in the set."""
+    texts, bad = [], set(bad)
+    for i, value in enumerate(values):
+        if value is not None:
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = None
+                bad.add(i)
+        texts.append(value)
+    return texts, bad
+
+
+def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
+    """Parquet, a row group at a time, a record batch at a time; pass-through columns
+    cast to the layout.
+
+    The footer gives every row group's row count, so a row group that cannot be
+    decoded is rejected exactly: its rows not yet read, as one unreadable_rows
+    rejection; the other row groups are read as usual.
+    """
     parquet = pq.ParquetFile(fileobj)
     columns = parquet.schema_arrow.names
     if layout.text_field not in columns:
         yield Rejection(path, None, SCHEMA_MISMATCH, {"columns": columns, "missing": layout.text_field}, records=parquet.metadata.num_rows)
         return
-    text_type = parquet.schema_arrow.field(layout.text_field).type
-    text_is_binary = pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type)
-    text_is_string = pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
-    source_names = [layout.url_field if name == "url" and layout.url_field else name for name, _ in layout.passthrough]
-    builder = _BatchBuilder(layout, path, file_index)
+    text_kind = _text_kind(parquet.schema_arrow.field(layout.text_field).type)
     first_row = 0
-    for batch in parquet.iter_batches(batch_size=layout.batch_size):
-        texts = batch.column(layout.text_field).to_pylist()
-        if layout.key_column in batch.schema.names:
-            keys = batch.column(layout.key_column).cast(pa.string()).to_pylist()
-        else:
-            keys = [None] * batch.num_rows
-        extras = []
-        for name, (_, dtype) in zip(source_names, layout.passthrough):
-            if name in batch.schema.names:
-                try:
-                    extras.append(batch.column(name).cast(dtype).to_pylist())
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                    yield Rejection(path, first_row, SCHEMA_MISMATCH, {"column": name, "error": str(error)}, records=batch.num_rows)
-                    extras = None
-                    break
+    for group in range(parquet.num_row_groups):
+        group_rows = parquet.metadata.row_group(group).num_rows
+        done = 0
+        batches = parquet.iter_batches(batch_size=layout.batch_size, row_groups=[group])
+        while done < group_rows:
+            try:
+                batch = next(batches, None)
+            except Exception as error:  # noqa: BLE001 - a corrupt page, a bad decompression: this row group's fault
+                batch, fault = None, _describe(error)
             else:
-                extras.append([None] * batch.num_rows)
-        if extras is None:
-            first_row += batch.num_rows
-            continue
-        for i, text in enumerate(texts):
-            row = first_row + i
-            if text_is_binary and text is not None:
-                try:
-                    text = text.decode("utf-8")
-                except UnicodeDecodeError:
-                    yield Rejection(path, row, INVALID_UTF8, text.decode("utf-8", "replace"))
-                    continue
-            problem = text_problem(text, layout.max_text_bytes) if (text_is_string or text_is_binary or text is None) else NON_STRING_TEXT
-            if problem:
-                yield Rejection(path, row, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i))
-                continue
-            builder.add(keys[i], text, row, [column[i] for column in extras])
-            if builder.full():
-                yield from builder.flush()
-        first_row += batch.num_rows
-    yield from builder.flush()
-
-
-def _row_dict(batch: pa.RecordBatch, i: int) -> dict:
-    return {name: batch.column(name)[i].as_py() for name in batch.schema.names}
+                fault = None if batch is not None else "fewer rows than the footer says"
+            if batch is None:
+                lost = {"row_group": group, "error": fault}
+                yield Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=group_rows - done)
+                break
+            try:
+                rejections, accepted, keys, texts, extras = _parquet_batch(batch, first_row + done, path, layout, text_kind)
+            except Exception as error:  # noqa: BLE001 - values that do not convert: this batch's rows
+                lost = {"row_group": group, "error": _describe(error)}
+                rejections, accepted = [Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=batch.num_rows)], []
+            yield from rejections
+            if accepted:
+                yield from builder.add_columns(accepted, first_row + done, keys, texts, extras)
+            done += batch.num_rows
+        first_row += group_rows
 
 
 def webdataset_text_member(layout: InputLayout) -> Optional[str]:
@@ -365,37 +685,27 @@ def webdataset_text_member(layout: InputLayout) -> Optional[str]:
     return layout.text_field[1:].lower() if layout.text_field.startswith(".") else None
 
 
-def read_webdataset(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
+def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
     """Webdataset tar shards: one record per sample, rows are sample positions in the tar.
 
     The caption is the member named by `--text_field` when it starts with a dot (`.txt`,
     the default), else that field of the sample's `.json` member. The key is the
     sample's `__key__`, or `--key_field` of the `.json`; the url is `--url_field` of the
     `.json`. Only the caption and `.json` members are read; images are skipped unread.
-    A sample without its caption member is rejected as `no_caption_member`.
+    A sample without its caption member is rejected as `no_caption_member`. A truncated
+    or corrupt tar raises after the samples before the fault (read_caption_file keeps them).
     """
     text_member = webdataset_text_member(layout)
     needs_json = text_member is None or bool(layout.key_field) or bool(layout.url_field)
     wanted = {text_member, "json" if needs_json else None} - {None}
-    builder = _BatchBuilder(layout, path, file_index)
-    samples = iter_tar_samples(fileobj, lambda _, ext: ext in wanted)
-    while True:
-        try:
-            sample = next(samples, None)
-        except Exception as error:  # noqa: BLE001 - a truncated or corrupt tar (a failed download)
-            # Keep the samples read before the fault, as read_caption_file promises.
-            yield from builder.flush()
-            yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
-            return
-        if sample is None:
-            break
+    for sample in iter_tar_samples(fileobj, lambda _, ext: ext in wanted):
         row = sample.index
-        about = {"__key__": sample.key, "members": sample.extensions()}
+        about = {"__key__": _unescape_one(sample.key), "members": sample.extensions()}
         record: dict = {}
         json_member = sample.member("json") if needs_json else None
         if json_member is not None:
             try:
-                record = json.loads(json_member.data)
+                record = _parse_json(json_member.data)
             except ValueError:  # UnicodeDecodeError included
                 yield Rejection(path, row, MALFORMED_JSON, {**about, "json": json_member.data.decode("utf-8", "replace")})
                 continue
@@ -424,17 +734,20 @@ def read_webdataset(fileobj: IO[bytes], path: str, file_index: int, layout: Inpu
         if problem:
             yield Rejection(path, row, problem, None if problem == TEXT_TOO_LONG else {**about, "text": text})
             continue
-        if layout.key_field:
-            key = record.get(layout.key_field)
-            key = None if key is None else _json_scalar_as_text(key)
-        else:
-            key = sample.key
-        url = _json_scalar_as_text(record.get(layout.url_field)) if layout.url_field else None
+        try:
+            if layout.key_field:
+                key = record.get(layout.key_field)
+                key = None if key is None else _json_scalar_as_text(key)
+            else:
+                key = sample.key
+            url = _json_scalar_as_text(record.get(layout.url_field)) if layout.url_field else None
+        except RecursionError:  # a .json value nested too deeply to encode again
+            yield Rejection(path, row, MALFORMED_JSON, about)
+            continue
         extras = {SHARD: path, WDS_KEY: sample.key, "url": url}
         builder.add(key, text, row, [extras[name] for name, _ in layout.passthrough])
         if builder.full():
             yield from builder.flush()
-    yield from builder.flush()
 
 
 def webdataset_passthrough(url_field: Optional[str]) -> tuple[tuple[str, pa.DataType], ...]:
@@ -480,15 +793,25 @@ def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> di
 def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: InputLayout) -> Iterator[Item]:
     """Every record of one file, as accepted batches and rejections.
 
-    A file that cannot be parsed past some point (truncated, corrupt) yields
-    what it read so far and one file-level `unreadable_file` rejection.
+    `fileobj` holds the file's content (see `decompressed`). A file without a
+    single byte is one `empty_file` rejection. A file that cannot be parsed past
+    some point (truncated, corrupt) yields what it read so far, the rows accepted
+    before the fault included, and one file-level `unreadable_file` rejection
+    of 0 records: how many records the unreadable rest held is unknown.
     """
+    builder = _BatchBuilder(layout, path, file_index)
     try:
         if layout.format != "parquet":
             fileobj = buffered(fileobj)
-        yield from _READERS[layout.format](fileobj, path, file_index, layout)
+        if _is_empty(fileobj):
+            yield Rejection(path, None, EMPTY_FILE, None, records=0)
+            return
+        yield from _READERS[layout.format](fileobj, path, layout, builder)
     except Exception as error:  # noqa: BLE001 - any parser failure is this file's fault
-        yield Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0)
+        yield from builder.flush()
+        yield Rejection(path, None, UNREADABLE_FILE, _describe(error), records=0)
+        return
+    yield from builder.flush()
 
 
 def _probe_webdataset(fileobj: IO[bytes], layout: InputLayout, options: dict) -> Optional[InputLayout]:

@@ -10,42 +10,61 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.caption_files import InputLayout, Rejection, read_caption_file
+from transforms.caption_files import UNREADABLE_FILE, InputLayout, Rejection, decompressed, read_caption_file, strict_error
 
 BATCHES = "batches"
 REJECTED = "rejected"
+# Beam metric namespaces: per reject reason, the records rejected ("rejected") and the
+# whole files rejected ("rejected_files"); the run's totals are in "curation".
+REJECTED_RECORDS_NAMESPACE = "rejected"
+REJECTED_FILES_NAMESPACE = "rejected_files"
 
 
 class _ReadCaptionFileFn(beam.DoFn):
-    """(file index, path) -> batches (main output) and Rejections (REJECTED)."""
+    """(file index, path) -> batches (main output) and Rejections (REJECTED).
 
-    def __init__(self, layout: InputLayout):
+    With `strict`, the first rejection raises StrictRejectionError instead.
+    """
+
+    def __init__(self, layout: InputLayout, strict: bool = False):
         self._layout = layout
+        self._strict = strict
         self._files = Metrics.counter("curation", "files_read")
         self._records = Metrics.counter("curation", "records_read")
         self._rejected = Metrics.counter("curation", "records_rejected")
+        self._files_rejected = Metrics.counter("curation", "files_rejected")
 
     def process(self, indexed_path):
         file_index, path = indexed_path
-        # Parquet needs random access, so it is opened raw; the text formats
-        # are decompressed on the fly according to their extension.
-        compression = CompressionTypes.UNCOMPRESSED if self._layout.format == "parquet" else CompressionTypes.AUTO
+        # Opened raw: Parquet needs random access, and the text formats are decompressed
+        # by `decompressed`, which, unlike Beam's CompressionTypes.AUTO, notices a truncated
+        # .gz/.bz2/.zst file.
         try:
-            fileobj = FileSystems.open(path, compression_type=compression)
+            fileobj = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as error:  # noqa: BLE001 - a file that vanished or cannot be opened
-            rejection = Rejection(path, None, "unreadable_file", f"{type(error).__name__}: {error}", records=0)
-            yield beam.pvalue.TaggedOutput(REJECTED, rejection)
+            yield self._rejection(Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0))
             return
         self._files.inc()
         with fileobj:
-            for item in read_caption_file(fileobj, path, file_index, self._layout):
+            stream = fileobj if self._layout.format == "parquet" else decompressed(fileobj, path)
+            for item in read_caption_file(stream, path, file_index, self._layout):
                 if isinstance(item, pa.RecordBatch):
                     self._records.inc(item.num_rows)
                     yield item
                 else:
-                    self._records.inc(item.records)
-                    self._rejected.inc(item.records)
-                    yield beam.pvalue.TaggedOutput(REJECTED, item)
+                    yield self._rejection(item)
+
+    def _rejection(self, rejection: Rejection):
+        """Count a rejection in the metrics and route it to REJECTED (or raise, strict)."""
+        if self._strict:
+            raise strict_error(rejection)
+        self._records.inc(rejection.records)
+        self._rejected.inc(rejection.records)
+        Metrics.counter(REJECTED_RECORDS_NAMESPACE, rejection.reason).inc(rejection.records)
+        if rejection.row is None:
+            self._files_rejected.inc()
+            Metrics.counter(REJECTED_FILES_NAMESPACE, rejection.reason).inc()
+        return beam.pvalue.TaggedOutput(REJECTED, rejection)
 
 
 class ReadCaptions(beam.PTransform):
@@ -55,15 +74,21 @@ class ReadCaptions(beam.PTransform):
     key, text, source columns and the layout's pass-through columns) and
     `rejected` (Rejection for each unusable record or file).
     The file list is fixed before the run; files are the unit of parallelism.
+    With `strict`, the first rejected record or file fails the run with a
+    `caption_files.StrictRejectionError` (`caption_files.strict_failure` finds its
+    one-line message in whatever the runner raises).
+    Beam metrics: "curation" files_read, records_read, records_rejected,
+    files_rejected; per reject reason, "rejected" (records) and "rejected_files".
     Once applied, `listed_files` is the PCollection of (file index, path): writers
     that need every input file use it instead of embedding the list once more in
     the job graph (Dataflow refuses graphs over 10 MB).
     """
 
-    def __init__(self, paths: Sequence[str], layout: InputLayout):
+    def __init__(self, paths: Sequence[str], layout: InputLayout, strict: bool = False):
         super().__init__()
         self._paths = list(paths)
         self._layout = layout
+        self._strict = strict
         self.listed_files = None
 
     def expand(self, pbegin):
@@ -72,5 +97,5 @@ class ReadCaptions(beam.PTransform):
             self.listed_files
             # Spread the files over workers before the expensive per-file work.
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(_ReadCaptionFileFn(self._layout)).with_outputs(REJECTED, main=BATCHES)
+            | "ParseFiles" >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict)).with_outputs(REJECTED, main=BATCHES)
         )
