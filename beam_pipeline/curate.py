@@ -9,6 +9,7 @@ built; a failed check prints one line and exits with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from transforms.caption_files import (
     probe_columns,
     probe_layout,
     read_caption_file,
+    strict_failure,
 )
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, TEXT
 from transforms.count import CountEntries
@@ -82,6 +84,7 @@ class CurationConfig:
     img2dataset_key_column: str = "source_key"
     # Where batches wait between passes on engines that would hold them in memory.
     spill_dir: Optional[str] = None
+    strict: bool = False
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -359,6 +362,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         samples_per_shard=args.samples_per_shard,
         img2dataset_key_column=_img2dataset_key_column(layout),
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if _spills(options) else None,
+        strict=args.strict,
     )
     return config, beam_args
 
@@ -378,7 +382,7 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     on disk between the passes (transforms.spill).
     """
     spill_dir = config.spill_dir
-    reader = ReadCaptions(config.paths, config.layout)
+    reader = ReadCaptions(config.paths, config.layout, strict=config.strict)
     read = pipeline | "ReadCaptions" >> reader
     matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256)
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
@@ -538,6 +542,18 @@ def _handoff_summary(config: CurationConfig) -> list[tuple[str, str]]:
     return rows
 
 
+@contextlib.contextmanager
+def _quiet_beam_errors(quiet: bool):
+    logger = logging.getLogger("apache_beam")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run(argv: Optional[Sequence[str]] = None) -> int:
     """Run a curation from command-line arguments; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -551,12 +567,22 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_curation(pipeline, config)
-    result = pipeline.run()
-    if not _runs_here(options):
-        # Dataflow: the job runs on in the service, without this process.
-        print(f"submitted to {options.view_as(StandardOptions).runner}; stats.json in {config.output_dir} marks its end")
-        return 0
-    result.wait_until_finish()
+    try:
+        # Beam logs a failing step's traceback before raising; a --strict stop is
+        # a finding about the data, told in one line below.
+        with _quiet_beam_errors(config.strict):
+            result = pipeline.run()
+            if not _runs_here(options):
+                # Dataflow: the job runs on in the service, without this process.
+                print(f"submitted to {options.view_as(StandardOptions).runner}; stats.json in {config.output_dir} marks its end")
+                return 0
+            result.wait_until_finish()
+    except Exception as error:  # noqa: BLE001 - only a --strict rejection is handled
+        message = strict_failure(error) if config.strict else None
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     _print_summary(config, time.monotonic() - started)
     return 0
 

@@ -517,3 +517,22 @@ def test_matcher_on_any_text_equals_the_brute_force_oracle(entries, texts):
         expected = match_entries_brute_force(text, entries)
         assert matcher.match(text) == expected
         assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
+
+
+def test_strict_run_stops_at_the_first_rejection_with_one_line(tmp_path, capsys):
+    """--strict through the command line: exit 1, one line naming file, row and reason, no stats.json."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "a.jsonl").write_text('{"key": "k0", "text": "a dog"}\n{"key": "k1", "text": 7}\n', encoding="utf-8")
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(["dog"]), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--input", str(pool / "*.jsonl"), "--metadata", str(metadata), "--output_dir", str(out)]
+    status = curate.run(argv + ["--strict", "--progress", "0", "--report", "false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err == [f"error: --strict: {pool / 'a.jsonl'} row 1: non_string_text"]
+    assert not (out / "stats.json").exists()
+    # Without --strict the same pool finishes and rejects the record.
+    assert curate.run(argv + ["--progress", "0", "--report", "false"]) == 0
+    assert json.loads((out / "stats.json").read_text())["rejected_by_reason"] == {"non_string_text": 1}

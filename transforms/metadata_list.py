@@ -32,6 +32,9 @@ def _examples(items: Sequence[object], limit: int = 3) -> str:
 
 def id_corrupting_problems(items: Sequence[object]) -> list[str]:
     """Problems that would corrupt entry ids: non-strings and duplicates."""
+    # The common case, a clean list, in two C-speed passes (every worker checks it).
+    if all(type(item) is str for item in items) and len(set(items)) == len(items):
+        return []
     problems = []
     non_strings = [(i, item) for i, item in enumerate(items) if not isinstance(item, str)]
     if non_strings:

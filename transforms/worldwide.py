@@ -659,12 +659,12 @@ def _match_rows_in_order(automaton: ahocorasick.Automaton | None, texts: Iterabl
 
 
 def tail_share(counts: np.ndarray, t: int) -> float:
-    """Share of all matches that fall on entries kept whole at t (count <= t)."""
+    """The spec's tail_share(t): the share of all matches on entries with count below t (count < t)."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     if total == 0:
         raise ValueError("the tail share is undefined when every count is 0")
-    return int(counts[counts <= t].sum()) / total
+    return int(counts[counts < t].sum()) / total
 
 
 def threshold_for_tail_share(counts: np.ndarray, share_numerator: int, share_denominator: int) -> int | None:
@@ -707,7 +707,10 @@ def language_thresholds(counts: np.ndarray, metadata: LanguageMetadata, t_refere
         return counts[span.start : span.stop]
 
     reference_counts = counts_of(reference)
-    share_numerator = int(reference_counts[reference_counts <= t_reference].sum())
+    # English's share counts strictly below t_en (the spec's "below t", the
+    # reference's `< t_en`); a candidate t of another language counts its own
+    # entries too (the reference's cumulative sum): tail_share(t + 1).
+    share_numerator = int(reference_counts[reference_counts < t_reference].sum())
     share_denominator = int(reference_counts.sum())
     thresholds = {}
     for language in metadata.languages:
