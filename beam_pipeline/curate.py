@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -35,20 +36,24 @@ from transforms.caption_files import (
     read_caption_file,
     strict_failure,
 )
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, TEXT
+from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, KEY_HASH, LANG, LANGUAGE, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.count import CountEntries
 from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
 from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
-from transforms.match import MatchEntries, load_metadata
+from transforms.language_id import language_identifier
+from transforms.match import MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
-from transforms.sample import BalancedSample, plan_for_threshold
+from transforms.sample import BalancedSample, list_layout, plan_for_languages, plan_for_threshold
 from transforms.spill import LoadBatches, StoreBatches, delete_spill_dir
 from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
 from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, expand_braces
+from transforms.worldwide import LanguageMap, require_language
 from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards, write_atomically
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
+# metaclip2: the language each caption was matched against; entry ids index that language's list.
+WORLDWIDE_MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (LANG, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 BYTES_PER_SHARD = 64 << 20
 WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
@@ -85,6 +90,9 @@ class CurationConfig:
     # Where batches wait between passes on engines that would hold them in memory.
     spill_dir: Optional[str] = None
     strict: bool = False
+    # --mode metaclip2: where languages come from, and each language's first global id.
+    worldwide: Optional[WorldwideSettings] = None
+    language_offsets: tuple = ()
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -100,6 +108,7 @@ class CurationConfig:
             "input_files": len(self.paths),
             "num_shards": self.num_shards,
             "metadata_sha256": self.metadata_sha256,
+            "mode": "metaclip2" if self.worldwide else "metaclip1",
         }
 
 
@@ -335,8 +344,15 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
     handoff = _handoffs(args, fmt, layout)
     if "datacomp" in handoff:
         _check_uid_keys(paths, layout)
+    worldwide, language_offsets = None, ()
     try:
-        metadata = load_metadata(args.metadata)
+        if args.mode == "metaclip2":
+            metadata = load_language_metadata(args.metadata)
+            require_language(metadata, "en")
+            worldwide = _worldwide_settings(args, layout)
+            language_offsets = tuple(zip(metadata.languages, metadata.offsets))
+        else:
+            metadata = load_metadata(args.metadata)
     except MetadataError as error:
         raise UsageError(str(error)) from None
     if args.reshard_dir is not None:
@@ -352,7 +368,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         layout=layout,
         metadata_path=args.metadata,
         metadata_sha256=metadata.sha256,
-        num_entries=len(metadata),
+        num_entries=metadata.num_entries if worldwide else len(metadata),
         threshold=args.threshold,
         seed=args.seed,
         output_dir=args.output_dir,
@@ -363,14 +379,69 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         img2dataset_key_column=_img2dataset_key_column(layout),
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if _spills(options) else None,
         strict=args.strict,
+        worldwide=worldwide,
+        language_offsets=language_offsets,
     )
     return config, beam_args
 
 
-def entry_counts_document(metadata_path: str, counts) -> dict:
-    """entry_counts.json: every entry -> its caption count, in metadata order."""
-    entries = load_metadata(metadata_path).entries
-    return dict(zip(entries, counts.tolist()))
+def _worldwide_settings(args, layout: InputLayout) -> WorldwideSettings:
+    """--mode metaclip2's language options, checked (the language-id model is loaded now)."""
+    if args.lang_field is not None and args.lang_field not in [name for name, _ in layout.passthrough]:
+        raise UsageError(f"--lang_field {args.lang_field!r} is not a field of the input (its fields: "
+                         f"{', '.join(name for name, _ in layout.passthrough) or 'none besides key and text'})")
+    language_map = args.language_map
+    if language_map is not None and "=" not in language_map and not language_map.lstrip().startswith("{"):
+        try:
+            with FileSystems.open(language_map, compression_type="uncompressed") as handle:
+                language_map = handle.read().decode("utf-8")
+        except Exception as error:  # noqa: BLE001 - one clear line
+            raise UsageError(f"--language_map {args.language_map!r} is neither A=B pairs nor a readable JSON file: {error}") from None
+    try:
+        LanguageMap.parse(language_map)
+        identifier = language_identifier(args.language_id, args.lang_field)
+        if identifier is not None:
+            identifier.load()
+    except (ValueError, ImportError) as error:
+        raise UsageError(f"{error}") from None
+    return WorldwideSettings(args.lang_field, args.language_id, language_map, args.default_language.strip())
+
+
+def entry_counts_document(metadata_path: str, counts, worldwide: bool = False) -> dict:
+    """entry_counts.json: every entry -> its caption count, in metadata order.
+
+    metaclip2: {language: {entry: count}}, languages sorted (the global id order).
+    """
+    if not worldwide:
+        entries = load_metadata(metadata_path).entries
+        return dict(zip(entries, counts.tolist()))
+    metadata = load_language_metadata(metadata_path)
+    counts = counts.tolist()
+    document = {}
+    for language in metadata.languages:
+        span = metadata.entry_range(language)
+        document[language] = dict(zip(metadata.entries[language], counts[span.start : span.stop]))
+    return document
+
+
+def _plan(counts, config: "CurationConfig"):
+    if config.worldwide is None:
+        return plan_for_threshold(counts, config.threshold)
+    return plan_for_languages(counts, load_language_metadata(config.metadata_path), config.threshold)
+
+
+def _matches_with_local_ids(batch: pa.RecordBatch, language_offsets: tuple) -> pa.RecordBatch:
+    """metaclip2's matches/ rows: `lang` and entry ids into that language's own list."""
+    offsets = dict(language_offsets)
+    languages = batch.column(LANGUAGE).to_pylist()
+    list_offsets, flat = list_layout(batch.column(ENTRY_IDS))
+    row_offsets = np.fromiter((offsets.get(language, 0) for language in languages), dtype=np.int64, count=len(languages))
+    local = flat.astype(np.int64) - np.repeat(row_offsets, np.diff(list_offsets))
+    entry_ids = pa.ListArray.from_arrays(pa.array(list_offsets.astype(np.int32)), pa.array(local.astype(np.int32), pa.int32()))
+    names = [KEY, LANG, ENTRY_IDS, KEEP_PROB, KEY_HASH, SOURCE_FILE, SOURCE_ROW]
+    columns = [batch.column(KEY), batch.column(LANGUAGE), entry_ids, batch.column(KEEP_PROB),
+               batch.column(KEY_HASH), batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
@@ -384,11 +455,11 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     spill_dir = config.spill_dir
     reader = ReadCaptions(config.paths, config.layout, strict=config.strict)
     read = pipeline | "ReadCaptions" >> reader
-    matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256)
+    matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256, config.worldwide)
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
     stored = matched | "StoreMatched" >> StoreBatches(spill_dir and FileSystems.join(spill_dir, "matched"), "matched")
 
-    plan = counts | "PlanBalancing" >> beam.Map(plan_for_threshold, config.threshold)
+    plan = counts | "PlanBalancing" >> beam.Map(_plan, config)
     sampled = (
         stored
         | "LoadMatched" >> LoadBatches(spill_dir)
@@ -396,7 +467,11 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     )
 
     shards_dir = spill_dir and FileSystems.join(spill_dir, "shards")
-    matches = sampled | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, MATCHES_SCHEMA, spill_dir=shards_dir)
+    match_rows, matches_schema = sampled, MATCHES_SCHEMA
+    if config.worldwide:
+        match_rows = sampled | "LocalEntryIds" >> beam.Map(_matches_with_local_ids, config.language_offsets)
+        matches_schema = WORLDWIDE_MATCHES_SCHEMA
+    matches = match_rows | "WriteMatches" >> WriteParquetShards(config.output("matches"), config.num_shards, matches_schema, spill_dir=shards_dir)
     written = [
         matches.written,
         (
@@ -408,11 +483,11 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16)),
     ]
     written += build_handoff(sampled, reader.listed_files, config)
-    metadata_path = config.metadata_path
+    metadata_path, worldwide = config.metadata_path, config.worldwide is not None
     written.append(
         pipeline
         | "WriteEntryCounts"
-        >> WriteJsonFile(config.output("entry_counts.json"), lambda counts: entry_counts_document(metadata_path, counts), {"counts": counts})
+        >> WriteJsonFile(config.output("entry_counts.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide), {"counts": counts})
     )
 
     batch_stats = (
@@ -425,13 +500,19 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     # stats.json is written after every other output: its presence marks a finished run.
     stats = pipeline | "WriteStats" >> WriteJsonFile(
         config.output("stats.json"),
-        lambda batch, rejected, counts: stats_document(batch, rejected, counts, run_figures),
-        {"batch": batch_stats, "rejected": rejected_stats, "counts": counts},
+        lambda batch, rejected, counts, plan: stats_document(batch, rejected, counts, _run_figures(run_figures, plan), head=plan.entry_probs < 1.0),
+        {"batch": batch_stats, "rejected": rejected_stats, "counts": counts, "plan": plan},
         after=written,
     )
     if spill_dir:
         stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
     return {"batches": read.batches, "rejected": read.rejected, "matched": matched, "counts": counts, "sampled": sampled, "stats": stats}
+
+
+def _run_figures(figures: dict, plan) -> dict:
+    if plan.thresholds:  # metaclip2: each language's t (English's is --threshold)
+        return {**figures, "thresholds_by_language": dict(sorted(plan.thresholds.items()))}
+    return figures
 
 
 def build_handoff(sampled, listed_files, config: CurationConfig) -> list:
@@ -514,10 +595,15 @@ def _print_summary(config: CurationConfig, seconds: float) -> None:
         ("matched (>= 1 entry)", stats["records_matched"]),
         ("kept", stats["records_kept"]),
         ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
-        (f"head entries (count > {config.threshold})", stats["entries_over_threshold"]),
+        (f"head entries (count > {config.threshold})" if not config.worldwide else "head entries (count > their language's t)",
+         stats["entries_over_threshold"]),
         ("seconds", f"{seconds:.1f}"),
         ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
     ]
+    if stats.get("thresholds_by_language"):
+        shown = sorted(stats["thresholds_by_language"].items(), key=lambda item: item[0] != "en")[:8]
+        more = len(stats["thresholds_by_language"]) - len(shown)
+        rows.append(("t per language", ", ".join(f"{lang} {t}" for lang, t in shown) + (f", ... ({more} more in stats.json)" if more > 0 else "")))
     rows += _handoff_summary(config)
     width = max(len(name) for name, _ in rows)
     print(f"curation finished: {config.output_dir}")

@@ -15,5 +15,9 @@ ENTRY_IDS = "entry_ids"  # list<int32>, ascending
 KEEP_PROB = "keep_prob"  # float64
 KEY_HASH = "__key_hash"  # uint64, BLAKE2b-64 of the key; internal
 KEPT = "__kept"  # bool; internal
+# --mode metaclip2: the metadata language a caption was matched against (internal;
+# written as `lang` in matches/, beside entry ids local to that language's list).
+LANGUAGE = "__language"
+LANG = "lang"
 
-INTERNAL_COLUMNS = (SOURCE_FILE, SOURCE_ROW, KEY_HASH, KEPT)
+INTERNAL_COLUMNS = (SOURCE_FILE, SOURCE_ROW, KEY_HASH, KEPT, LANGUAGE)

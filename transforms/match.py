@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms.columns import ENTRY_IDS, TEXT
+from transforms.columns import ENTRY_IDS, LANGUAGE, TEXT
+from transforms.language_id import language_identifier
 from transforms.matching import EntryMatcher
 from transforms.metadata_list import MetadataError, parse_metadata
+from transforms.worldwide import (
+    LanguageMap,
+    LanguageMetadata,
+    WorldwideMatcher,
+    parse_language_metadata_files,
+    parse_language_metadata_object,
+)
 
 
 def load_metadata(path: str):
@@ -32,23 +43,89 @@ def _load_matcher(path: str, sha256: str) -> EntryMatcher:
     return EntryMatcher(metadata.entries)
 
 
+@dataclass(frozen=True)
+class WorldwideSettings:
+    """--mode metaclip2: where each caption's language comes from (docs/worldwide.md)."""
+
+    lang_field: Optional[str]  # a column of the batches, or None
+    language_id: str  # the --language_id value: auto, none or a model name
+    language_map: Optional[str]  # the --language_map text (JSON object or pairs), already read
+    default_language: str
+
+
+def load_language_metadata(path: str) -> LanguageMetadata:
+    """A directory of <lang>.json lists, or one JSON object file, from any Beam filesystem."""
+    try:
+        found = [m.path for pattern in ("*.json", "*.json.gz")
+                 for m in FileSystems.match([FileSystems.join(path.rstrip("/"), pattern)])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - not a directory (or nothing there): read it as a file
+        found = []
+    if not found:
+        return parse_language_metadata_object(_read_bytes(path), path)
+    return parse_language_metadata_files({name: _read_bytes(name) for name in sorted(found)})
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            return handle.read()
+    except Exception as error:  # noqa: BLE001 - surfaced as one clear line
+        raise MetadataError(f"cannot read metadata file {path}: {error}") from None
+
+
+class _WorldwideMatcher:
+    """What a worker needs for metaclip2: the matcher, the code resolver, the language-id model."""
+
+    def __init__(self, path: str, sha256: str, settings: WorldwideSettings):
+        metadata = load_language_metadata(path)
+        if metadata.sha256 != sha256:
+            raise MetadataError(f"metadata {path} changed after the run started (sha256 {metadata.sha256[:12]} != {sha256[:12]})")
+        self.matcher = WorldwideMatcher(metadata)
+        self.resolve = LanguageMap.parse(settings.language_map).resolver(metadata.languages, settings.default_language)
+        self.identifier = language_identifier(settings.language_id, settings.lang_field)
+        self.lang_field = settings.lang_field
+
+    def languages(self, batch: pa.RecordBatch) -> list[str]:
+        """Each caption's metadata language: its field, else the model, else the default."""
+        n = batch.num_rows
+        codes = batch.column(self.lang_field).to_pylist() if self.lang_field else [None] * n
+        if self.identifier is not None:
+            unknown = [i for i, code in enumerate(codes) if not (isinstance(code, str) and code.strip())]
+            if unknown:
+                texts = batch.column(TEXT).to_pylist()
+                for i, code in zip(unknown, self.identifier.identify([texts[i] for i in unknown])):
+                    codes[i] = code
+        return [self.resolve(code) for code in codes]
+
+
 class _MatchEntriesFn(beam.DoFn):
     """Batch -> the same batch plus an `entry_ids` list<int32> column."""
 
-    def __init__(self, metadata_path: str, metadata_sha256: str, matcher_handle: shared.Shared):
+    def __init__(self, metadata_path: str, metadata_sha256: str, matcher_handle: shared.Shared, worldwide: Optional[WorldwideSettings]):
         self._path = metadata_path
         self._sha256 = metadata_sha256
         self._handle = matcher_handle
+        self._worldwide = worldwide
         self._matched = Metrics.counter("curation", "records_matched")
         self._matches = Metrics.counter("curation", "entry_matches")
 
     def setup(self):
         # One automaton per worker process, shared by every DoFn instance and
         # thread in it; built from the file, not unpickled per bundle.
-        self._matcher = self._handle.acquire(lambda: _load_matcher(self._path, self._sha256), tag=self._sha256)
+        if self._worldwide is None:
+            self._matcher = self._handle.acquire(lambda: _load_matcher(self._path, self._sha256), tag=self._sha256)
+        else:
+            # Automata are built per language on first use, only for languages present.
+            self._matcher = self._handle.acquire(lambda: _WorldwideMatcher(self._path, self._sha256, self._worldwide), tag=self._sha256)
 
     def process(self, batch: pa.RecordBatch):
-        offsets, flat_ids = self._matcher.match_batch(batch.column(TEXT).to_pylist())
+        texts = batch.column(TEXT).to_pylist()
+        if self._worldwide is None:
+            offsets, flat_ids = self._matcher.match_batch(texts)
+        else:
+            languages = self._matcher.languages(batch)
+            offsets, flat_ids = self._matcher.matcher.match_batch(texts, languages)
+            batch = batch.append_column(LANGUAGE, pa.array(languages, pa.string()))
         entry_ids = pa.ListArray.from_arrays(pa.array(offsets.astype("int32")), pa.array(flat_ids, pa.int32()))
         self._matched.inc(int((offsets[1:] > offsets[:-1]).sum()))
         self._matches.inc(len(flat_ids))
@@ -61,12 +138,16 @@ class MatchEntries(beam.PTransform):
     In: pa.RecordBatch with a `text` column. Out: the same batches with an
     `entry_ids` column (list<int32>, ascending ids, the curation-spec's match
     set). The metadata is read from `metadata_path` once per worker process.
+    With `worldwide` (--mode metaclip2) each caption is matched against its
+    language's list only; the ids are global (languages' lists concatenated in
+    sorted order) and an internal `__language` column says which list.
     """
 
-    def __init__(self, metadata_path: str, metadata_sha256: str):
+    def __init__(self, metadata_path: str, metadata_sha256: str, worldwide: Optional[WorldwideSettings] = None):
         super().__init__()
         self._path = metadata_path
         self._sha256 = metadata_sha256
+        self._worldwide = worldwide
 
     def expand(self, batches):
-        return batches | "MatchBatch" >> beam.ParDo(_MatchEntriesFn(self._path, self._sha256, shared.Shared()))
+        return batches | "MatchBatch" >> beam.ParDo(_MatchEntriesFn(self._path, self._sha256, shared.Shared(), self._worldwide))

@@ -12,6 +12,7 @@ from apache_beam.metrics import Metrics
 from transforms.balancing import entry_probabilities, keep_decisions, keep_probabilities
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH
 from transforms.hashing import key_hashes
+from transforms.worldwide import LanguageMetadata, entry_thresholds, language_thresholds
 
 
 def list_layout(list_array: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +38,12 @@ class BalancingPlan:
 def plan_for_threshold(counts: np.ndarray, threshold: int) -> BalancingPlan:
     """MetaCLIP 1: one t for every entry."""
     return BalancingPlan(entry_probabilities(counts, threshold), int(threshold))
+
+
+def plan_for_languages(counts: np.ndarray, metadata: LanguageMetadata, threshold: int) -> BalancingPlan:
+    """MetaCLIP 2: English's t is `threshold`; every other language's keeps English's tail share."""
+    thresholds = language_thresholds(counts, metadata, threshold)
+    return BalancingPlan(entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds)
 
 
 class _SampleFn(beam.DoFn):

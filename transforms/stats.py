@@ -11,9 +11,10 @@ from collections import Counter
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.caption_files import Rejection
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT
+from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, LANGUAGE
 
 # keep_prob summed in fixed point: exact and order independent.
 _PROB_SCALE = 1 << 40
@@ -23,13 +24,26 @@ def batch_figures(batch: pa.RecordBatch) -> Counter:
     """Figures of one sampled batch."""
     offsets = batch.column(ENTRY_IDS).offsets.to_numpy()
     keep_prob = batch.column(KEEP_PROB).to_numpy()
-    return Counter(
+    figures = Counter(
         records_accepted=batch.num_rows,
         records_matched=int((np.diff(offsets) > 0).sum()),
         records_kept=int(np.count_nonzero(batch.column(KEPT).to_numpy(zero_copy_only=False))),
         entry_matches=int(offsets[-1] - offsets[0]),
         keep_prob_fixed=int(np.rint(keep_prob * _PROB_SCALE).astype(np.int64).sum()),
     )
+    if LANGUAGE in batch.schema.names:  # --mode metaclip2: records per metadata language
+        languages = batch.column(LANGUAGE)
+        kept = batch.column(KEPT)
+        for name, rows in zip(*_value_counts(languages)):
+            figures[f"language.{name}.accepted"] += rows
+        for name, rows in zip(*_value_counts(languages.filter(kept))):
+            figures[f"language.{name}.kept"] += rows
+    return figures
+
+
+def _value_counts(array: pa.Array) -> tuple[list, list]:
+    counted = pc.value_counts(array)
+    return counted.field("values").to_pylist(), counted.field("counts").to_pylist()
 
 
 def rejection_figures(rejection: Rejection) -> Counter:
@@ -61,11 +75,16 @@ class SumFigures(beam.CombineFn):
         return dict(accumulator)
 
 
-def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict) -> dict:
-    """stats.json: the run's figures, keys in a fixed order."""
+def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict, head: np.ndarray = None) -> dict:
+    """stats.json: the run's figures, keys in a fixed order.
+
+    `head`: which entries are head entries (count > their t; with a t per
+    language in metaclip2 mode); by default count > run["threshold"].
+    """
     accepted = batch.get("records_accepted", 0)
     rejected_records = rejected.get("records_rejected", 0)
-    threshold = run["threshold"]
+    if head is None:
+        head = counts > run["threshold"]
     by_reason = {key.split(".", 1)[1]: value for key, value in sorted(rejected.items()) if key.startswith("rejected.")}
     return {
         "records_read": accepted + rejected_records,
@@ -79,9 +98,20 @@ def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict) -
         "entry_matches": batch.get("entry_matches", 0),
         "entries": int(len(counts)),
         "entries_matched": int(np.count_nonzero(counts)),
-        "entries_over_threshold": int(np.count_nonzero(counts > threshold)),
-        "matches_in_head_entries": int(counts[counts > threshold].sum()),
+        "entries_over_threshold": int(np.count_nonzero(head)),
+        "matches_in_head_entries": int(counts[head].sum()),
         "duplicate_keys": batch.get("duplicate_keys", 0),
         "duplicate_key_examples": sorted(k.split(".", 1)[1] for k in batch if k.startswith("duplicate_example."))[:5],
         **run,
+        **_language_figures(batch),
     }
+
+
+def _language_figures(batch: dict) -> dict:
+    """records_by_language: {language: {accepted, kept}} (metaclip2 only), sorted by language."""
+    per_language: dict = {}
+    for name, value in batch.items():
+        if name.startswith("language."):
+            language, figure = name[len("language."):].rsplit(".", 1)
+            per_language.setdefault(language, {"accepted": 0, "kept": 0})[figure] = value
+    return {"records_by_language": dict(sorted(per_language.items()))} if per_language else {}
