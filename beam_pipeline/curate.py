@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from beam_pipeline.options import UsageError, parse_curation_args
+from beam_pipeline.progress import ProgressReporter
 from transforms.caption_files import (
     InputError,
     InputLayout,
@@ -645,6 +646,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config, _ = prepare(argv)
+        progress_seconds = parse_curation_args(argv)[0].progress
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -656,7 +658,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.
-        with _quiet_beam_errors(config.strict):
+        progress = ProgressReporter(config.spill_dir, progress_seconds) if config.spill_dir else contextlib.nullcontext()
+        with _quiet_beam_errors(config.strict), progress:
             result = pipeline.run()
             if not _runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.

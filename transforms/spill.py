@@ -28,9 +28,12 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.columns import ENTRY_IDS
+
 # A bundle's batches are written out when this many bytes are buffered: large
-# enough for few files, small enough that a worker's memory stays flat.
-FLUSH_BYTES = 64 << 20
+# enough for few files (~70k LAION captions each), small enough that a worker's
+# memory stays flat and the progress display moves.
+FLUSH_BYTES = 16 << 20
 # LZ4: a quarter of the disk for a few percent of the time (LAION alt-texts).
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
@@ -76,6 +79,17 @@ def _in_global_window(value) -> WindowedValue:
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
+def _matched_suffix(batches: list[pa.RecordBatch]) -> str:
+    """`-<n>m`: how many rows matched an entry, for the progress display."""
+    if ENTRY_IDS not in batches[0].schema.names:
+        return ""
+    matched = 0
+    for batch in batches:
+        offsets = batch.column(ENTRY_IDS).offsets.to_numpy()
+        matched += int((offsets[1:] > offsets[:-1]).sum())
+    return f"-{matched}m"
+
+
 class _SpillBatchesFn(beam.DoFn):
     """Batches -> SpillFile names, a file per FLUSH_BYTES of a bundle's batches."""
 
@@ -101,7 +115,7 @@ class _SpillBatchesFn(beam.DoFn):
 
     def _flush(self) -> SpillFile:
         rows = sum(batch.num_rows for batch in self._buffer)
-        path = spill_name(self._directory, self._label, rows)
+        path = spill_name(self._directory, self._label, rows, _matched_suffix(self._buffer))
         write_batches(path, self._buffer)
         self._buffer, self._bytes = [], 0
         return SpillFile(path, rows)

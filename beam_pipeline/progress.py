@@ -1,0 +1,78 @@
+"""Progress lines for local runs: what the pipeline has done so far, at a steady pace.
+
+Beam's local engine reports metrics only when the run ends, and its workers
+may be other processes. The spill files between the passes (transforms.spill)
+say in their names how many rows they hold, so a thread that lists the spill
+directory every few seconds knows how far each pass is, from any number of
+worker processes, without asking them anything.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from typing import Optional, TextIO
+
+from apache_beam.io.filesystems import FileSystems
+
+# spill_name(): <label>-<random>-<rows>r[-<matched>m][-s<shard>].arrow
+_SPILL_NAME = re.compile(r"^(?P<label>[A-Za-z0-9_]+)-[0-9a-f]{16}-(?P<rows>\d+)r(?:-(?P<matched>\d+)m)?(?:-s\d+)?\.arrow$")
+
+
+def spill_totals(spill_dir: str) -> dict[str, int]:
+    """Rows per spill label, plus `matched_with_entries`, summed over the files there now."""
+    totals: dict[str, int] = {}
+    try:
+        found = FileSystems.match([FileSystems.join(spill_dir, "**")])[0].metadata_list
+    except Exception:  # noqa: BLE001 - not created yet, or being deleted at the end
+        return totals
+    for metadata in found:
+        name = _SPILL_NAME.match(metadata.path.rsplit("/", 1)[-1])
+        if name:
+            totals[name["label"]] = totals.get(name["label"], 0) + int(name["rows"])
+            if name["matched"]:
+                totals["matched_with_entries"] = totals.get("matched_with_entries", 0) + int(name["matched"])
+    return totals
+
+
+def progress_line(totals: dict[str, int], seconds: float) -> str:
+    """One line: records read and matched so far (and their rate while reading), then the sampling pass."""
+    read = totals.get("matched", 0)
+    if not read:
+        return f"[{seconds:6.0f} s] starting: workers load the metadata and build the automaton"
+    sampled, kept = totals.get("WriteMatches", 0), totals.get("WriteSubset", 0)
+    rate = f" ({read / seconds:,.0f}/s)" if seconds > 0 and not (sampled or kept) else ""
+    line = f"[{seconds:6.0f} s] read and matched {read:,}{rate}, {totals.get('matched_with_entries', 0):,} with entries"
+    if sampled or kept:
+        # The two writers flush independently: each figure is a lower bound of its own.
+        line += f"; sampling: {sampled:,} rows to matches/, {kept:,} kept rows to subset/"
+    return line
+
+
+class ProgressReporter:
+    """Prints progress_line every `interval` seconds while a run goes on (a daemon thread)."""
+
+    def __init__(self, spill_dir: str, interval: float, stream: Optional[TextIO] = None):
+        self._spill_dir = spill_dir
+        self._interval = interval
+        self._stream = stream or sys.stderr
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "ProgressReporter":
+        if self._interval > 0:
+            self._started = time.monotonic()
+            self._thread = threading.Thread(target=self._loop, name="balancebeam-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            print(progress_line(spill_totals(self._spill_dir), time.monotonic() - self._started), file=self._stream, flush=True)
