@@ -1,0 +1,501 @@
+"""The curation report: plots and a self-contained report.html, from an output directory.
+
+    python -m beam_pipeline.report OUTPUT_DIR
+
+reads stats.json, entry_counts.json, entry_counts_kept.json and figures.json
+(local or any Beam filesystem, e.g. gs://) and writes, beside them:
+
+- plots/*.png: sorted entry counts before/after balancing with the line at t,
+  head/tail share of matches, matches per caption, kept rate per number of
+  matches, caption length, expected subset size versus t;
+- size_vs_threshold.csv: threshold,expected_kept;
+- report.html: one file that opens offline, the PNGs embedded as data URIs,
+  inline CSS, no script and nothing fetched.
+
+Nothing is recomputed from the captions: every figure comes from those four
+files, so the report can be rebuilt at any time without rerunning the curation.
+A missing input file is a one-line error naming it (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.write import write_atomically
+
+INPUTS = ("stats.json", "entry_counts.json", "entry_counts_kept.json", "figures.json")
+TOP_ENTRIES = 30
+_BEFORE = "#4c72b0"  # before balancing / all captions
+_AFTER = "#dd8452"  # after balancing / kept
+
+# stats.json figures shown first, in this order, with these labels; any other
+# key (later additions, per-language thresholds, ...) follows under its own name.
+_STAT_LABELS = (
+    ("records_read", "records read"),
+    ("records_accepted", "records accepted"),
+    ("records_rejected", "records rejected"),
+    ("rejected_by_reason", "rejected by reason"),
+    ("files_rejected", "files rejected"),
+    ("records_matched", "records matched (>= 1 entry)"),
+    ("records_kept", "records kept"),
+    ("expected_kept", "expected kept (sum of keep_prob)"),
+    ("entry_matches", "entry matches (caption, entry pairs)"),
+    ("entries", "metadata entries"),
+    ("entries_matched", "entries matched"),
+    ("entries_over_threshold", "head entries (count > t)"),
+    ("matches_in_head_entries", "matches in head entries"),
+    ("duplicate_keys", "duplicate keys"),
+    ("duplicate_key_examples", "duplicate key examples"),
+    ("threshold", "threshold t"),
+    ("seed", "seed"),
+    ("input_files", "input files"),
+    ("num_shards", "output shards"),
+    ("metadata_sha256", "metadata SHA-256"),
+)
+
+
+class ReportError(Exception):
+    """An output directory the report cannot be built from; the message is one line."""
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _read_json(output_dir: str, name: str):
+    path = FileSystems.join(output_dir, name)
+    if not FileSystems.exists(path):
+        hint = " (a run from before the report existed lacks it: rerun the curation)" if name != "stats.json" else " (not a finished curation run)"
+        raise ReportError(f"{path} is missing{hint}")
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path} is not valid JSON: {error}") from None
+
+
+def load_inputs(output_dir: str) -> dict:
+    """The four input documents, checked for the shape the report relies on."""
+    output_dir = output_dir.rstrip("/") or "/"
+    docs = {name: _read_json(output_dir, name) for name in INPUTS}
+    for name in INPUTS:
+        if not isinstance(docs[name], dict):
+            raise ReportError(f"{FileSystems.join(output_dir, name)} must hold a JSON object")
+    before, after = docs["entry_counts.json"], docs["entry_counts_kept.json"]
+    if len(before) != len(after) or any(a != b for a, b in zip(before, after)):
+        raise ReportError("entry_counts_kept.json does not list the same entries, in the same order, as entry_counts.json")
+    return {
+        "output_dir": output_dir,
+        "stats": docs["stats.json"],
+        "entries": list(before),
+        "counts": np.array(list(before.values()), dtype=np.int64),
+        "kept_counts": np.array(list(after.values()), dtype=np.int64),
+        "figures": docs["figures.json"],
+    }
+
+
+def scalar_threshold(stats: dict) -> Optional[int]:
+    """The run's single t, or None when stats.json has none (e.g. per-language thresholds)."""
+    value = stats.get("threshold")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def head_tail(counts: np.ndarray, kept_counts: np.ndarray, threshold: int) -> dict:
+    """Matches in head entries (count > t before balancing) and in the rest, before and after."""
+    head = counts > threshold
+    return {
+        "before_head": int(counts[head].sum()),
+        "before_total": int(counts.sum()),
+        "after_head": int(kept_counts[head].sum()),
+        "after_total": int(kept_counts.sum()),
+    }
+
+
+def top_entries(entries: Sequence[str], counts: np.ndarray, kept_counts: np.ndarray, threshold: int, limit: int = TOP_ENTRIES) -> list[dict]:
+    """The largest head entries (count > t), ties in metadata order, with kept count and p_e."""
+    order = np.argsort(-counts, kind="stable")[:limit]
+    return [
+        {"entry": entries[i], "count": int(counts[i]), "kept": int(kept_counts[i]), "p_e": threshold / int(counts[i])}
+        for i in order.tolist()
+        if counts[i] > threshold
+    ]
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    # Figure + Agg canvas directly, not pyplot: no global state, no GUI backend.
+    # matplotlib is imported here, not at the top, so that importing this module
+    # (e.g. from the curate command) costs nothing until a report is drawn.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    # No Software/date text chunks: same bytes for the same figures, and no URL in the file.
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _log_ranks(n: int, points: int = 2000) -> np.ndarray:
+    """Indices 0..n-1 thinned to ~points, evenly on a log scale (every index when n is small)."""
+    if n <= points:
+        return np.arange(n)
+    return np.unique(np.rint(np.geomspace(1, n, points)).astype(np.int64) - 1)
+
+
+def plot_entry_counts(counts: np.ndarray, kept_counts: np.ndarray, threshold: Optional[int]) -> bytes:
+    figure = _figure(9.0, 4.6)
+    axes = figure.add_subplot()
+    # "before" drawn wider, beneath: in the tail the two curves coincide, and both stay visible.
+    curves = ((counts, "before balancing (all captions)", _BEFORE, 3.2), (kept_counts, "after balancing (kept captions)", _AFTER, 1.4))
+    for values, label, color, width in curves:
+        ordered = np.sort(values[values > 0])[::-1]
+        if len(ordered):
+            ranks = _log_ranks(len(ordered))
+            axes.plot(ranks + 1, ordered[ranks], color=color, label=f"{label}: {len(ordered):,} entries", linewidth=width)
+    if not counts.any():
+        axes.text(0.5, 0.5, "no entry matched any caption", ha="center", va="center", transform=axes.transAxes)
+        return _png(figure)
+    if threshold is not None:
+        axes.axhline(threshold, color="#c44e52", linestyle="--", linewidth=1.2, label=f"t = {threshold:,}")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("entry rank (by captions, largest first)")
+    axes.set_ylabel("captions matching the entry")
+    axes.set_title("Captions per entry, sorted")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="upper right")
+    return _png(figure)
+
+
+def plot_head_tail(shares: dict, threshold: int) -> bytes:
+    figure = _figure(9.0, 2.6)
+    axes = figure.add_subplot()
+    rows = (("after", shares["after_head"], shares["after_total"]), ("before", shares["before_head"], shares["before_total"]))
+    for y, (_label, head, total) in enumerate(rows):
+        head_share = head / total if total else 0.0
+        axes.barh(y, head_share, color=_BEFORE, label="head entries (count > t)" if y == 0 else None)
+        axes.barh(y, 1 - head_share, left=head_share, color=_AFTER, label="tail entries" if y == 0 else None)
+        # Percentages inside the bars, where a bar is wide enough to hold one.
+        if total and head_share > 0.07:
+            axes.text(head_share / 2, y, f"{head_share:.1%}", ha="center", va="center", color="white", fontweight="bold")
+        if total and head_share < 0.93:
+            axes.text(head_share + (1 - head_share) / 2, y, f"{1 - head_share:.1%}", ha="center", va="center", color="black", fontweight="bold")
+    axes.set_yticks([0, 1], [f"after\n({shares['after_total']:,} matches)", f"before\n({shares['before_total']:,} matches)"])
+    axes.set_xlim(0, 1)
+    from matplotlib.ticker import PercentFormatter
+
+    axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_xlabel("share of entry matches")
+    axes.set_title(f"Matches in head and tail entries (t = {threshold:,})")
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _png(figure)
+
+
+def _bucket_range(values: Sequence[int], minimum: int, trim_start: bool) -> tuple[int, int]:
+    """[start, end) of the buckets worth drawing: up to the last non-empty one (at least
+    `minimum` buckets), and from the first non-empty one if `trim_start`."""
+    nonzero = np.flatnonzero(np.asarray(values))
+    end = min(len(values), max(minimum, int(nonzero[-1]) + 1 if len(nonzero) else 0))
+    start = int(nonzero[0]) if trim_start and len(nonzero) else 0
+    return start, end
+
+
+def plot_histogram(section: dict, title: str, xlabel: str, min_buckets: int, rotate: bool, trim_start: bool) -> bytes:
+    """Captions and kept captions per bucket, side by side, log y."""
+    start, end = _bucket_range(section["captions"], min_buckets, trim_start)
+    labels = section["labels"][start:end]
+    captions = np.asarray(section["captions"][start:end])
+    kept = np.asarray(section["kept"][start:end])
+    figure = _figure(6.0, 3.8)
+    axes = figure.add_subplot()
+    x = np.arange(len(labels))
+    axes.bar(x - 0.2, captions, width=0.4, color=_BEFORE, label=f"all captions ({int(captions.sum()):,})")
+    axes.bar(x + 0.2, kept, width=0.4, color=_AFTER, label=f"kept ({int(kept.sum()):,})")
+    if captions.any():
+        axes.set_yscale("log")
+    step = max(1, len(labels) // 20)
+    axes.set_xticks(x[::step], labels[::step], rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("captions")
+    axes.set_title(title)
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend()
+    return _png(figure)
+
+
+def plot_kept_rate(section: dict) -> bytes:
+    _start, end = _bucket_range(section["captions"], 2, trim_start=False)
+    captions = np.asarray(section["captions"][:end], dtype=np.float64)
+    kept = np.asarray(section["kept"][:end], dtype=np.float64)
+    present = captions > 0
+    x = np.arange(end)
+    figure = _figure(6.0, 3.8)
+    axes = figure.add_subplot()
+    axes.plot(x[present], kept[present] / captions[present], marker="o", color=_AFTER)
+    step = max(1, end // 20)
+    axes.set_xticks(x[::step], section["labels"][:end][::step])
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("entries matched by the caption")
+    axes.set_ylabel("kept / captions")
+    axes.set_title("Kept rate per number of matched entries")
+    axes.grid(True, alpha=0.3)
+    return _png(figure)
+
+
+def plot_size_vs_threshold(table: list[dict], threshold: Optional[int], expected_kept: Optional[float], target: Optional[int]) -> bytes:
+    figure = _figure(9.0, 4.4)
+    axes = figure.add_subplot()
+    t = [row["threshold"] for row in table]
+    e = [row["expected_kept"] for row in table]
+    axes.plot(t, e, marker=".", color=_BEFORE, label="E(t) = sum of keep probabilities")
+    if threshold is not None:
+        axes.axvline(threshold, color="#c44e52", linestyle="--", linewidth=1.2, label=f"this run: t = {threshold:,}")
+        if expected_kept is not None:
+            axes.plot([threshold], [expected_kept], marker="o", color="#c44e52", markersize=8)
+    if target is not None:
+        axes.axhline(target, color="#55a868", linestyle=":", linewidth=1.5, label=f"target size {target:,}")
+    if t and min(t) > 0:
+        axes.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
+    axes.set_xlabel("threshold t")
+    axes.set_ylabel("expected captions kept")
+    axes.set_title("Expected subset size versus threshold")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="lower right")
+    return _png(figure)
+
+
+def make_plots(data: dict) -> dict[str, bytes]:
+    """name -> PNG bytes, for every plot the inputs allow."""
+    stats, figures = data["stats"], data["figures"]
+    threshold = scalar_threshold(stats)
+    chosen = figures.get("chosen") or {}
+    plots = {"entry_counts.png": plot_entry_counts(data["counts"], data["kept_counts"], threshold)}
+    if threshold is not None:
+        plots["head_tail_share.png"] = plot_head_tail(head_tail(data["counts"], data["kept_counts"], threshold), threshold)
+    matches = figures["matches_per_caption"]
+    plots["matches_per_caption.png"] = plot_histogram(matches, "Entries matched per caption", "entries matched", 11, rotate=False, trim_start=False)
+    plots["kept_rate_by_matches.png"] = plot_kept_rate(matches)
+    plots["caption_length.png"] = plot_histogram(figures["caption_length"], "Caption length", "characters", 1, rotate=True, trim_start=True)
+    if figures.get("size_vs_threshold"):
+        plots["size_vs_threshold.png"] = plot_size_vs_threshold(
+            figures["size_vs_threshold"], threshold, stats.get("expected_kept"), chosen.get("target_size")
+        )
+    return plots
+
+
+# ---------------------------------------------------------------- html
+
+_CSS = """
+body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #222; margin: 0; background: #f6f6f4; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 10px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h3 { font-size: 16px; margin: 22px 0 6px; }
+.sub { color: #666; margin: 0 0 16px; word-break: break-all; }
+.lead { font-size: 17px; background: #f0f4fa; border-left: 4px solid #4c72b0; padding: 10px 14px; }
+figure { margin: 12px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
+figcaption { color: #555; font-size: 13px; margin-top: 4px; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
+table { border-collapse: collapse; font-size: 14px; margin: 6px 0 12px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+thead th { background: #f3f3f3; border-bottom: 1px solid #ccc; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { font-weight: normal; color: #444; }
+table.examples { width: 100%; table-layout: fixed; }
+table.examples th:nth-child(1) { width: 14%; } table.examples th:nth-child(2) { width: 9%; }
+table.examples th:nth-child(3) { width: 27%; }
+td.text { max-width: 560px; overflow-wrap: anywhere; }
+td.entries { color: #444; max-width: 240px; overflow-wrap: anywhere; }
+td.key { max-width: 170px; overflow-wrap: anywhere; font-family: monospace; font-size: 12px; }
+.wrap { overflow-x: auto; }
+details summary { cursor: pointer; color: #4c72b0; }
+"""
+
+
+def _n(value) -> str:
+    """Integers with thousands separators; floats with 3 decimals."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return str(value)
+
+
+def _value_cell(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td class="n">{_n(value)}</td>'
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {_n(v)}" for k, v in value.items()) or "none"
+    elif isinstance(value, list):
+        text = ", ".join(str(v) for v in value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "") if value else "none"
+    else:
+        text = str(value)
+    return f"<td>{html.escape(text)}</td>"
+
+
+def _stats_table(stats: dict) -> str:
+    known = dict(_STAT_LABELS)
+    keys = [key for key, _ in _STAT_LABELS if key in stats] + [key for key in stats if key not in known]
+    rows = "".join(
+        f'<tr id="stat-{html.escape(key)}"><th>{html.escape(known.get(key, key))}</th>{_value_cell(stats[key])}</tr>' for key in keys
+    )
+    return f'<table class="kv" id="run-figures">{rows}</table>'
+
+
+def _img(name: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _top_table(rows: list[dict]) -> str:
+    body = "".join(
+        f'<tr><td class="n">{rank}</td><td class="entry">{html.escape(row["entry"])}</td><td class="n">{_n(row["count"])}</td>'
+        f'<td class="n">{_n(row["kept"])}</td><td class="n">{row["p_e"]:.4f}</td></tr>'
+        for rank, row in enumerate(rows, 1)
+    )
+    head = '<thead><tr><th class="n">#</th><th>entry</th><th class="n">captions</th><th class="n">kept</th><th class="n">p_e = t / count</th></tr></thead>'
+    return f'<table id="top-entries">{head}<tbody>{body}</tbody></table>'
+
+
+def _examples_table(kind: str, rows: list[dict]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    body = "".join(
+        f'<tr><td class="key">{html.escape(row["key"])}</td><td class="n">{row["keep_prob"]:.4f}</td>'
+        f'<td class="entries">{html.escape(", ".join(row["entries"])) or "&mdash;"}</td><td class="text">{html.escape(row["text"])}</td></tr>'
+        for row in rows
+    )
+    head = '<thead><tr><th>key</th><th class="n">keep_prob</th><th>matched entries</th><th>caption</th></tr></thead>'
+    return f'<div class="wrap"><table class="examples" id="examples-{kind}">{head}<tbody>{body}</tbody></table></div>'
+
+
+def _size_table(table: list[dict]) -> str:
+    body = "".join(f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>' for row in table)
+    return f'<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead><tbody>{body}</tbody></table>'
+
+
+def _share_text(shares: dict) -> str:
+    def share(head, total):
+        return f"{head / total:.1%}" if total else "n/a"
+
+    return (
+        f'<p id="head-share">Head entries held <b>{share(shares["before_head"], shares["before_total"])}</b> of all entry matches '
+        f'before balancing ({_n(shares["before_head"])} of {_n(shares["before_total"])}) and '
+        f'<b>{share(shares["after_head"], shares["after_total"])}</b> after ({_n(shares["after_head"])} of {_n(shares["after_total"])}).</p>'
+    )
+
+
+def render_html(data: dict, plots: dict[str, bytes]) -> str:
+    """report.html: self-contained (data URIs, inline CSS), no script."""
+    stats, figures = data["stats"], data["figures"]
+    threshold = scalar_threshold(stats)
+    chosen = figures.get("chosen") or {}
+    read, kept = stats.get("records_read"), stats.get("records_kept")
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Curation report: {html.escape(data['output_dir'])}</title><style>{_CSS}</style></head><body><main>",
+        "<h1>Curation report</h1>",
+        f'<p class="sub">{html.escape(data["output_dir"])}</p>',
+    ]
+    if isinstance(read, int) and isinstance(kept, int):
+        rate = f" ({kept / read:.1%})" if read else ""
+        t_text = f" at t = {threshold:,}" if threshold is not None else ""
+        parts.append(f'<p class="lead">Kept <b>{kept:,}</b> of <b>{read:,}</b> records read{rate}{t_text}.')
+        if chosen.get("target_size") is not None:
+            parts.append(f" t was chosen for a target size of {_n(chosen['target_size'])} (expected {_n(chosen.get('expected_kept'))}).")
+        parts.append("</p>")
+    parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
+
+    parts.append("<h2>Balancing</h2>")
+    parts.append(_img("entry_counts.png", plots["entry_counts.png"], "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched."))
+    if threshold is not None:
+        shares = head_tail(data["counts"], data["kept_counts"], threshold)
+        parts.append(_share_text(shares))
+        parts.append(_img("head_tail_share.png", plots["head_tail_share.png"], "Share of (caption, entry) matches in head entries (count > t before balancing) and in tail entries."))
+        rows = top_entries(data["entries"], data["counts"], data["kept_counts"], threshold)
+        parts.append(f"<h3>Top head entries ({len(rows)} of {int((data['counts'] > threshold).sum()):,} over t)</h3>")
+        parts.append(_top_table(rows) if rows else "<p>No entry has more than t captions: nothing was sampled down.</p>")
+    else:
+        parts.append("<p>stats.json has no single threshold; head and tail figures are left out.</p>")
+
+    parts.append("<h2>Captions</h2><div class=\"grid\">")
+    parts.append(_img("matches_per_caption.png", plots["matches_per_caption.png"], "Entries matched per caption (log scale); captions with no match are never kept."))
+    parts.append(_img("kept_rate_by_matches.png", plots["kept_rate_by_matches.png"], "Share of captions kept, by how many entries they match: more entries, more chances to hit a tail entry."))
+    parts.append(_img("caption_length.png", plots["caption_length.png"], "Caption length in characters (log scale)."))
+    parts.append("</div>")
+
+    table = figures.get("size_vs_threshold") or []
+    if table:
+        parts.append("<h2>Subset size versus threshold</h2>")
+        parts.append(_img("size_vs_threshold.png", plots["size_vs_threshold.png"], "E(t): expected captions kept for each t, exact from the match index (size_vs_threshold.csv)."))
+        parts.append(f"<details><summary>Table: {len(table)} thresholds</summary>{_size_table(table)}</details>")
+
+    parts.append("<h2>Examples</h2>")
+    examples = figures.get("examples") or {}
+    for kind, title in (("kept", "Kept"), ("dropped", "Dropped by the draw (matched)"), ("unmatched", "Not matched (never kept)")):
+        if kind in examples:
+            parts.append(f"<h3>{title}</h3>{_examples_table(kind, examples[kind])}")
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
+
+
+def size_csv(table: list[dict]) -> str:
+    return "threshold,expected_kept\n" + "".join(f"{int(row['threshold'])},{float(row['expected_kept'])!r}\n" for row in table)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def write_report(output_dir: str) -> list[str]:
+    """Write plots/*.png, size_vs_threshold.csv and report.html into `output_dir`; return their paths."""
+    data = load_inputs(output_dir)
+    directory = data["output_dir"]
+    plots = make_plots(data)
+    written = []
+    for name, png in plots.items():
+        written.append(write_atomically(FileSystems.join(directory, "plots", name), lambda handle, png=png: handle.write(png)))
+    csv = size_csv(data["figures"].get("size_vs_threshold") or []).encode("utf-8")
+    written.append(write_atomically(FileSystems.join(directory, "size_vs_threshold.csv"), lambda handle: handle.write(csv)))
+    page = render_html(data, plots).encode("utf-8")
+    written.append(write_atomically(FileSystems.join(directory, "report.html"), lambda handle: handle.write(page)))
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report", description="Rebuild report.html and plots/ from a curation output directory.")
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished curation's --output_dir (local or any Beam filesystem)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.output_dir)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(written[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
