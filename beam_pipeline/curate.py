@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
+from beam_pipeline.report import write_report
 from transforms.caption_files import (
     InputError,
     InputLayout,
@@ -39,12 +40,15 @@ from transforms.caption_files import (
 )
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, KEY_HASH, LANG, LANGUAGE, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.count import CountEntries
+from transforms.expected_size import threshold_grid
 from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
 from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
 from transforms.language_id import language_identifier
 from transforms.match import MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
+from transforms.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures, finer_grid, size_table, threshold_for_target
+from transforms.report_figures import figures_document
 from transforms.sample import BalancedSample, list_layout, plan_for_languages, plan_for_threshold
 from transforms.spill import LoadBatches, StoreBatches, delete_spill_dir
 from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
@@ -60,13 +64,13 @@ WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
 # Batches between the passes, on local engines (transforms.spill); deleted at the end.
 SPILL_DIR = ".balancebeam-work"
-OUTPUT_FILES = ("entry_counts.json", "stats.json")
+OUTPUT_FILES = ("entry_counts.json", "stats.json", "figures.json", "entry_counts_kept.json", "report.html", "size_vs_threshold.csv")
 # Training hand-off outputs (docs/training-handoff.md), cleared like the others.
 SUBSET_UIDS = "subset_uids.npy"
 IMG2DATASET_DIR = "img2dataset"
 KEPT_KEYS_DIR = "webdataset/kept_keys"
 SHARDS_JSON = "webdataset/shards.json"
-HANDOFF_GLOBS = ("img2dataset/part-*", "img2dataset/.part-*", "webdataset/kept_keys/*", ".subset_uids/*")
+HANDOFF_GLOBS = ("img2dataset/part-*", "img2dataset/.part-*", "webdataset/kept_keys/*", ".subset_uids/*", "plots/*.png", "plots/.*.png.tmp-*")
 HANDOFF_FILES = (SUBSET_UIDS, SHARDS_JSON)
 
 
@@ -91,6 +95,8 @@ class CurationConfig:
     # Where batches wait between passes on engines that would hold them in memory.
     spill_dir: Optional[str] = None
     strict: bool = False
+    target_size: Optional[int] = None
+    report: bool = True
     # --mode metaclip2: where languages come from, and each language's first global id.
     worldwide: Optional[WorldwideSettings] = None
     language_offsets: tuple = ()
@@ -110,6 +116,7 @@ class CurationConfig:
             "num_shards": self.num_shards,
             "metadata_sha256": self.metadata_sha256,
             "mode": "metaclip2" if self.worldwide else "metaclip1",
+            **({"target_size": self.target_size} if self.target_size is not None else {}),
         }
 
 
@@ -380,6 +387,8 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         img2dataset_key_column=_img2dataset_key_column(layout),
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if _spills(options) else None,
         strict=args.strict,
+        target_size=args.target_size,
+        report=args.report,
         worldwide=worldwide,
         language_offsets=language_offsets,
     )
@@ -460,7 +469,10 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
     stored = matched | "StoreMatched" >> StoreBatches(spill_dir and FileSystems.join(spill_dir, "matched"), "matched")
 
-    plan = counts | "PlanBalancing" >> beam.Map(_plan, config)
+    if config.target_size is None:
+        plan = counts | "PlanBalancing" >> beam.Map(_plan, config)
+    else:
+        plan = _plan_for_target_size(stored, counts, config)
     sampled = (
         stored
         | "LoadMatched" >> LoadBatches(spill_dir)
@@ -484,6 +496,7 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16)),
     ]
     written += build_handoff(sampled, reader.listed_files, config)
+    written += build_report_data(sampled, counts, plan, config)
     metadata_path, worldwide = config.metadata_path, config.worldwide is not None
     written.append(
         pipeline
@@ -505,15 +518,88 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         {"batch": batch_stats, "rejected": rejected_stats, "counts": counts, "plan": plan},
         after=written,
     )
+    if config.report:
+        # After stats.json: the report reads it. A failed report leaves a finished run;
+        # `python -m beam_pipeline.report OUTPUT_DIR` writes it again.
+        output_dir = config.output_dir
+        stats | "WriteReport" >> beam.Map(lambda _: write_report(output_dir))
     if spill_dir:
         stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
     return {"batches": read.batches, "rejected": read.rejected, "matched": matched, "counts": counts, "sampled": sampled, "stats": stats}
 
 
 def _run_figures(figures: dict, plan) -> dict:
+    figures = {**figures, "threshold": plan.threshold}  # --target_size: the t it chose
     if plan.thresholds:  # metaclip2: each language's t (English's is --threshold)
         return {**figures, "thresholds_by_language": dict(sorted(plan.thresholds.items()))}
     return figures
+
+
+def _plan_for_target_size(stored, counts, config: "CurationConfig"):
+    """--target_size: two extra passes over the matched batches find t, then the plan.
+
+    E(t) is nondecreasing in t: a coarse grid over 1 .. the largest count brackets
+    the target, a fine grid inside the bracket picks the integer t whose E(t) is
+    closest (transforms.expected_size).
+    """
+    target = config.target_size
+    coarse_grid = counts | "CoarseGrid" >> beam.Map(threshold_grid)
+    coarse = (
+        stored
+        | "LoadForCoarseSizes" >> LoadBatches(config.spill_dir)
+        | "CoarseSizes" >> ExpectedSizes(counts, coarse_grid)
+    )
+    # Each derived singleton takes the LATEST of its inputs as its main input and the
+    # earlier ones as side inputs: the FnApiRunner may otherwise run a stage whose
+    # side input is not computed yet, and hand it an empty one.
+    fine_grid = coarse | "FineGrid" >> beam.Map(lambda sizes, grid: finer_grid(grid, sizes, target), beam.pvalue.AsSingleton(coarse_grid))
+    fine = (
+        stored
+        | "LoadForFineSizes" >> LoadBatches(config.spill_dir)
+        | "FineSizes" >> ExpectedSizes(counts, fine_grid)
+    )
+    chosen = fine | "ChooseThreshold" >> beam.Map(lambda sizes, grid: threshold_for_target(grid, sizes, target), beam.pvalue.AsSingleton(fine_grid))
+    return chosen | "PlanBalancing" >> beam.Map(lambda t, counts: plan_for_threshold(counts, t), beam.pvalue.AsSingleton(counts))
+
+
+def _figure_entries(metadata_path: str, worldwide: bool) -> list[str]:
+    """Entry names by id for figures.json: the list, or (metaclip2) 'language:entry' by global id."""
+    if not worldwide:
+        return load_metadata(metadata_path).entries
+    metadata = load_language_metadata(metadata_path)
+    return [f"{language}:{entry}" for language in metadata.languages for entry in metadata.entries[language]]
+
+
+def build_report_data(sampled, counts, plan, config: "CurationConfig") -> list:
+    """figures.json and entry_counts_kept.json, from the sampling pass; their outputs, for stats.json's `after`.
+
+    E(t) over a grid around the run's t comes free here (metaclip1: one t for all).
+    """
+    metadata_path, worldwide, target = config.metadata_path, config.worldwide is not None, config.target_size
+    figures = sampled | "ReportFigures" >> ReportFigures()
+    kept_counts = sampled | "KeptEntryCounts" >> KeptEntryCounts(config.num_entries)
+    if worldwide:  # a t per language: E as a function of English's t is not computed
+        grid = plan | "NoGrid" >> beam.Map(lambda _: np.zeros(0, dtype=np.int64))
+        sizes = grid | "NoSizes" >> beam.Map(lambda _: None)
+    else:
+        grid = plan | "SizeGrid" >> beam.Map(lambda plan, counts: threshold_grid(counts, extra=[plan.threshold]), beam.pvalue.AsSingleton(counts))
+        sizes = sampled | "SizeVersusThreshold" >> ExpectedSizes(counts, grid)
+
+    def figures_json(figures, grid, sizes, plan):
+        table = size_table(grid, sizes)
+        expected = dict(table).get(plan.threshold)
+        chosen = {"threshold": plan.threshold, "target_size": target, "expected_kept": expected}
+        return figures_document(figures, _figure_entries(metadata_path, worldwide), table, chosen)
+
+    return [
+        sampled.pipeline
+        | "WriteFigures"
+        >> WriteJsonFile(config.output("figures.json"), figures_json, {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan}),
+        sampled.pipeline
+        | "WriteKeptEntryCounts"
+        >> WriteJsonFile(config.output("entry_counts_kept.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide), {"counts": kept_counts}),
+    ]
+
 
 
 def build_handoff(sampled, listed_files, config: CurationConfig) -> list:
@@ -596,11 +682,15 @@ def _print_summary(config: CurationConfig, seconds: float) -> None:
         ("matched (>= 1 entry)", stats["records_matched"]),
         ("kept", stats["records_kept"]),
         ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
-        (f"head entries (count > {config.threshold})" if not config.worldwide else "head entries (count > their language's t)",
+        (f"head entries (count > {stats['threshold']})" if not config.worldwide else "head entries (count > their language's t)",
          stats["entries_over_threshold"]),
         ("seconds", f"{seconds:.1f}"),
         ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
     ]
+    if stats.get("target_size") is not None:
+        rows.insert(0, (f"t chosen for --target_size {stats['target_size']:,}", f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})"))
+    if config.report:
+        rows.append(("report", config.output("report.html")))
     if stats.get("thresholds_by_language"):
         shown = sorted(stats["thresholds_by_language"].items(), key=lambda item: item[0] != "en")[:8]
         more = len(stats["thresholds_by_language"]) - len(shown)

@@ -90,6 +90,14 @@ def load_inputs(output_dir: str) -> dict:
         if not isinstance(docs[name], dict):
             raise ReportError(f"{FileSystems.join(output_dir, name)} must hold a JSON object")
     before, after = docs["entry_counts.json"], docs["entry_counts_kept.json"]
+    entry_t = None
+    if before and all(isinstance(value, dict) for value in before.values()):
+        # --mode metaclip2: {language: {entry: count}}; entries shown as "language:entry",
+        # each with its language's t.
+        by_language = docs["stats.json"].get("thresholds_by_language") or {}
+        entry_t = np.array([by_language.get(language, docs["stats.json"].get("threshold", 0))
+                            for language, entries in before.items() for _ in entries], dtype=np.int64)
+        before, after = _flatten_languages(before), _flatten_languages(after)
     if len(before) != len(after) or any(a != b for a, b in zip(before, after)):
         raise ReportError("entry_counts_kept.json does not list the same entries, in the same order, as entry_counts.json")
     return {
@@ -99,7 +107,17 @@ def load_inputs(output_dir: str) -> dict:
         "counts": np.array(list(before.values()), dtype=np.int64),
         "kept_counts": np.array(list(after.values()), dtype=np.int64),
         "figures": docs["figures.json"],
+        "entry_t": entry_t,
     }
+
+
+def _flatten_languages(document: dict) -> dict:
+    return {f"{language}:{entry}": count for language, entries in document.items() for entry, count in entries.items()}
+
+
+def head_threshold(data: dict):
+    """What 'head' means: count > t, with one t, or (metaclip2) each entry's language's t."""
+    return data["entry_t"] if data.get("entry_t") is not None else scalar_threshold(data["stats"])
 
 
 def scalar_threshold(stats: dict) -> Optional[int]:
@@ -121,11 +139,12 @@ def head_tail(counts: np.ndarray, kept_counts: np.ndarray, threshold: int) -> di
 
 def top_entries(entries: Sequence[str], counts: np.ndarray, kept_counts: np.ndarray, threshold: int, limit: int = TOP_ENTRIES) -> list[dict]:
     """The largest head entries (count > t), ties in metadata order, with kept count and p_e."""
-    order = np.argsort(-counts, kind="stable")[:limit]
+    entry_t = np.broadcast_to(np.asarray(threshold), counts.shape)  # one t, or one per entry
+    order = np.flatnonzero(counts > entry_t)
+    order = order[np.argsort(-counts[order], kind="stable")][:limit]
     return [
-        {"entry": entries[i], "count": int(counts[i]), "kept": int(kept_counts[i]), "p_e": threshold / int(counts[i])}
+        {"entry": entries[i], "count": int(counts[i]), "kept": int(kept_counts[i]), "p_e": int(entry_t[i]) / int(counts[i])}
         for i in order.tolist()
-        if counts[i] > threshold
     ]
 
 
@@ -290,7 +309,7 @@ def make_plots(data: dict) -> dict[str, bytes]:
     chosen = figures.get("chosen") or {}
     plots = {"entry_counts.png": plot_entry_counts(data["counts"], data["kept_counts"], threshold)}
     if threshold is not None:
-        plots["head_tail_share.png"] = plot_head_tail(head_tail(data["counts"], data["kept_counts"], threshold), threshold)
+        plots["head_tail_share.png"] = plot_head_tail(head_tail(data["counts"], data["kept_counts"], head_threshold(data)), threshold)
     matches = figures["matches_per_caption"]
     plots["matches_per_caption.png"] = plot_histogram(matches, "Entries matched per caption", "entries matched", 11, rotate=False, trim_start=False)
     plots["kept_rate_by_matches.png"] = plot_kept_rate(matches)
@@ -391,6 +410,19 @@ def _examples_table(kind: str, rows: list[dict]) -> str:
     return f'<div class="wrap"><table class="examples" id="examples-{kind}">{head}<tbody>{body}</tbody></table></div>'
 
 
+def _languages_table(stats: dict) -> str:
+    """metaclip2: each language's t (English's is --threshold), with its records."""
+    records = stats.get("records_by_language") or {}
+    body = "".join(
+        f'<tr><td>{html.escape(language)}</td><td class="n">{_n(t)}</td>'
+        f'<td class="n">{_n(records.get(language, {}).get("accepted", 0))}</td><td class="n">{_n(records.get(language, {}).get("kept", 0))}</td></tr>'
+        for language, t in sorted(stats["thresholds_by_language"].items())
+    )
+    head = '<thead><tr><th>language</th><th class="n">t</th><th class="n">records</th><th class="n">kept</th></tr></thead>'
+    return (f'<h3>t per language</h3><p class="sub">English keeps t = {_n(stats.get("threshold"))}; every other language the t '
+            f'whose tail share is closest to English\'s.</p><table id="languages">{head}<tbody>{body}</tbody></table>')
+
+
 def _size_table(table: list[dict]) -> str:
     body = "".join(f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>' for row in table)
     return f'<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead><tbody>{body}</tbody></table>'
@@ -416,9 +448,10 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Curation report: {html.escape(data['output_dir'])}</title><style>{_CSS}</style></head><body><main>",
+        # No path in the page: a run's outputs are the same bytes wherever they are written.
+        f"<title>Curation report (t = {stats.get('threshold')}, seed {stats.get('seed')})</title><style>{_CSS}</style></head><body><main>",
         "<h1>Curation report</h1>",
-        f'<p class="sub">{html.escape(data["output_dir"])}</p>',
+        f'<p class="sub">metadata sha256 {html.escape(str(stats.get("metadata_sha256", ""))[:12])}, {_n(stats.get("input_files"))} input files</p>',
     ]
     if isinstance(read, int) and isinstance(kept, int):
         rate = f" ({kept / read:.1%})" if read else ""
@@ -432,11 +465,14 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
     parts.append("<h2>Balancing</h2>")
     parts.append(_img("entry_counts.png", plots["entry_counts.png"], "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched."))
     if threshold is not None:
-        shares = head_tail(data["counts"], data["kept_counts"], threshold)
+        head_t = head_threshold(data)
+        if stats.get("thresholds_by_language"):
+            parts.append(_languages_table(stats))
+        shares = head_tail(data["counts"], data["kept_counts"], head_t)
         parts.append(_share_text(shares))
         parts.append(_img("head_tail_share.png", plots["head_tail_share.png"], "Share of (caption, entry) matches in head entries (count > t before balancing) and in tail entries."))
-        rows = top_entries(data["entries"], data["counts"], data["kept_counts"], threshold)
-        parts.append(f"<h3>Top head entries ({len(rows)} of {int((data['counts'] > threshold).sum()):,} over t)</h3>")
+        rows = top_entries(data["entries"], data["counts"], data["kept_counts"], head_t)
+        parts.append(f"<h3>Top head entries ({len(rows)} of {int((data['counts'] > head_t).sum()):,} over t)</h3>")
         parts.append(_top_table(rows) if rows else "<p>No entry has more than t captions: nothing was sampled down.</p>")
     else:
         parts.append("<p>stats.json has no single threshold; head and tail figures are left out.</p>")

@@ -1,0 +1,117 @@
+"""The figures behind report.html, computed in the sampling pass, and E(t) for --target_size.
+
+The arithmetic is in transforms.report_figures and transforms.expected_size
+(no Beam there); these transforms only run it per batch and merge exactly.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from transforms.columns import ENTRY_IDS, KEPT
+from transforms.count import CountEntries
+from transforms.expected_size import add_fixed, choose_threshold, expected_sizes_fixed, fixed_to_captions, refine_grid
+from transforms.report_figures import batch_figures, empty_figures, merge_figures
+from transforms.sample import list_layout
+
+
+class _MergeFiguresFn(beam.CombineFn):
+    def create_accumulator(self):
+        return empty_figures()
+
+    def add_input(self, accumulator, figures):
+        return merge_figures([accumulator, figures])
+
+    def merge_accumulators(self, accumulators):
+        return merge_figures(list(accumulators))
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class ReportFigures(beam.PTransform):
+    """Sampled batches -> one dict of mergeable figures (histograms, examples)."""
+
+    def expand(self, sampled):
+        return sampled | "BatchFigures" >> beam.Map(batch_figures) | "MergeFigures" >> beam.CombineGlobally(_MergeFiguresFn())
+
+
+class KeptEntryCounts(beam.PTransform):
+    """Sampled batches -> per-entry counts among the kept captions (an int64 array, like CountEntries)."""
+
+    def __init__(self, num_entries: int):
+        super().__init__()
+        self._num_entries = num_entries
+
+    def expand(self, sampled):
+        return (
+            sampled
+            | "KeptRows" >> beam.Map(lambda batch: batch.filter(batch.column(KEPT)))
+            | "CountKept" >> CountEntries(self._num_entries)
+        )
+
+
+class _AddFixedFn(beam.CombineFn):
+    """Sums fixed-point vectors as Python ints: a pool's total outgrows int64."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, sizes):
+        return list(map(int, sizes)) if accumulator is None else add_fixed(accumulator, sizes)
+
+    def merge_accumulators(self, accumulators):
+        total = None
+        for accumulator in accumulators:
+            if accumulator is not None:
+                total = accumulator if total is None else add_fixed(total, accumulator)
+        return total
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _batch_sizes(batch: pa.RecordBatch, counts: np.ndarray, grid: np.ndarray):
+    offsets, flat_ids = list_layout(batch.column(ENTRY_IDS))
+    return expected_sizes_fixed(offsets, flat_ids, counts, grid)
+
+
+class ExpectedSizes(beam.PTransform):
+    """Matched batches + counts + a threshold grid -> E(t) for each t of the grid.
+
+    In: batches with `entry_ids`; `counts` (CountEntries' output) and `grid`
+    (an int64 array of t values), both single-element PCollections. Out: one
+    list of fixed-point sums (transforms.expected_size.PROB_SCALE), one per t,
+    exact and independent of the order of the batches.
+    """
+
+    def __init__(self, counts, grid):
+        super().__init__()
+        self._counts = counts
+        self._grid = grid
+
+    def expand(self, batches):
+        return (
+            batches
+            | "BatchSizes" >> beam.Map(_batch_sizes, beam.pvalue.AsSingleton(self._counts), beam.pvalue.AsSingleton(self._grid))
+            | "SumSizes" >> beam.CombineGlobally(_AddFixedFn())
+        )
+
+
+def size_table(grid: np.ndarray, sizes) -> list[tuple[int, float]]:
+    """[(t, expected kept)] for figures.json; empty when there was nothing to sum."""
+    if sizes is None:
+        return []
+    return list(zip((int(t) for t in grid), fixed_to_captions(sizes).tolist()))
+
+
+def finer_grid(grid: np.ndarray, sizes, target: int) -> np.ndarray:
+    """The second pass's grid: integers inside the coarse grid's bracket around the target."""
+    return refine_grid(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)
+
+
+def threshold_for_target(grid: np.ndarray, sizes, target: int) -> int:
+    """The t of the grid whose E(t) is closest to the target size."""
+    return choose_threshold(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)
