@@ -83,3 +83,30 @@ def test_target_size_picks_t_and_lands_on_the_target(demo_pool, tmp_path, capsys
     sigma = math.sqrt(float((keep_prob * (1 - keep_prob)).sum()))
     assert abs(stats["records_kept"] - target) <= max(0.01 * target, 3 * sigma), (stats["records_kept"], sigma)
     assert table[t] == pytest.approx(stats["expected_kept"], abs=1e-3)
+
+
+def test_beam_metrics_carry_the_run_figures(demo_pool, tmp_path):
+    """The counters any runner shows (Dataflow's UI, Flink's) equal stats.json."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from conftest import local_runner
+
+    metadata_path, pool = demo_pool
+    out = tmp_path / "out"
+    config, _ = curate.prepare(["--input", str(pool / "part-00000.jsonl"), "--metadata", str(metadata_path),
+                                "--threshold", "300", "--output_dir", str(out), "--report", "false"])
+    pipeline = beam.Pipeline(runner=local_runner())
+    curate.build_curation(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+    stats = json.loads((out / "stats.json").read_text())
+
+    def counter(name):
+        found = result.metrics().query(MetricsFilter().with_namespace("curation").with_name(name))["counters"]
+        return sum(c.committed for c in found)
+
+    assert counter("records_read") == stats["records_read"]
+    assert counter("records_matched") == stats["records_matched"]
+    assert counter("records_kept") == stats["records_kept"]
+    assert counter("records_rejected") == stats["records_rejected"] == 3
