@@ -202,7 +202,10 @@ def test_every_setup_finishes_here_without_touching_the_network(runs):
 
 
 def test_outputs_are_byte_identical_on_every_runner(runs):
-    expected_files = {"entry_counts.json", "stats.json", "rejected/part-00000-of-00001.jsonl"} | {
+    report_files = {"figures.json", "entry_counts_kept.json", "report.html", "size_vs_threshold.csv"} | {
+        f"plots/{name}.png" for name in ("entry_counts", "head_tail_share", "matches_per_caption", "kept_rate_by_matches",
+                                         "caption_length", "size_vs_threshold")}
+    expected_files = {"entry_counts.json", "stats.json", "rejected/part-00000-of-00001.jsonl"} | report_files | {
         f"{kind}/part-{shard:05d}-of-{NUM_SHARDS:05d}.parquet" for kind in ("matches", "subset") for shard in range(NUM_SHARDS)
     }
     reference_name, *others = runs
