@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 
 import psutil
 
+from benchmarks.bench_matcher import best_rate
 from benchmarks.make_pool import BENCH_METADATA, LAION_SAMPLE, PoolSource, default_source, ensure_synthetic_metadata, parse_count
 from transforms.metadata_list import parse_metadata
 from transforms.spacing import pad_entry, space_text
@@ -96,15 +97,6 @@ def match_set_function(library: str, automaton):
         return lambda text: {entry_id for _, entry_id in iterate(space_text(text))}
     find = automaton.find_matches_as_indexes
     return lambda text: {entry_id for entry_id, _, _ in find(space_text(text), overlapping=True)}
-
-
-def best_rate(function, texts, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function(texts)
-        best = min(best, time.perf_counter() - started)
-    return len(texts) / best
 
 
 def texts_for(count: int, source: str) -> list:
