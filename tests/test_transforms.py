@@ -161,3 +161,17 @@ def test_spilled_batches_come_back_whole_and_the_files_hold_them(tmp_path):
     # The name says how many rows a file holds (the progress display reads it).
     files = sorted(tmp_path.glob("matched-*.arrow"))
     assert files and sum(int(f.name.rsplit("-", 1)[1][:-len("r.arrow")]) for f in files) == 11
+
+
+@pytest.mark.parametrize("value", [
+    {"dog": 3, "hot dog": 0, "café": 7, "日本": 1, 'quote " and \\ backslash': 2},
+    {"lone \ud800 surrogate": 1},  # orjson refuses it: the json module writes it escaped
+    {"big": 2**70, "list": [1.5, None, True]},
+])
+def test_json_documents_read_back_as_the_same_value(value):
+    from transforms.write import json_document
+
+    data = json_document(value)
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    assert json.loads(data.decode("utf-8")) == value
+    assert list(json.loads(data.decode("utf-8"))) == list(value)  # order kept: entry_counts.json is in metadata order
