@@ -13,7 +13,9 @@ from apache_beam.utils import shared
 
 from transforms.columns import ENTRY_IDS, LANGUAGE, TEXT
 from transforms.language_id import language_identifier
+from transforms.automaton_cache import cached_matcher
 from transforms.matching import EntryMatcher
+from transforms.worker_exit import exit_quickly_at_end
 from transforms.metadata_list import MetadataError, parse_metadata
 from transforms.worldwide import (
     LanguageMap,
@@ -34,13 +36,25 @@ def load_metadata(path: str):
     return parse_metadata(data, path)
 
 
-def _load_matcher(path: str, sha256: str) -> EntryMatcher:
+def _build_matcher(path: str, sha256: str) -> EntryMatcher:
     metadata = load_metadata(path)
     if metadata.sha256 != sha256:
         # Ids are list positions: a list edited after the run started would
         # silently mislabel every match.
         raise MetadataError(f"metadata file {path} changed after the run started (sha256 {metadata.sha256[:12]} != {sha256[:12]})")
     return EntryMatcher(metadata.entries)
+
+
+def _load_matcher(path: str, sha256: str, cache_dir: Optional[str]) -> EntryMatcher:
+    # The cache is keyed by the sha256 the run started with: a hit is that very list.
+    return cached_matcher(cache_dir, sha256, lambda: _build_matcher(path, sha256))
+
+
+@dataclass(frozen=True)
+class LocalWorkers:
+    """Settings for worker processes on this machine (DirectRunner, embedded job service)."""
+
+    cache_dir: Optional[str]  # the automaton cache; None: build every time
 
 
 @dataclass(frozen=True)
@@ -101,19 +115,25 @@ class _WorldwideMatcher:
 class _MatchEntriesFn(beam.DoFn):
     """Batch -> the same batch plus an `entry_ids` list<int32> column."""
 
-    def __init__(self, metadata_path: str, metadata_sha256: str, matcher_handle: shared.Shared, worldwide: Optional[WorldwideSettings]):
+    def __init__(self, metadata_path: str, metadata_sha256: str, matcher_handle: shared.Shared, worldwide: Optional[WorldwideSettings],
+                 local: Optional["LocalWorkers"]):
         self._path = metadata_path
         self._sha256 = metadata_sha256
         self._handle = matcher_handle
         self._worldwide = worldwide
+        self._local = local
         self._matched = Metrics.counter("curation", "records_matched")
         self._matches = Metrics.counter("curation", "entry_matches")
 
     def setup(self):
         # One automaton per worker process, shared by every DoFn instance and
-        # thread in it; built from the file, not unpickled per bundle.
+        # thread in it; built from the file (or loaded from the machine's
+        # cache), not unpickled per bundle.
+        if self._local is not None:
+            exit_quickly_at_end()
         if self._worldwide is None:
-            self._matcher = self._handle.acquire(lambda: _load_matcher(self._path, self._sha256), tag=self._sha256)
+            cache_dir = self._local.cache_dir if self._local is not None else None
+            self._matcher = self._handle.acquire(lambda: _load_matcher(self._path, self._sha256, cache_dir), tag=self._sha256)
         else:
             # Automata are built per language on first use, only for languages present.
             self._matcher = self._handle.acquire(lambda: _WorldwideMatcher(self._path, self._sha256, self._worldwide), tag=self._sha256)
@@ -141,13 +161,19 @@ class MatchEntries(beam.PTransform):
     With `worldwide` (--mode metaclip2) each caption is matched against its
     language's list only; the ids are global (languages' lists concatenated in
     sorted order) and an internal `__language` column says which list.
+    With `local` (engines that start worker processes on this machine), the
+    metaclip1 automaton goes through the machine's cache
+    (transforms.automaton_cache) and worker processes end without heap
+    teardown (transforms.worker_exit).
     """
 
-    def __init__(self, metadata_path: str, metadata_sha256: str, worldwide: Optional[WorldwideSettings] = None):
+    def __init__(self, metadata_path: str, metadata_sha256: str, worldwide: Optional[WorldwideSettings] = None,
+                 local: Optional[LocalWorkers] = None):
         super().__init__()
         self._path = metadata_path
         self._sha256 = metadata_sha256
         self._worldwide = worldwide
+        self._local = local
 
     def expand(self, batches):
-        return batches | "MatchBatch" >> beam.ParDo(_MatchEntriesFn(self._path, self._sha256, shared.Shared(), self._worldwide))
+        return batches | "MatchBatch" >> beam.ParDo(_MatchEntriesFn(self._path, self._sha256, shared.Shared(), self._worldwide, self._local))

@@ -1,0 +1,59 @@
+"""Let a local Beam SDK worker process end without tearing down its heap.
+
+No Beam import. When the DirectRunner's FnApiRunner finishes, it stops its SDK
+worker subprocesses one after the other and waits for each to exit. A worker
+that holds the 500k-entry automaton spends ~0.6 s in interpreter finalisation,
+freeing millions of objects one by one, so a 2-worker run ends ~1.2 s late.
+
+After the worker's harness has returned, every bundle is finished and
+reported and its log handler is flushed: nothing is left to do but run the
+other exit hooks and free memory, which the operating system does at once.
+So an exit hook runs the other hooks, flushes the standard streams and leaves
+with `os._exit`, keeping the exit status (1 after an uncaught exception).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+
+SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
+_registered = [False]
+
+
+def running_as_sdk_worker(main_module=None) -> bool:
+    """Whether this process was started as `python -m apache_beam.runners.worker.sdk_worker_main`."""
+    main_module = sys.modules.get("__main__") if main_module is None else main_module
+    spec = getattr(main_module, "__spec__", None)
+    return getattr(spec, "name", None) == SDK_WORKER_MODULE
+
+
+def exit_status() -> int:
+    """The status the interpreter would exit with: 1 once an uncaught exception was printed."""
+    return 1 if getattr(sys, "last_value", None) is not None else 0
+
+
+def _exit_now() -> None:
+    # The hooks registered before this one (logging's flush, weakref finalizers)
+    # would run after it: run them now, then skip only the heap teardown.
+    atexit.unregister(_exit_now)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream: nothing to flush
+            pass
+    os._exit(exit_status())
+
+
+def exit_quickly_at_end() -> bool:
+    """In an SDK worker process, end it without finalisation (once); elsewhere do nothing.
+
+    Returns whether the hook is registered.
+    """
+    if _registered[0] or not running_as_sdk_worker():
+        return _registered[0]
+    atexit.register(_exit_now)
+    _registered[0] = True
+    return True
