@@ -41,10 +41,12 @@ from transforms.caption_files import (
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, KEY_HASH, LANG, LANGUAGE, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.count import CountEntries
 from transforms.expected_size import threshold_grid
+from transforms.input_size import data_bytes
 from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
 from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
 from transforms.language_id import language_identifier
-from transforms.match import MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
+from transforms.automaton_cache import default_cache_dir
+from transforms.match import LocalWorkers, MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions
 from transforms.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures, finer_grid, size_table, threshold_for_target
@@ -59,6 +61,8 @@ from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetSh
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 # metaclip2: the language each caption was matched against; entry ids index that language's list.
 WORLDWIDE_MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (LANG, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
+# Caption data (in memory, uncompressed) per output shard: a shard writer holds
+# its shard and sorts it (transforms.input_size).
 BYTES_PER_SHARD = 64 << 20
 WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
@@ -100,6 +104,8 @@ class CurationConfig:
     # --mode metaclip2: where languages come from, and each language's first global id.
     worldwide: Optional[WorldwideSettings] = None
     language_offsets: tuple = ()
+    # Engines whose worker processes run on this machine: the automaton cache.
+    local: Optional[LocalWorkers] = None
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -120,8 +126,8 @@ class CurationConfig:
         }
 
 
-def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], int]:
-    """Sorted unique paths matched by the globs, and their total size.
+def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """Sorted unique paths matched by the globs, and each one's size.
 
     Brace patterns (`shards/{000000..000099}.tar`, webdataset's shard lists) are expanded
     first; every name they spell must exist: a shard list with holes is refused.
@@ -143,7 +149,7 @@ def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], int]:
             raise UsageError(f"--input {pattern!r} matches no file")
         if missing:
             raise UsageError(f"--input {pattern!r}: {len(missing)} of its {len(names)} names match no file (first: {missing[0]})")
-    return sorted(sizes), sum(sizes.values())
+    return sorted(sizes), sizes
 
 
 def _input_format(paths: Sequence[str], given: Optional[str]) -> str:
@@ -337,7 +343,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
     """Parse and check everything; return the run's config and the Beam arguments."""
     args, beam_args = parse_curation_args(argv)
     options = PipelineOptions(list(argv or []))
-    paths, total_bytes = resolve_inputs(args.input)
+    paths, sizes = resolve_inputs(args.input)
     fmt = _input_format(paths, args.input_format)
     layout = _probe(
         paths,
@@ -368,9 +374,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
     _clear_unfinished_outputs(args.output_dir, args.overwrite)
     if args.reshard_dir is not None:
         _clear_reshard_dir(args.reshard_dir)
-    # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.
-    caption_bytes = total_bytes // WEBDATASET_BYTES_PER_CAPTION_BYTE if fmt == WEBDATASET else total_bytes
-    num_shards = args.num_shards or max(1, math.ceil(caption_bytes / BYTES_PER_SHARD))
+    num_shards = args.num_shards or max(1, math.ceil(_caption_bytes(paths, sizes, layout) / BYTES_PER_SHARD))
     config = CurationConfig(
         paths=tuple(paths),
         layout=layout,
@@ -386,6 +390,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         samples_per_shard=args.samples_per_shard,
         img2dataset_key_column=_img2dataset_key_column(layout),
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if _spills(options) else None,
+        local=_local_workers(args) if _spills(options) else None,
         strict=args.strict,
         target_size=args.target_size,
         report=args.report,
@@ -393,6 +398,24 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
         language_offsets=language_offsets,
     )
     return config, beam_args
+
+
+def _caption_bytes(paths: Sequence[str], sizes: dict, layout: InputLayout) -> int:
+    """The input's bytes of caption data, as a shard writer holds them (transforms.input_size)."""
+    if layout.format == WEBDATASET:
+        # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.
+        return sum(sizes[path] for path in paths) // WEBDATASET_BYTES_PER_CAPTION_BYTE
+    columns = [layout.text_field, layout.key_column] + [
+        layout.url_field if name == "url" and layout.url_field else name for name, _ in layout.passthrough
+    ]
+    compression = CompressionTypes.UNCOMPRESSED
+    return data_bytes(paths, sizes, layout.format, columns, lambda path: FileSystems.open(path, compression_type=compression))
+
+
+def _local_workers(args) -> LocalWorkers:
+    if args.cache_dir is not None and args.cache_dir.strip().lower() == "none":
+        return LocalWorkers(cache_dir=None)
+    return LocalWorkers(cache_dir=args.cache_dir or default_cache_dir())
 
 
 def _worldwide_settings(args, layout: InputLayout) -> WorldwideSettings:
@@ -465,7 +488,7 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     spill_dir = config.spill_dir
     reader = ReadCaptions(config.paths, config.layout, strict=config.strict)
     read = pipeline | "ReadCaptions" >> reader
-    matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256, config.worldwide)
+    matched = read.batches | "MatchEntries" >> MatchEntries(config.metadata_path, config.metadata_sha256, config.worldwide, config.local)
     counts = matched | "CountEntries" >> CountEntries(config.num_entries)
     stored = matched | "StoreMatched" >> StoreBatches(spill_dir and FileSystems.join(spill_dir, "matched"), "matched")
 

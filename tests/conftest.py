@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _automaton_cache_in_a_temporary_directory(tmp_path_factory):
+    """Runs of the command line (in-process and subprocesses) keep automata here, not in ~/.cache."""
+    previous = os.environ.get("BALANCEBEAM_CACHE_DIR")
+    os.environ["BALANCEBEAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("automaton-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("BALANCEBEAM_CACHE_DIR", None)
+    else:
+        os.environ["BALANCEBEAM_CACHE_DIR"] = previous
 
 
 def shared_file(*parts: str) -> Path:

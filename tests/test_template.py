@@ -62,6 +62,7 @@ SAMPLE_VALUES = {
     "default_language": "other",
     "report": "true",
     "progress": "0",
+    "cache_dir": "none",
     "target_size": "400000000",
 }
 

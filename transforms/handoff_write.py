@@ -22,6 +22,7 @@ from typing import NamedTuple, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -47,7 +48,7 @@ from transforms.handoff import (
 )
 from transforms.spill import GroupBatchesByShard
 from transforms.webdataset_files import iter_tar_samples, tar_end, tar_sample_bytes
-from transforms.write import _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically
+from transforms.write import _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically, write_sorted_parquet, SORT_COLUMNS
 
 _COPY_CHUNK = 16 << 20
 
@@ -428,9 +429,6 @@ class WriteSubsetUids(beam.PTransform):
 
 IMG2DATASET_URL = "url"
 IMG2DATASET_CAPTION = "caption"
-_SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
-
-
 def img2dataset_schema(key_column: str) -> pa.Schema:
     return pa.schema([(IMG2DATASET_URL, pa.string()), (IMG2DATASET_CAPTION, pa.string()), (key_column, pa.string())])
 
@@ -439,15 +437,13 @@ def _write_img2dataset_shard(shard_and_parts, directory: str, num_shards: int, k
     shard, parts = shard_and_parts
     batches = [part for part in parts if part is not None]
     schema = img2dataset_schema(key_column)
-    if batches:
-        table = pa.Table.from_batches(batches).sort_by(_SORT_COLUMNS)
-        table = pa.table(
-            [table.column("url").cast(pa.string()), table.column(TEXT), table.column(KEY)], schema=schema
-        )
-    else:
-        table = schema.empty_table()
     path = shard_name(directory, shard, num_shards, ".parquet")
-    return write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+    if not batches:
+        return write_atomically(path, lambda handle: pq.write_table(schema.empty_table(), handle, compression="zstd"))
+    table = pa.Table.from_batches(batches)
+    order = pc.sort_indices(table, sort_keys=SORT_COLUMNS)
+    table = pa.table([table.column("url").cast(pa.string()), table.column(TEXT), table.column(KEY)], schema=schema)
+    return write_atomically(path, lambda handle: write_sorted_parquet(handle, table, order, schema))
 
 
 class WriteImg2datasetShards(beam.PTransform):

@@ -25,7 +25,8 @@ from transforms.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
 from transforms.hashing import shard_indices
 from transforms.spill import GroupBatchesByShard
 
-_SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
+# Row order inside every sorted output shard.
+SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
 
 
 def shard_name(directory: str, shard: int, num_shards: int, suffix: str) -> str:
@@ -111,18 +112,31 @@ class _WriteParquetShardFn(beam.DoFn):
 
     def process(self, shard_and_parts):
         shard, parts = shard_and_parts
-        if parts:
-            table = pa.Table.from_batches(parts).sort_by(_SORT_COLUMNS).select(self._columns)
-        else:
-            table = self._schema.empty_table()
-        table = table.cast(self._schema)
+        path = shard_name(self._directory, shard, self._num_shards, ".parquet")
+        if not parts:
+            yield write_atomically(path, lambda handle: pq.write_table(self._schema.empty_table(), handle, compression="zstd"))
+            return
+        table = pa.Table.from_batches(parts)
+        order = pc.sort_indices(table, sort_keys=SORT_COLUMNS)
         # Every row of a key lands in the same shard and the shard is sorted,
         # so duplicate keys are adjacent: found here without another shuffle.
-        count, examples = duplicate_keys(table.column(KEY).combine_chunks())
+        count, examples = duplicate_keys(table.column(KEY).take(order).combine_chunks())
         if count:
             yield beam.pvalue.TaggedOutput(DUPLICATES, {"duplicate_keys": count, "examples": examples})
-        path = shard_name(self._directory, shard, self._num_shards, ".parquet")
-        yield write_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+        table = table.select(self._columns)
+        yield write_atomically(path, lambda handle: write_sorted_parquet(handle, table, order, self._schema))
+
+
+# Rows per Parquet row group: the writer holds one sorted group at a time
+# beside the shard, not a sorted copy of the whole shard.
+ROW_GROUP_ROWS = 1 << 17
+
+
+def write_sorted_parquet(handle, table: pa.Table, order: pa.Array, schema: pa.Schema) -> None:
+    """`table`'s rows in `order`, as `schema`, zstd Parquet, one row group per ROW_GROUP_ROWS rows."""
+    with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
+        for start in range(0, len(order), ROW_GROUP_ROWS):
+            writer.write_table(table.take(order.slice(start, ROW_GROUP_ROWS)).cast(schema), row_group_size=ROW_GROUP_ROWS)
 
 
 class WriteParquetShards(beam.PTransform):
