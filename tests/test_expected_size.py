@@ -189,3 +189,17 @@ def test_coarse_then_fine_finds_the_best_integer_threshold(pool, target_share, c
     chosen = choose_threshold(fine, expected_sizes_fixed(offsets, flat, counts, fine), target)
     best = min(abs(int(e) - target) for e in every_e)
     assert abs(int(every_e[chosen - 1]) - target) == best
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pool=st.lists(st.lists(st.integers(0, 30), max_size=5).map(lambda ids: sorted(set(ids))), max_size=40),
+    extra=st.lists(st.integers(0, 40), min_size=31, max_size=31),
+    thresholds=st.lists(st.integers(1, 60), min_size=1, max_size=8),
+)
+def test_any_batch_equals_brute_force(pool, extra, thresholds):
+    """Counts from a larger pool (as in the pipeline), ties, empty captions, thresholds in any order."""
+    counts = pool_counts(pool, 31) + np.array(extra, dtype=np.int64)
+    offsets, flat = layout(pool)
+    got = expected_sizes_fixed(offsets, flat, counts, np.array(thresholds, dtype=np.int64))
+    assert got.tolist() == [brute_force_fixed(pool, counts, t) for t in thresholds]

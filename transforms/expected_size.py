@@ -67,6 +67,11 @@ def expected_sizes_fixed(offsets: np.ndarray, flat_ids: np.ndarray, counts: np.n
     probabilities of just those entries are computed, element for element the
     same values `entry_probabilities(counts, t)` gives, so P is bit-identical to
     the sampler's keep_prob.
+
+    A caption with an entry of count <= t has p_e = 1 for it, so P = 1.0
+    exactly (a factor 1 - p_e = 0.0). Only captions whose rarest entry is
+    still above t need the product: with the captions ordered by that rarest
+    count, descending, they are a prefix, and each t costs only its prefix.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     thresholds = np.asarray(thresholds, dtype=np.int64)
@@ -80,9 +85,26 @@ def expected_sizes_fixed(offsets: np.ndarray, flat_ids: np.ndarray, counts: np.n
         return totals  # no caption matched: P = 0 for every t
     used, local_ids = np.unique(flat_ids, return_inverse=True)
     used_counts = np.asarray(counts, dtype=np.int64)[used]
+    # Matched captions only (no match: P = 0), as (start, length) segments of local_ids.
+    lengths = np.diff(offsets)
+    starts = offsets[:-1][lengths > 0]
+    lengths = lengths[lengths > 0]
+    rarest = np.minimum.reduceat(used_counts[local_ids], starts)
+    order = np.argsort(-rarest, kind="stable")
+    rarest, starts, lengths = rarest[order], starts[order], lengths[order]
+    # The segments laid out again in that order, each one's ids unchanged (same product order).
+    prefix_offsets = np.concatenate(([0], np.cumsum(lengths)))
+    gather = np.repeat(starts - prefix_offsets[:-1], lengths) + np.arange(prefix_offsets[-1])
+    ordered_ids = local_ids[gather]
+    descending = -rarest
     for index, threshold in enumerate(thresholds.tolist()):
-        probs = keep_probabilities(offsets, local_ids, entry_probabilities(used_counts, threshold))
-        totals[index] = np.rint(probs * PROB_SCALE).astype(np.int64).sum()
+        hard = int(np.searchsorted(descending, -threshold, side="left"))  # captions with rarest > t
+        total = (len(rarest) - hard) * PROB_SCALE
+        if hard:
+            probs = keep_probabilities(prefix_offsets[: hard + 1], ordered_ids[: prefix_offsets[hard]],
+                                       entry_probabilities(used_counts, threshold))
+            total += int(np.rint(probs * PROB_SCALE).astype(np.int64).sum())
+        totals[index] = total
     return totals
 
 
