@@ -24,7 +24,9 @@ import zlib
 from dataclasses import dataclass
 from typing import IO, Iterator, Optional, Sequence, Union
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.columns import KEY, SHARD, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
@@ -624,6 +626,60 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, path: str, layout: Inp
     return rejections, accepted, keys, texts, extras
 
 
+# A printable ASCII character other than the space: str.isspace() is never true
+# of a string holding one, so only captions without one need the exact test.
+_SURELY_NOT_BLANK = "[!-~]"
+
+
+def _valid_strings(array: pa.Array, dtype: pa.DataType) -> pa.Array:
+    """`array` cast to `dtype`; raises when a string in it is not valid UTF-8."""
+    array = array.cast(dtype)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        array.validate(full=True)  # Parquet readers do not check UTF-8; this does
+    return array
+
+
+def _parquet_batch_columnar(batch: pa.RecordBatch, first_row: int, path: str, layout: InputLayout, text_kind: Optional[str],
+                            file_index: int, schema: pa.Schema) -> tuple[list, Optional[pa.RecordBatch]]:
+    """`_parquet_batch` in Arrow compute: (rejections, the accepted rows as one batch of `schema`).
+
+    The fast path for the common batch. Every caption is screened with vector
+    operations (null, longer than max_text_bytes, no printable ASCII character)
+    and only the ones screened out go through `text_problem`, so the reasons
+    are the same. Raises (and the caller takes the row-by-row path) when a
+    string is not valid UTF-8 or a column does not cast.
+    """
+    if text_kind is None:
+        raise ValueError("the text column holds neither strings nor bytes")
+    n = batch.num_rows
+    names = batch.schema.names
+    texts = _valid_strings(batch.column(layout.text_field), pa.string())
+    key_column = layout.key_column
+    keys = _valid_strings(batch.column(key_column), pa.string()) if key_column in names else pa.nulls(n, pa.string())
+    extras = []
+    for name, dtype in layout.passthrough:
+        source = layout.url_field if name == "url" and layout.url_field else name
+        extras.append(_valid_strings(batch.column(source), dtype) if source in names else pa.nulls(n, dtype))
+    screened = pc.or_(
+        pc.greater(pc.binary_length(texts), layout.max_text_bytes),
+        pc.invert(pc.match_substring_regex(texts, _SURELY_NOT_BLANK)),
+    ).fill_null(True)
+    rejections, rejected = [], np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(screened.to_numpy(zero_copy_only=False)).tolist():
+        problem = text_problem(texts[i].as_py(), layout.max_text_bytes)
+        if problem:
+            rejected[i] = True
+            rejections.append(Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i)))
+    if keys.null_count:
+        values = keys.to_pylist()
+        keys = pa.array([key if key is not None else fallback_key(path, first_row + i) for i, key in enumerate(values)], pa.string())
+    columns = [keys, texts, pa.array(np.full(n, file_index, dtype=np.int32)), pa.array(np.arange(first_row, first_row + n, dtype=np.int64))] + extras
+    accepted = pa.RecordBatch.from_arrays(columns, schema=schema)
+    if rejections:
+        accepted = accepted.filter(pa.array(~rejected))
+    return rejections, accepted if accepted.num_rows else None
+
+
 def _decoded(values: list, bad: set) -> tuple[list, set]:
     """UTF-8 binary captions as str; the rows that do not decode come back as None, in the set."""
     texts, bad = [], set(bad)
@@ -668,6 +724,16 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
                 lost = {"row_group": group, "error": fault}
                 yield Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=group_rows - done)
                 break
+            try:
+                rejections, columnar = _parquet_batch_columnar(batch, first_row + done, path, layout, text_kind, builder.file_index, builder.schema)
+            except Exception:  # noqa: BLE001 - invalid UTF-8, a column that does not cast: row by row below
+                pass
+            else:
+                yield from rejections
+                if columnar is not None:
+                    yield columnar
+                done += batch.num_rows
+                continue
             try:
                 rejections, accepted, keys, texts, extras = _parquet_batch(batch, first_row + done, path, layout, text_kind)
             except Exception as error:  # noqa: BLE001 - values that do not convert: this batch's rows
