@@ -37,9 +37,15 @@ def spill_totals(spill_dir: str) -> dict[str, int]:
     return totals
 
 
-def progress_line(totals: dict[str, int], seconds: float) -> str:
-    """One line: records read and matched so far (and their rate while reading), then the sampling pass."""
+def progress_line(totals: dict[str, int], seconds: float, started: bool = False) -> str:
+    """One line: records read and matched so far (and their rate while reading), then the sampling pass.
+
+    `started`: whether an earlier line saw spill files. They are deleted once
+    stats.json is written, so none after some means the run is finishing.
+    """
     read = totals.get("matched", 0)
+    if not read and started:
+        return f"[{seconds:6.0f} s] finishing: the report and the clean-up"
     if not read:
         return f"[{seconds:6.0f} s] starting: workers load the metadata and build the automaton"
     sampled, kept = totals.get("WriteMatches", 0), totals.get("WriteSubset", 0)
@@ -74,5 +80,8 @@ class ProgressReporter:
             self._thread.join()
 
     def _loop(self) -> None:
+        started = False
         while not self._stop.wait(self._interval):
-            print(progress_line(spill_totals(self._spill_dir), time.monotonic() - self._started), file=self._stream, flush=True)
+            totals = spill_totals(self._spill_dir)
+            print(progress_line(totals, time.monotonic() - self._started, started), file=self._stream, flush=True)
+            started = started or bool(totals.get("matched"))

@@ -29,6 +29,24 @@ def test_totals_come_from_the_spill_file_names(tmp_path):
     line = progress_line(totals, 2.0)
     assert "read and matched 17 (8/s), 11 with entries" in line
     assert "starting" in progress_line({}, 1.0)
+    assert "finishing" in progress_line({}, 9.0, started=True)  # spill files deleted at the end
+
+
+def test_the_reporter_says_finishing_once_the_spill_files_are_gone(tmp_path):
+    stream = io.StringIO()
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with ProgressReporter(str(tmp_path), 0.05, stream):
+        time.sleep(0.12)
+        (spill / "matched-0123456789abcdef-5r-2m.arrow").write_bytes(b"")
+        time.sleep(0.12)
+        (spill / "matched-0123456789abcdef-5r-2m.arrow").unlink()
+        time.sleep(0.12)
+    lines = stream.getvalue().splitlines()
+    kinds = [("starting" in line, "read and matched 5" in line, "finishing" in line) for line in lines]
+    first_read = kinds.index((False, True, False))
+    assert all(kind == (True, False, False) for kind in kinds[:first_read]), lines
+    assert kinds[-1] == (False, False, True) and (True, False, False) not in kinds[first_read:], lines
 
 
 def test_reporter_prints_at_its_pace_and_stops(tmp_path):
