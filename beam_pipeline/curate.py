@@ -440,13 +440,13 @@ def _worldwide_settings(args, layout: InputLayout) -> WorldwideSettings:
     return WorldwideSettings(args.lang_field, args.language_id, language_map, args.default_language.strip())
 
 
-def entry_counts_document(metadata_path: str, counts, worldwide: bool = False) -> dict:
+def entry_counts_document(metadata_path: str, counts, worldwide: bool = False, checked_sha256: str = "") -> dict:
     """entry_counts.json: every entry -> its caption count, in metadata order.
 
     metaclip2: {language: {entry: count}}, languages sorted (the global id order).
     """
     if not worldwide:
-        entries = load_metadata(metadata_path).entries
+        entries = load_metadata(metadata_path, checked_sha256).entries
         return dict(zip(entries, counts.tolist()))
     metadata = load_language_metadata(metadata_path)
     counts = counts.tolist()
@@ -520,11 +520,11 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     ]
     written += build_handoff(sampled, reader.listed_files, config)
     written += build_report_data(sampled, counts, plan, config)
-    metadata_path, worldwide = config.metadata_path, config.worldwide is not None
+    metadata_path, worldwide, sha256 = config.metadata_path, config.worldwide is not None, config.metadata_sha256
     written.append(
         pipeline
         | "WriteEntryCounts"
-        >> WriteJsonFile(config.output("entry_counts.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide), {"counts": counts})
+        >> WriteJsonFile(config.output("entry_counts.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide, sha256), {"counts": counts})
     )
 
     batch_stats = (
@@ -585,10 +585,10 @@ def _plan_for_target_size(stored, counts, config: "CurationConfig"):
     return chosen | "PlanBalancing" >> beam.Map(lambda t, counts: plan_for_threshold(counts, t), beam.pvalue.AsSingleton(counts))
 
 
-def _figure_entries(metadata_path: str, worldwide: bool) -> list[str]:
+def _figure_entries(metadata_path: str, worldwide: bool, checked_sha256: str) -> list[str]:
     """Entry names by id for figures.json: the list, or (metaclip2) 'language:entry' by global id."""
     if not worldwide:
-        return load_metadata(metadata_path).entries
+        return load_metadata(metadata_path, checked_sha256).entries
     metadata = load_language_metadata(metadata_path)
     return [f"{language}:{entry}" for language in metadata.languages for entry in metadata.entries[language]]
 
@@ -599,6 +599,7 @@ def build_report_data(sampled, counts, plan, config: "CurationConfig") -> list:
     E(t) over a grid around the run's t comes free here (metaclip1: one t for all).
     """
     metadata_path, worldwide, target = config.metadata_path, config.worldwide is not None, config.target_size
+    sha256 = config.metadata_sha256
     figures = sampled | "ReportFigures" >> ReportFigures()
     kept_counts = sampled | "KeptEntryCounts" >> KeptEntryCounts(config.num_entries)
     if worldwide:  # a t per language: E as a function of English's t is not computed
@@ -612,7 +613,7 @@ def build_report_data(sampled, counts, plan, config: "CurationConfig") -> list:
         table = size_table(grid, sizes)
         expected = dict(table).get(plan.threshold)
         chosen = {"threshold": plan.threshold, "target_size": target, "expected_kept": expected}
-        return figures_document(figures, _figure_entries(metadata_path, worldwide), table, chosen)
+        return figures_document(figures, _figure_entries(metadata_path, worldwide, sha256), table, chosen)
 
     return [
         sampled.pipeline
@@ -620,7 +621,8 @@ def build_report_data(sampled, counts, plan, config: "CurationConfig") -> list:
         >> WriteJsonFile(config.output("figures.json"), figures_json, {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan}),
         sampled.pipeline
         | "WriteKeptEntryCounts"
-        >> WriteJsonFile(config.output("entry_counts_kept.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide), {"counts": kept_counts}),
+        >> WriteJsonFile(config.output("entry_counts_kept.json"), lambda counts: entry_counts_document(metadata_path, counts, worldwide, sha256),
+                         {"counts": kept_counts}),
     ]
 
 

@@ -112,3 +112,16 @@ def test_build_error_from_the_shell_has_no_traceback(tmp_path):
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert process.returncode == 2 and process.stdout == ""
     assert process.stderr.startswith("error: build needs at least one source") and process.stderr.count("\n") == 1
+
+
+def test_a_list_checked_when_the_run_started_is_not_checked_again():
+    import hashlib
+
+    from transforms.metadata_list import MetadataError, parse_metadata
+
+    data = b'["dog", "dog"]'
+    with pytest.raises(MetadataError, match="duplicate"):
+        parse_metadata(data, "m.json")
+    with pytest.raises(MetadataError, match="duplicate"):
+        parse_metadata(data, "m.json", checked_sha256="0" * 64)  # another list's digest: checked
+    assert parse_metadata(data, "m.json", checked_sha256=hashlib.sha256(data).hexdigest()).entries == ["dog", "dog"]

@@ -26,18 +26,18 @@ from transforms.worldwide import (
 )
 
 
-def load_metadata(path: str):
-    """Read and check a metadata list from any Beam filesystem path."""
+def load_metadata(path: str, checked_sha256: str = ""):
+    """Read and check a metadata list from any Beam filesystem path (see parse_metadata for `checked_sha256`)."""
     try:
         with FileSystems.open(path, compression_type="uncompressed") as handle:
             data = handle.read()
     except Exception as error:  # noqa: BLE001 - surfaced as one clear line
         raise MetadataError(f"cannot read metadata file {path}: {error}") from None
-    return parse_metadata(data, path)
+    return parse_metadata(data, path, checked_sha256)
 
 
 def _build_matcher(path: str, sha256: str) -> EntryMatcher:
-    metadata = load_metadata(path)
+    metadata = load_metadata(path, sha256)
     if metadata.sha256 != sha256:
         # Ids are list positions: a list edited after the run started would
         # silently mislabel every match.
