@@ -48,7 +48,8 @@ class KeptEntryCounts(beam.PTransform):
     def expand(self, sampled):
         return (
             sampled
-            | "KeptRows" >> beam.Map(lambda batch: batch.filter(batch.column(KEPT)))
+            # Only the entry ids are counted: filter them alone, not the captions' text.
+            | "KeptRows" >> beam.Map(lambda batch: batch.select([ENTRY_IDS]).filter(batch.column(KEPT)))
             | "CountKept" >> CountEntries(self._num_entries)
         )
 

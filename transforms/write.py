@@ -74,18 +74,20 @@ class _SplitBatchByShardFn(beam.DoFn):
         self._kept_only = kept_only
 
     def process(self, batch: pa.RecordBatch):
+        rows = np.arange(batch.num_rows)
         if self._kept_only:
-            batch = batch.filter(batch.column(KEPT))
-        if batch.num_rows == 0:
+            rows = rows[batch.column(KEPT).to_numpy(zero_copy_only=False)]
+        if len(rows) == 0:
             return
-        shards = shard_indices(batch.column(KEY_HASH).to_numpy(), self._num_shards)
+        shards = shard_indices(batch.column(KEY_HASH).to_numpy()[rows], self._num_shards)
         batch = batch.select(self._columns)
         order = np.argsort(shards, kind="stable")
-        sorted_shards = shards[order]
+        sorted_shards, rows = shards[order], rows[order]
         bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
         for start, end in zip(bounds[:-1], bounds[1:]):
-            # take() copies the rows, so what crosses the shuffle is just them.
-            yield int(sorted_shards[start]), batch.take(pa.array(order[start:end]))
+            # take() copies the rows (kept ones only: one copy, no filter first),
+            # so what crosses the shuffle is just them.
+            yield int(sorted_shards[start]), batch.take(pa.array(rows[start:end]))
 
 
 WRITTEN = "written"
