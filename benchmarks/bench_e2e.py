@@ -1,6 +1,6 @@
 """End-to-end curation throughput and memory, against the raw automaton loop of the same run.
 
-    python -m benchmarks.bench_e2e [--sizes 100k,1M,4M] [--cache_dir ~/.cache/balancebeam-bench] [--json bench_e2e.json]
+    python -m benchmarks.bench_e2e [--sizes 100k,1M,4M] [--cache_dir ~/.cache/balancebeam-bench] [--automaton_cache warm|cold] [--json bench_e2e.json]
 
 For each size it writes (or reuses, with --cache_dir) a Parquet pool (benchmarks.make_pool:
 the 10k LAION alt-texts replicated with fresh keys, or --source synthetic), then runs the
@@ -9,7 +9,8 @@ real command line as a subprocess, from Parquet input to every output written:
     python -m beam_pipeline.curate --input POOL/part-*.parquet --text_field text --url_field url
         --key_field key --metadata ../shared/bench/metadata_500k.json.gz --threshold 20000
         --output_dir OUT --direct_running_mode=multi_processing --direct_num_workers=2
-        --report false --progress 0
+        --progress 0 --report true --cache_dir WORK/automata   (--automaton_cache warm, the default)
+                                   --cache_dir none            (--automaton_cache cold)
 
 while a thread samples the RSS and CPU time of every process of its tree every 0.2 s
 (psutil): the main process, each SDK worker subprocess (found by its command line,
@@ -23,6 +24,10 @@ cost between consecutive sizes and a least-squares fit wall = fixed + N x per-ca
 The matcher figures of bench_matcher ((a) match_batch, (b), (c) per-entry loop) go into
 the JSON too, and the cost model of benchmarks.cost_model is printed from the measured
 numbers at the end.
+
+Warm: the automaton cache is filled before the first run, so every run loads the
+automaton as a rerun on the same metadata does; cold: every worker builds it, as a
+first run does.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import psutil
 from benchmarks import cost_model
 from benchmarks.bench_matcher import best_rate
 from benchmarks.make_pool import BENCH_METADATA, default_source, ensure_pool, ensure_synthetic_metadata, parse_count
+from transforms.automaton_cache import cached_matcher
 from transforms.matching import EntryMatcher, match_entries_brute_force
 from transforms.metadata_list import parse_metadata
 from transforms.spacing import space_text
@@ -260,7 +266,7 @@ def curate_command(pool_glob: str, metadata: str, output_dir: str, threshold: in
         "--input", pool_glob, "--text_field", "text", "--url_field", "url", "--key_field", "key",
         "--metadata", metadata, "--threshold", str(threshold), "--output_dir", output_dir,
         "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}",
-        "--report", "false", "--progress", "0", *extra,
+        "--progress", "0", *extra,
     ]
 
 
@@ -359,7 +365,8 @@ def format_report(results: dict) -> str:
     lines = [
         f"machine: {results['machine']['cpu_model']}, {results['machine']['usable_cpus']} usable cpus, "
         f"{results['machine']['memory_gib']} GiB; load average before {results['load_average_before']}, after {results['load_average_after']}",
-        f"metadata: {results['metadata']} ({results['entries']:,} entries); pools: {results['source']}; {results['workers']} SDK workers",
+        f"metadata: {results['metadata']} ({results['entries']:,} entries); pools: {results['source']}; {results['workers']} SDK workers; "
+        f"automaton cache {results.get('automaton_cache', '?')}; --report {results.get('report', '?')}",
         f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s (before {raw['before']['b_raw_loop']:,.0f}, "
         f"after {raw['after']['b_raw_loop']:,.0f})" if raw.get("after") else
         f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s",
@@ -418,6 +425,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--oracle_captions", type=int, default=5, help="captions for the per-entry loop (c) (default: 5; 0 skips)")
     parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling interval in seconds (default: 0.2)")
     parser.add_argument("--pool_captions", type=parse_count, default=1_600_000_000, help="pool size of the cost model (default: 1.6B)")
+    parser.add_argument("--automaton_cache", choices=("warm", "cold"), default="warm",
+                        help="warm: every run loads the automaton from a cache built before the runs (a rerun on the same "
+                        "metadata); cold: --cache_dir none, every worker builds it (a first run) (default: warm)")
+    parser.add_argument("--report", choices=("true", "false"), default="true",
+                        help="--report of the curations: true writes report.html and the plots too (default: true)")
     parser.add_argument("--json", default="bench_e2e.json", help="results file (default: bench_e2e.json)")
     args = parser.parse_args(argv)
     sizes = [parse_count(s) for s in args.sizes.split(",") if s.strip()]
@@ -435,9 +447,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_beam.io.filesystems import FileSystems
 
         with FileSystems.open(metadata, compression_type="uncompressed") as handle:
-            entries = parse_metadata(handle.read(), metadata).entries
+            parsed = parse_metadata(handle.read(), metadata)
     else:
-        entries = parse_metadata(Path(metadata).read_bytes(), metadata).entries
+        parsed = parse_metadata(Path(metadata).read_bytes(), metadata)
+    entries = parsed.entries
+    extra = ["--report", args.report]
+    if args.automaton_cache == "warm":
+        automata = work_dir / "automata"
+        cached_matcher(str(automata), parsed.sha256, lambda: EntryMatcher(entries))
+        extra += ["--cache_dir", str(automata)]
+    else:
+        extra += ["--cache_dir", "none"]
     repo = Path(__file__).resolve().parent.parent
 
     results: dict = {
@@ -452,6 +472,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "workers": args.workers,
         "threshold": args.threshold,
         "files": args.files,
+        "automaton_cache": args.automaton_cache,
+        "report": args.report,
     }
     try:
         print(f"pools in {cache_dir}, outputs in {work_dir}", flush=True)
@@ -467,7 +489,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             output = work_dir / f"out-{size}"
             if output.exists():
                 shutil.rmtree(output)
-            command = curate_command(pool.glob, metadata, str(output), args.threshold, args.workers)
+            command = curate_command(pool.glob, metadata, str(output), args.threshold, args.workers, extra)
             print(f"curating {size:,} captions ...", flush=True)
             run = run_curation(command, args.interval, work_dir / f"log-{size}.txt", cwd=str(repo))
             run.update(captions=size, pool=pool.directory, pool_bytes=sum(os.path.getsize(p) for p in pool.paths), command=" ".join(command[1:]))

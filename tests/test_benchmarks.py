@@ -143,6 +143,10 @@ def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_
     assert raw["b_raw_loop"] > 0 and raw["before"]["a_match_batch"] > 0 and raw["before"]["c_per_entry_loop"] > 0
     assert results["cost_model"]["vcpu_hours"]["end_to_end_wall"] > 0
     assert (tmp_path / "work" / "log-2000.txt").exists() and not (tmp_path / "work" / "out-2000").exists()
+    # Warm by default: the automaton cached before the run, and the run pointed at it.
+    assert results["automaton_cache"] == "warm" and results["report"] == "true"
+    assert f"--cache_dir {tmp_path / 'work' / 'automata'}" in run["command"]
+    assert len(list((tmp_path / "work" / "automata").glob("automaton-*.pickle"))) == 1
 
 
 def _run(captions, wall, cpu, workers_mib, pipeline=None):
