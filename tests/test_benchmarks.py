@@ -198,3 +198,23 @@ def test_bench_automaton_compares_both_libraries_on_a_small_list(tmp_path):
     assert all(r["raw_captions_per_s"] > 0 and r["match_set_captions_per_s"] > 0 for r in by_library.values())
     assert results["comparison"]["identical"] and results["comparison"]["matches_pyahocorasick"] > 0
     assert time.monotonic() - started < 30
+
+
+def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
+    from benchmarks import stage_times
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"key": f"k{i}", "text": "a dog" if i % 2 else "a cat"}) + "\n" for i in range(200)))
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(["dog", "cat"]))
+    status = stage_times.main(["--min_seconds", "0", "--", "--input", str(pool), "--metadata", str(metadata),
+                               "--output_dir", str(tmp_path / "out"), "--threshold", "10", "--report", "false", "--progress", "0"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    stages = [line for line in lines if " s  workers' peak MiB " in line]
+    assert "set-up" in stages[0] and any("MatchEntries" in line for line in stages)
+    assert any("WriteStats" in line for line in stages)
+    total = float(lines[-1].split()[0])
+    # Each line is rounded to 0.01 s.
+    assert lines[-1].endswith("in all") and abs(total - sum(float(line.split()[0]) for line in stages)) <= 0.005 * len(stages) + 0.01
+    assert lines[-2].endswith("in 0 shorter stages")

@@ -1,0 +1,122 @@
+"""Where a local curation's time goes: wall seconds and worker memory per Beam stage.
+
+    python -m benchmarks.stage_times [--min_seconds 0.1] -- CURATE ARGUMENTS...
+
+Runs `beam_pipeline.curate` in this process with its arguments (use
+--direct_running_mode=multi_processing to see the workers), and prints, for every
+stage the FnApiRunner runs (one after the other: it never runs two at once), the
+seconds from its start to the next stage's start, the transforms fused into it,
+and the peak RSS of the two largest worker processes meanwhile. The first line
+includes the run's set-up (checks, pipeline construction, worker start); the
+last one the teardown. Stages shorter than --min_seconds are summed in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import threading
+import time
+from typing import Optional, Sequence
+
+import psutil
+
+# The FnApiRunner logs "Running bundle for stage ..." here, at debug level, as each stage starts.
+_STAGE_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner.run_bundle"
+_TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+)")
+
+
+class _WorkerPeaks:
+    """Peak RSS (MiB) of every child process since the last reset, sampled every 0.1 s."""
+
+    def __init__(self):
+        self._me = psutil.Process()
+        self._peaks: dict[int, int] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            for child in self._me.children(recursive=True):
+                try:
+                    rss = child.memory_info().rss >> 20
+                except psutil.Error:
+                    continue
+                with self._lock:
+                    self._peaks[child.pid] = max(self._peaks.get(child.pid, 0), rss)
+            time.sleep(0.1)
+
+    def take(self) -> list[int]:
+        with self._lock:
+            peaks, self._peaks = sorted(self._peaks.values())[-2:], {}
+        return peaks
+
+
+class StageTimer(logging.Handler):
+    """Collects (seconds, fused transforms, worker peaks) per stage from the runner's debug log."""
+
+    def __init__(self, peaks: Optional[_WorkerPeaks] = None):
+        super().__init__(logging.DEBUG)
+        self.started = time.monotonic()
+        self.stages: list[tuple[float, str, list]] = []
+        self._current = ("set-up", self.started)
+        self._peaks = peaks
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Running bundle for stage"):
+            self._close(",".join(dict.fromkeys(_TRANSFORM.findall(message))) or message[25:100])
+
+    def _close(self, next_name: str) -> None:
+        now = time.monotonic()
+        name, since = self._current
+        self.stages.append((now - since, name, self._peaks.take() if self._peaks else []))
+        self._current = (next_name, now)
+
+    def finish(self) -> None:
+        self._close("")
+
+
+def format_stages(stages, min_seconds: float) -> str:
+    lines, small, small_count = [], 0.0, 0
+    for seconds, name, peaks in stages:
+        if seconds < min_seconds:
+            small += seconds
+            small_count += 1
+            continue
+        lines.append(f"{seconds:7.2f} s  workers' peak MiB {str(peaks):<12}  {name}")
+    lines.append(f"{small:7.2f} s  in {small_count} shorter stages")
+    lines.append(f"{sum(s for s, _, _ in stages):7.2f} s  in all")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min_seconds", type=float, default=0.1, help="stages shorter than this are summed (default: 0.1)")
+    parser.add_argument("curate_args", nargs=argparse.REMAINDER, help="-- then the arguments of beam_pipeline.curate")
+    args = parser.parse_args(argv)
+    curate_args = args.curate_args[1:] if args.curate_args[:1] == ["--"] else args.curate_args
+    from beam_pipeline import curate
+
+    timer = StageTimer(_WorkerPeaks())
+    logger = logging.getLogger(_STAGE_LOGGER)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # the debug lines go to the timer only
+    logger.addHandler(timer)
+    try:
+        status = curate.run(curate_args)
+    finally:
+        logger.removeHandler(timer)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        timer.finish()
+    print(format_stages(timer.stages, args.min_seconds))
+    return status
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.WARNING)
+    sys.exit(main())
