@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from beam_pipeline.report import write_report
+from transforms.automaton_cache import default_cache_dir
 from transforms.caption_files import (
     InputError,
     InputLayout,
@@ -41,11 +42,10 @@ from transforms.caption_files import (
 from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, KEY_HASH, LANG, LANGUAGE, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.count import CountEntries
 from transforms.expected_size import threshold_grid
-from transforms.input_size import data_bytes
 from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
 from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
+from transforms.input_size import data_bytes
 from transforms.language_id import language_identifier
-from transforms.automaton_cache import default_cache_dir
 from transforms.match import LocalWorkers, MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
 from transforms.metadata_list import MetadataError
 from transforms.read import ReadCaptions

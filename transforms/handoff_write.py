@@ -48,7 +48,7 @@ from transforms.handoff import (
 )
 from transforms.spill import GroupBatchesByShard
 from transforms.webdataset_files import iter_tar_samples, tar_end, tar_sample_bytes
-from transforms.write import _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically, write_sorted_parquet, SORT_COLUMNS
+from transforms.write import SORT_COLUMNS, _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically, write_sorted_parquet
 
 _COPY_CHUNK = 16 << 20
 
