@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -55,3 +56,16 @@ def beam_test_pipeline():
 def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def corrupt_row_group(data: bytes, group: int) -> bytes:
+    """A Parquet file's bytes with every column chunk of one row group overwritten; the footer intact."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    corrupt = bytearray(data)
+    for column in range(metadata.num_columns):
+        chunk = metadata.row_group(group).column(column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        corrupt[start : start + chunk.total_compressed_size] = b"\xab" * chunk.total_compressed_size
+    return bytes(corrupt)

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from conftest import beam_test_pipeline
+from conftest import beam_test_pipeline, corrupt_row_group
 from transforms.caption_files import InputLayout, strict_failure
 from transforms.matching import EntryMatcher, match_entries_brute_force
 from transforms.read import ReadCaptions
@@ -138,17 +138,6 @@ def _strings(values: list) -> pa.Array:
     return pa.array(values, pa.binary()).view(pa.string())
 
 
-def _corrupt_row_group(data: bytes, group: int) -> bytes:
-    """The file with every column chunk of one row group overwritten; the footer intact."""
-    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
-    corrupt = bytearray(data)
-    for column in range(metadata.num_columns):
-        chunk = metadata.row_group(group).column(column)
-        start = chunk.dictionary_page_offset or chunk.data_page_offset
-        corrupt[start : start + chunk.total_compressed_size] = b"\xab" * chunk.total_compressed_size
-    return bytes(corrupt)
-
-
 def _parquet_rows(rows: list[tuple[str, Optional[bytes]]], **options) -> bytes:
     return _parquet({"key": [k for k, _ in rows], "text": _strings([t for _, t in rows]),
                      "url": [f"https://img/{k}.jpg" for k, _ in rows]}, **options)
@@ -175,7 +164,7 @@ def parquet_pool() -> Pool:
     # Three row groups of five rows; the middle one is corrupt: its 5 rows are rejected
     # with the count from the footer, the other two groups are read.
     grouped = [(f"p-group-{i:02d}", _caption(i + 50).encode()) for i in range(15)]
-    pool.files["10-corrupt-group.parquet"] = _corrupt_row_group(_parquet_rows(grouped, row_group_size=5), 1)
+    pool.files["10-corrupt-group.parquet"] = corrupt_row_group(_parquet_rows(grouped, row_group_size=5), 1)
     pool.clean["10-corrupt-group.parquet"] = _parquet_rows(grouped[:5] + grouped[10:])
     pool.good += 10
     pool.expect("10-corrupt-group.parquet", 5, "unreadable_rows", 5)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
+from conftest import corrupt_row_group
 from transforms.caption_files import (
     InputLayout,
     Rejection,
@@ -159,22 +160,11 @@ def test_empty_files_are_rejected_as_empty_but_empty_tables_are_just_empty():
     assert _items(b"text\n", "tsv") == ([], [])  # a header and no row
 
 
-def _corrupt_row_group(data: bytes, group: int) -> bytes:
-    """The Parquet file with the column chunks of one row group overwritten; the footer intact."""
-    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
-    corrupt = bytearray(data)
-    for column in range(metadata.num_columns):
-        chunk = metadata.row_group(group).column(column)
-        start = chunk.dictionary_page_offset or chunk.data_page_offset
-        corrupt[start : start + chunk.total_compressed_size] = b"\xab" * chunk.total_compressed_size
-    return bytes(corrupt)
-
-
 def test_corrupt_parquet_row_group_is_rejected_with_its_row_count_and_the_others_read():
     table = pa.table({"key": [f"k{i}" for i in range(30)], "text": [f"caption {i}" for i in range(30)]})
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=10)
-    rows, rejections = _items(_corrupt_row_group(sink.getvalue(), 1), "parquet", batch_size=4)
+    rows, rejections = _items(corrupt_row_group(sink.getvalue(), 1), "parquet", batch_size=4)
     assert [r["key"] for r in rows] == [f"k{i}" for i in list(range(10)) + list(range(20, 30))]
     assert [(r.row, r.reason, r.records, r.raw["row_group"]) for r in rejections] == [(10, "unreadable_rows", 10, 1)]
 
