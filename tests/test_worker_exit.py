@@ -36,7 +36,7 @@ def test_only_an_sdk_worker_main_module_counts():
 def test_a_worker_runs_the_other_hooks_flushes_and_exits_0():
     done = _run(True, "")
     assert done.returncode == 0
-    assert done.stdout.splitlines() == ["registered True", "unflushed tail"]
+    assert done.stdout.splitlines() == ["registered True", "unflushed tail"]  # buffered output survives os._exit
     assert done.stderr == "earlier hook ran\n"
 
 

@@ -8,7 +8,7 @@ freeing millions of objects one by one, so a 2-worker run ends ~1.2 s late.
 After the worker's harness has returned, every bundle is finished and
 reported and its log handler is flushed: nothing is left to do but run the
 other exit hooks and free memory, which the operating system does at once.
-So an exit hook runs the other hooks, flushes the standard streams and leaves
+So an exit hook runs the other hooks and leaves
 with `os._exit`, keeping the exit status (1 after an uncaught exception).
 """
 
@@ -36,14 +36,11 @@ def exit_status() -> int:
 
 def _exit_now() -> None:
     # The hooks registered before this one (logging's flush, weakref finalizers)
-    # would run after it: run them now, then skip only the heap teardown.
+    # would run after it: run them now, then skip only the heap teardown. The
+    # interpreter has flushed sys.stdout and sys.stderr before any exit hook
+    # (tests/test_worker_exit.py checks that no output is lost).
     atexit.unregister(_exit_now)
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed stream: nothing to flush
-            pass
     os._exit(exit_status())
 
 
