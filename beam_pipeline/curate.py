@@ -23,12 +23,33 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from beam_pipeline.report import write_report
-from transforms.automaton_cache import default_cache_dir
+from transforms.beam.count import CountEntries
+from transforms.beam.handoff_write import (
+    WebdatasetHandoff,
+    WriteImg2datasetShards,
+    WriteSubsetUids,
+)
+from transforms.beam.io import load_language_metadata, load_metadata, write_atomically
+from transforms.beam.match import LocalWorkers, MatchEntries, WorldwideSettings
+from transforms.beam.read import ReadCaptions
+from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
+from transforms.beam.sample import BalancedSample
+from transforms.beam.spill import LoadBatches, StoreBatches, delete_spill_dir
+from transforms.beam.stats import SumFigures
+from transforms.beam.write import (
+    WriteJsonFile,
+    WriteJsonLinesShards,
+    WriteParquetShards,
+)
 from transforms.caption_files import (
     InputError,
     InputLayout,
@@ -39,34 +60,55 @@ from transforms.caption_files import (
     read_caption_file,
     strict_failure,
 )
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEY, KEY_HASH, LANG, LANGUAGE, SOURCE_FILE, SOURCE_ROW, TEXT
-from transforms.count import CountEntries
-from transforms.expected_size import threshold_grid
-from transforms.handoff import FRAGMENTS, MANIFEST, RESHARD_MARKER, UidError, check_uids, key_files_need_index
-from transforms.handoff_write import WebdatasetHandoff, WriteImg2datasetShards, WriteSubsetUids
-from transforms.input_size import data_bytes
+from transforms.core.arrow import list_layout
+from transforms.core.columns import (
+    ENTRY_IDS,
+    KEEP_PROB,
+    KEY,
+    KEY_HASH,
+    LANG,
+    LANGUAGE,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    TEXT,
+)
+from transforms.core.expected_size import threshold_grid
+from transforms.core.plan import plan_for_languages, plan_for_threshold
+from transforms.core.report_figures import (
+    figures_document,
+    finer_grid,
+    size_table,
+    threshold_for_target,
+)
+from transforms.core.stats import (
+    batch_figures,
+    duplicate_figures,
+    rejection_figures,
+    stats_document,
+)
+from transforms.formats.input_size import data_bytes
+from transforms.formats.tar import TXT_MEMBER, WEBDATASET, expand_braces
+from transforms.handoff.reshard import (
+    FRAGMENTS,
+    MANIFEST,
+    RESHARD_MARKER,
+    key_files_need_index,
+)
+from transforms.handoff.uids import UidError, check_uids
 from transforms.language_id import language_identifier
-from transforms.match import LocalWorkers, MatchEntries, WorldwideSettings, load_language_metadata, load_metadata
-from transforms.metadata_list import MetadataError
-from transforms.read import ReadCaptions
-from transforms.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures, finer_grid, size_table, threshold_for_target
-from transforms.report_figures import figures_document
-from transforms.sample import BalancedSample, list_layout, plan_for_languages, plan_for_threshold
-from transforms.spill import LoadBatches, StoreBatches, delete_spill_dir
-from transforms.stats import SumFigures, batch_figures, duplicate_figures, rejection_figures, stats_document
-from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, expand_braces
+from transforms.metadata.lists import MetadataError
+from transforms.runtime.automaton_cache import default_cache_dir
 from transforms.worldwide import LanguageMap, require_language
-from transforms.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards, write_atomically
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 # metaclip2: the language each caption was matched against; entry ids index that language's list.
 WORLDWIDE_MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (LANG, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 # Caption data (in memory, uncompressed) per output shard: a shard writer holds
-# its shard and sorts it (transforms.input_size).
+# its shard and sorts it (transforms.formats.input_size).
 BYTES_PER_SHARD = 64 << 20
 WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
-# Batches between the passes, on local engines (transforms.spill); deleted at the end.
+# Batches between the passes, on local engines (transforms.beam.spill); deleted at the end.
 SPILL_DIR = ".balancebeam-work"
 OUTPUT_FILES = ("entry_counts.json", "stats.json", "figures.json", "entry_counts_kept.json", "report.html", "size_vs_threshold.csv")
 # Training hand-off outputs (docs/training-handoff.md), cleared like the others.
@@ -313,7 +355,7 @@ def _clear_unfinished_outputs(output_dir: str, overwrite: bool) -> None:
         path = FileSystems.join(output_dir, name)
         if FileSystems.exists(path):
             stale.append(path)
-        # Temporary files of a killed run (see transforms.write.write_atomically).
+        # Temporary files of a killed run (see transforms.beam.io.write_atomically).
         stale += [m.path for m in FileSystems.match([FileSystems.join(output_dir, f".{name}.tmp-*")])[0].metadata_list]
     for pattern in HANDOFF_GLOBS:
         stale += [m.path for m in FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list]
@@ -401,7 +443,7 @@ def prepare(argv: Optional[Sequence[str]]) -> tuple[CurationConfig, list[str]]:
 
 
 def _caption_bytes(paths: Sequence[str], sizes: dict, layout: InputLayout) -> int:
-    """The input's bytes of caption data, as a shard writer holds them (transforms.input_size)."""
+    """The input's bytes of caption data, as a shard writer holds them (transforms.formats.input_size)."""
     if layout.format == WEBDATASET:
         # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.
         return sum(sizes[path] for path in paths) // WEBDATASET_BYTES_PER_CAPTION_BYTE
@@ -483,7 +525,7 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     Two passes over the pool: the first reads, matches and counts, and keeps
     the matched batches (StoreBatches); the second samples them with the
     counts and writes every output. With `config.spill_dir` the batches wait
-    on disk between the passes (transforms.spill).
+    on disk between the passes (transforms.beam.spill).
     """
     spill_dir = config.spill_dir
     reader = ReadCaptions(config.paths, config.layout, strict=config.strict)
@@ -563,7 +605,7 @@ def _plan_for_target_size(stored, counts, config: "CurationConfig"):
 
     E(t) is nondecreasing in t: a coarse grid over 1 .. the largest count brackets
     the target, a fine grid inside the bracket picks the integer t whose E(t) is
-    closest (transforms.expected_size).
+    closest (transforms.core.expected_size).
     """
     target = config.target_size
     coarse_grid = counts | "CoarseGrid" >> beam.Map(threshold_grid)

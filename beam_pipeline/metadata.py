@@ -22,9 +22,10 @@ import zlib
 from collections import Counter
 from typing import Iterator, Optional, Sequence
 
-from transforms.metadata_checks import check_entries
-from transforms.metadata_list import MetadataError, parse_metadata
-from transforms.metadata_sources import (
+from transforms.core.spacing import can_ever_match
+from transforms.metadata.checks import check_entries
+from transforms.metadata.lists import MetadataError, parse_metadata
+from transforms.metadata.sources import (
     NUMBERS,
     SourceEntries,
     SourceError,
@@ -40,7 +41,6 @@ from transforms.metadata_sources import (
     wordnet_head_names,
     wordnet_version,
 )
-from transforms.spacing import can_ever_match
 
 
 class UsageError(ValueError):
@@ -355,7 +355,7 @@ def build_counts_pipeline(pipeline, inputs: Sequence[str], output_dir: str, min_
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.word_counts import CountWords
+    from transforms.beam.word_counts import CountWords
 
     lines = [pipeline | f"Read{i}" >> beam.io.ReadFromText(pattern) for i, pattern in enumerate(inputs)]
     counts = lines | "AllLines" >> beam.Flatten() | "CountWords" >> CountWords(min_bigram_count)

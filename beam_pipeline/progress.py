@@ -1,7 +1,7 @@
 """Progress lines for local runs: what the pipeline has done so far, at a steady pace.
 
 Beam's local engine reports metrics only when the run ends, and its workers
-may be other processes. The spill files between the passes (transforms.spill)
+may be other processes. The spill files between the passes (transforms.beam.spill)
 say in their names how many rows they hold, so a thread that lists the spill
 directory every few seconds knows how far each pass is, from any number of
 worker processes, without asking them anything.

@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.write import write_atomically
+from transforms.beam.io import write_atomically
 
 INPUTS = ("stats.json", "entry_counts.json", "entry_counts_kept.json", "figures.json")
 TOP_ENTRIES = 30

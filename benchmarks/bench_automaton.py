@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_automaton [--captions 100k] [--json bench_automaton.json]
 
-Both automata hold the padded entries (transforms.spacing.pad_entry, " " + entry + " ")
+Both automata hold the padded entries (transforms.core.spacing.pad_entry, " " + entry + " ")
 and report overlapping matches, as MetaCLIP needs (nested and overlapping entries all
 count): pyahocorasick's Automaton(STORE_INTS).iter, the pipeline's own automaton, and
 ahocorasick-rs's AhoCorasick (standard match kind) find_matches_as_indexes(overlapping=True).
@@ -10,7 +10,7 @@ Each library is measured in a fresh process, so that one's memory does not hide 
 
 - build time, and memory: the RSS the process gained while building;
 - captions/s on real captions (the LAION alt-texts replicated, spaced by
-  transforms.spacing.space_text): the raw call (iterate / list the matches) and the match
+  transforms.core.spacing.space_text): the raw call (iterate / list the matches) and the match
   set the pipeline needs (a set of entry ids), best of 3;
 - pickled size and pickling time, then, in another fresh process standing for a worker,
   the time and memory to load that pickle. ahocorasick-rs objects cannot be pickled: the
@@ -38,9 +38,16 @@ from typing import Optional, Sequence
 import psutil
 
 from benchmarks.bench_matcher import best_rate
-from benchmarks.make_pool import BENCH_METADATA, LAION_SAMPLE, PoolSource, default_source, ensure_synthetic_metadata, parse_count
-from transforms.metadata_list import parse_metadata
-from transforms.spacing import pad_entry, space_text
+from benchmarks.make_pool import (
+    BENCH_METADATA,
+    LAION_SAMPLE,
+    PoolSource,
+    default_source,
+    ensure_synthetic_metadata,
+    parse_count,
+)
+from transforms.core.spacing import pad_entry, space_text
+from transforms.metadata.lists import parse_metadata
 
 LIBRARIES = ("pyahocorasick", "ahocorasick-rs")
 MIB = 1 << 20

@@ -51,11 +51,17 @@ import psutil
 
 from benchmarks import cost_model
 from benchmarks.bench_matcher import best_rate
-from benchmarks.make_pool import BENCH_METADATA, default_source, ensure_pool, ensure_synthetic_metadata, parse_count
-from transforms.automaton_cache import cached_matcher
-from transforms.matching import EntryMatcher, match_entries_brute_force
-from transforms.metadata_list import parse_metadata
-from transforms.spacing import space_text
+from benchmarks.make_pool import (
+    BENCH_METADATA,
+    default_source,
+    ensure_pool,
+    ensure_synthetic_metadata,
+    parse_count,
+)
+from transforms.core.matching import EntryMatcher, match_entries_brute_force
+from transforms.core.spacing import space_text
+from transforms.metadata.lists import parse_metadata
+from transforms.runtime.automaton_cache import cached_matcher
 
 SDK_WORKER_MARK = "apache_beam.runners.worker.sdk_worker_main"
 MIB = 1 << 20

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from transforms.matching import EntryMatcher, match_entries_brute_force
-from transforms.metadata_list import parse_metadata
-from transforms.spacing import space_text
+from transforms.core.matching import EntryMatcher, match_entries_brute_force
+from transforms.core.spacing import space_text
+from transforms.metadata.lists import parse_metadata
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

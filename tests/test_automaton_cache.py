@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from transforms import automaton_cache
-from transforms.automaton_cache import cache_path, cached_matcher
-from transforms.matching import EntryMatcher
+from transforms.core.matching import EntryMatcher
+from transforms.runtime import automaton_cache
+from transforms.runtime.automaton_cache import cache_path, cached_matcher
 
 ENTRIES = ["dog", "hot dog", "cat", "golden retriever"]
 TEXTS = ["a hot dog stand", "my cat and dog", "golden retriever puppy", "nothing here"]

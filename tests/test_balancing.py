@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.balancing import entry_probabilities, keep_decisions, keep_probabilities, keep_probability
-from transforms.hashing import key_hashes, shard_indices, uniform_draws
+from transforms.core.balancing import (
+    entry_probabilities,
+    keep_decisions,
+    keep_probabilities,
+    keep_probability,
+)
+from transforms.core.hashing import key_hashes, shard_indices, uniform_draws
 
 
 def test_entry_probabilities():

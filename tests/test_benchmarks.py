@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO, shared_file
 
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
@@ -80,7 +79,7 @@ def test_synthetic_captions_have_web_alt_text_lengths_and_match_the_synthetic_me
     assert words.min() >= 1 and words.max() <= make_pool.MAX_WORDS
     assert 6 <= np.median(words) <= 9 and 8 <= words.mean() <= 11  # LAION sample: median 8, mean 9.2
     assert 40 <= np.median(chars) <= 65  # LAION sample: 48
-    from transforms.matching import EntryMatcher
+    from transforms.core.matching import EntryMatcher
 
     metadata = make_pool.synthetic_metadata(20_000)
     assert len(metadata) == len(set(metadata)) == 20_000 and all(e.strip() == e and e for e in metadata)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, matching_cases, write_jsonl
 
 from beam_pipeline import curate
-from conftest import REPO, matching_cases, write_jsonl
 
 
 def _output_files(directory: Path) -> dict[str, bytes]:

@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.balancing import entry_probabilities, keep_probabilities, keep_probability
-from transforms.expected_size import (
+from transforms.core.balancing import (
+    entry_probabilities,
+    keep_probabilities,
+    keep_probability,
+)
+from transforms.core.expected_size import (
     PROB_SCALE,
     add_fixed,
     choose_threshold,
@@ -48,7 +52,7 @@ def brute_force_fixed(pool, counts, threshold: int) -> int:
 
 
 def test_scale_is_the_stats_scale():
-    from transforms.stats import _PROB_SCALE
+    from transforms.core.stats import _PROB_SCALE
 
     assert PROB_SCALE == _PROB_SCALE
 

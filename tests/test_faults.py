@@ -29,14 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
+from conftest import beam_test_pipeline, corrupt_row_group
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from conftest import beam_test_pipeline, corrupt_row_group
+from transforms.beam.read import ReadCaptions
 from transforms.caption_files import InputLayout, strict_failure
-from transforms.matching import EntryMatcher, match_entries_brute_force
-from transforms.read import ReadCaptions
+from transforms.core.matching import EntryMatcher, match_entries_brute_force
 
 METADATA = ["dog", "cat", "bird", "car", "tree", "red car"]
 THRESHOLD, SEED, MAX_TEXT_BYTES, NUM_SHARDS = 3, 7, 200, 2

@@ -11,22 +11,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from conftest import write_jsonl
-from transforms.handoff import (
-    UidError,
+from transforms.handoff.reshard import (
     brace_pattern,
     inputs_of_output_shard,
     kept_key_file_name,
     key_files_need_index,
-    npy_header,
     num_output_shards,
     output_shards_of_input,
-    pack_uids,
     shard_starts,
+)
+from transforms.handoff.uids import (
+    UidError,
+    npy_header,
+    pack_uids,
     sorted_unique_uids,
     uid_buckets,
     uids_bytes,

@@ -9,7 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_pipeline import curate
-from transforms.input_size import data_bytes, gzip_uncompressed_bytes, parquet_column_bytes, sample_paths
+from transforms.formats.input_size import (
+    data_bytes,
+    gzip_uncompressed_bytes,
+    parquet_column_bytes,
+    sample_paths,
+)
 
 
 def _open(path):

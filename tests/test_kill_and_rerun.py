@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from beam_pipeline.demo import make_demo_data
-from conftest import REPO
 
 
 def _final_files(directory: Path) -> dict[str, bytes]:

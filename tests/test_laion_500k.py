@@ -13,10 +13,10 @@ from collections import Counter, defaultdict
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import shared_file
 
 from beam_pipeline import curate
-from conftest import shared_file
-from transforms.spacing import pad_entry, space_text
+from transforms.core.spacing import pad_entry, space_text
 
 ORACLE_SAMPLE = 300
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import matching_cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import matching_cases
-from transforms.matching import EntryMatcher, match_entries_brute_force
-from transforms.spacing import can_ever_match, space_text
+from transforms.core.matching import EntryMatcher, match_entries_brute_force
+from transforms.core.spacing import can_ever_match, space_text
 
 
 def test_spacing_follows_the_spec_steps():

@@ -7,10 +7,10 @@ import json
 import pytest
 from apache_beam import Create
 from apache_beam.testing.util import assert_that, equal_to
+from conftest import beam_test_pipeline
 
 from beam_pipeline import metadata
-from conftest import beam_test_pipeline
-from transforms.word_counts import CountWords
+from transforms.beam.word_counts import CountWords
 
 LINES = [
     "the cat sat on the mat.",

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from transforms import metadata_sources as ms
-from transforms.metadata_sources import (
+
+from transforms.metadata import sources as ms
+from transforms.metadata.sources import (
     SourceEntries,
     SourceError,
     assemble,
@@ -116,7 +116,7 @@ def test_assemble_orders_by_source_then_code_point_and_keeps_first_source():
 
 def test_assemble_does_not_depend_on_hash_seeds():
     """Set iteration order changes with PYTHONHASHSEED; the list must not."""
-    code = ("from transforms.metadata_sources import SourceEntries, assemble\n"
+    code = ("from transforms.metadata.sources import SourceEntries, assemble\n"
             "print(assemble([SourceEntries('w', {f'w{i}' for i in range(300)})])[0])")
     outputs = {
         subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONHASHSEED=seed),

@@ -8,11 +8,15 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from beam_pipeline import metadata
-from conftest import REPO
-from transforms.metadata_checks import check_entries
-from transforms.metadata_list import MetadataError, id_corrupting_problems, parse_metadata
+from transforms.metadata.checks import check_entries
+from transforms.metadata.lists import (
+    MetadataError,
+    id_corrupting_problems,
+    parse_metadata,
+)
 
 EVERY_PROBLEM = ["dog", "dog", 7, None, "", " cat", "3.5", "a\tb", "tab\t", "a .", "ok", "dog"]
 
@@ -117,7 +121,7 @@ def test_build_error_from_the_shell_has_no_traceback(tmp_path):
 def test_a_list_checked_when_the_run_started_is_not_checked_again():
     import hashlib
 
-    from transforms.metadata_list import MetadataError, parse_metadata
+    from transforms.metadata.lists import MetadataError, parse_metadata
 
     data = b'["dog", "dog"]'
     with pytest.raises(MetadataError, match="duplicate"):

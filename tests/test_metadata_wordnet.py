@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, shared_file
-from transforms import metadata_sources as ms
+
+from transforms.metadata import sources as ms
 
 
 def _wordnet_or_skip() -> ms.WordNetLocation:

@@ -17,12 +17,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from conftest import write_jsonl
 
 from beam_pipeline import curate
-from conftest import write_jsonl
-from transforms.balancing import keep_decisions
-from transforms.hashing import key_hashes
-from transforms.online_balancing import EpochFilter, MatchIndex, OnlineBalancing, epoch_seed, webdataset_select
+from transforms.core.balancing import keep_decisions
+from transforms.core.hashing import key_hashes
+from transforms.handoff.online_balancing import (
+    EpochFilter,
+    MatchIndex,
+    OnlineBalancing,
+    epoch_seed,
+    webdataset_select,
+)
 
 N = 20_000
 SEED = 5

@@ -8,12 +8,12 @@ import time
 
 import apache_beam as beam
 import pyarrow as pa
+from conftest import beam_test_pipeline, write_jsonl
 
 from beam_pipeline import curate
 from beam_pipeline.progress import ProgressReporter, progress_line, spill_totals
-from conftest import beam_test_pipeline, write_jsonl
-from transforms.columns import ENTRY_IDS, KEY
-from transforms.spill import StoreBatches
+from transforms.beam.spill import StoreBatches
+from transforms.core.columns import ENTRY_IDS, KEY
 
 
 def _matched_batch(n: int, with_entries: int) -> pa.RecordBatch:

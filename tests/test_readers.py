@@ -14,11 +14,11 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import corrupt_row_group
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from conftest import corrupt_row_group
 from transforms.caption_files import (
     InputLayout,
     Rejection,

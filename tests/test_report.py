@@ -18,11 +18,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.balancing import entry_probabilities, keep_decisions, keep_probabilities, keep_probability
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, TEXT
-from transforms.expected_size import add_fixed, expected_sizes_fixed, fixed_to_captions, threshold_grid
-from transforms.hashing import key_hashes, uniform_draws
-from transforms.report_figures import (
+from transforms.core.balancing import (
+    entry_probabilities,
+    keep_decisions,
+    keep_probabilities,
+    keep_probability,
+)
+from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, TEXT
+from transforms.core.expected_size import (
+    add_fixed,
+    expected_sizes_fixed,
+    fixed_to_captions,
+    threshold_grid,
+)
+from transforms.core.hashing import key_hashes, uniform_draws
+from transforms.core.report_figures import (
     EXAMPLES,
     batch_figures,
     empty_figures,

@@ -89,7 +89,6 @@ def test_beam_metrics_carry_the_run_figures(demo_pool, tmp_path):
     """The counters any runner shows (Dataflow's UI, Flink's) equal stats.json."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
-
     from conftest import local_runner
 
     metadata_path, pool = demo_pool

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline.curate import run
-from transforms.matching import match_entries_brute_force
+from transforms.core.matching import match_entries_brute_force
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -302,7 +302,9 @@ def job_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker_pool():
     """An EXTERNAL environment: a Beam worker pool ('localhost:PORT') serving SDK workers from this process."""
-    from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+    from apache_beam.runners.worker.worker_pool_main import (
+        BeamFnExternalWorkerPoolServicer,
+    )
 
     address, server = BeamFnExternalWorkerPoolServicer.start(use_process=False, port=0)
     yield address

@@ -28,7 +28,11 @@ from pathlib import Path
 import pytest
 
 from beam_pipeline import options as curation_options_module
-from beam_pipeline.options import UsageError, add_curation_arguments, parse_curation_args
+from beam_pipeline.options import (
+    UsageError,
+    add_curation_arguments,
+    parse_curation_args,
+)
 from transforms.caption_files import FORMATS, PRESETS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,19 +10,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import beam_test_pipeline, matching_cases, write_jsonl
-from transforms.balancing import entry_probabilities, keep_probability
+
+from transforms.beam.count import CountEntries
+from transforms.beam.match import MatchEntries
+from transforms.beam.read import ReadCaptions
+from transforms.beam.sample import BalancedSample
+from transforms.beam.spill import LoadBatches, StoreBatches
+from transforms.beam.write import WriteJsonLinesShards, WriteParquetShards
 from transforms.caption_files import InputLayout, Rejection
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
-from transforms.count import CountEntries
-from transforms.hashing import key_hashes, uniform_draws
-from transforms.match import MatchEntries
-from transforms.metadata_list import parse_metadata
-from transforms.read import ReadCaptions
-from transforms.sample import BalancedSample, plan_for_threshold
-from transforms.spill import LoadBatches, StoreBatches
-from transforms.write import WriteJsonLinesShards, WriteParquetShards
+from transforms.core.balancing import entry_probabilities, keep_probability
+from transforms.core.columns import (
+    ENTRY_IDS,
+    KEEP_PROB,
+    KEPT,
+    KEY,
+    KEY_HASH,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    TEXT,
+)
+from transforms.core.hashing import key_hashes, uniform_draws
+from transforms.core.plan import plan_for_threshold
+from transforms.metadata.lists import parse_metadata
 
 
 def _rows(batch: pa.RecordBatch, *columns):
@@ -169,7 +179,7 @@ def test_spilled_batches_come_back_whole_and_the_files_hold_them(tmp_path):
     {"big": 2**70, "list": [1.5, None, True]},
 ])
 def test_json_documents_read_back_as_the_same_value(value):
-    from transforms.write import json_document
+    from transforms.core.documents import json_document
 
     data = json_document(value)
     assert data.endswith(b"\n") and data.count(b"\n") == 1

@@ -11,11 +11,11 @@ import tarfile
 import braceexpand
 import pyarrow as pa
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from webdataset import tariterators
 
-from conftest import REPO
 from transforms.caption_files import (
     INVALID_UTF8,
     MALFORMED_JSON,
@@ -28,7 +28,7 @@ from transforms.caption_files import (
     probe_layout,
     read_caption_file,
 )
-from transforms.webdataset_files import (
+from transforms.formats.tar import (
     expand_braces,
     iter_tar_samples,
     split_member_name,
@@ -185,7 +185,7 @@ def test_webdataset_reader_never_raises_on_arbitrary_bytes(data):
 
 def test_pure_modules_do_not_import_beam():
     code = (
-        "import sys; import transforms.webdataset_files, transforms.handoff, transforms.online_balancing, "
+        "import sys; import transforms.formats.tar, transforms.handoff.uids, transforms.handoff.reshard, transforms.handoff.online_balancing, "
         "transforms.caption_files; print(sorted(m for m in sys.modules if m.startswith('apache_beam')))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -7,12 +7,13 @@ import sys
 import types
 
 from conftest import REPO
-from transforms.worker_exit import SDK_WORKER_MODULE, running_as_sdk_worker
+
+from transforms.runtime.worker_exit import SDK_WORKER_MODULE, running_as_sdk_worker
 
 SCRIPT = """
 import atexit, sys
 sys.path.insert(0, {repo!r})
-from transforms import worker_exit
+from transforms.runtime import worker_exit
 atexit.register(lambda: print("earlier hook ran", file=sys.stderr))
 worker_exit.running_as_sdk_worker = lambda main_module=None: {as_worker}
 print("registered", worker_exit.exit_quickly_at_end(), flush=True)

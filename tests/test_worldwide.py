@@ -10,15 +10,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from conftest import matching_cases
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import matching_cases
-from transforms.balancing import entry_probabilities
+from transforms.core.balancing import entry_probabilities
+from transforms.core.matching import EntryMatcher
+from transforms.core.spacing import WRAPPED_PUNCTUATION
 from transforms.language_id import LanguageIdentifier, language_identifier
-from transforms.matching import EntryMatcher
-from transforms.metadata_list import MetadataError
-from transforms.spacing import WRAPPED_PUNCTUATION
+from transforms.metadata.lists import MetadataError
 from transforms.worldwide import (
     LanguageMap,
     LanguageMetadata,

@@ -6,11 +6,16 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+from conftest import write_jsonl
 
 from beam_pipeline import curate
-from conftest import write_jsonl
-from transforms.balancing import entry_probabilities, keep_probability
-from transforms.worldwide import LanguageMetadata, entry_thresholds, language_thresholds, match_entries_brute_force_worldwide
+from transforms.core.balancing import entry_probabilities, keep_probability
+from transforms.worldwide import (
+    LanguageMetadata,
+    entry_thresholds,
+    language_thresholds,
+    match_entries_brute_force_worldwide,
+)
 
 LISTS = {
     "en": ["dog", "cat", "hot dog", "Tokyo", "tower", "the"],

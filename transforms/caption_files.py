@@ -29,8 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.columns import KEY, SHARD, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
-from transforms.webdataset_files import TXT_MEMBER, WEBDATASET, iter_tar_samples, open_tar_stream
+from transforms.core.columns import KEY, SHARD, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
+from transforms.formats.tar import (
+    TXT_MEMBER,
+    WEBDATASET,
+    iter_tar_samples,
+    open_tar_stream,
+)
 
 FORMATS = ("jsonl", "parquet", "tsv", "csv", WEBDATASET)
 # The suffixes Beam's CompressionTypes.AUTO decompresses.

@@ -7,7 +7,7 @@ these same functions.
 - Padding (`pad_entry_worldwide`): an entry gets a space on a side only when the
   character at that end is not a CJK ideograph, Thai, Lao, Burmese, Khmer or
   Tibetan character, nor punctuation. Captions are spaced exactly as in
-  MetaCLIP 1 (`transforms.spacing.space_text`).
+  MetaCLIP 1 (`transforms.core.spacing.space_text`).
 - Metadata (`LanguageMetadata`): one list per language. The lists, concatenated
   in sorted language order, form ONE global id space, so counts of every
   (language, entry) pair live in one int64 array, as in MetaCLIP 1.
@@ -31,14 +31,18 @@ import json
 import re
 import string
 import threading
-from dataclasses import dataclass, field
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import ahocorasick
 import numpy as np
 
-from transforms.metadata_list import MetadataError, id_corrupting_problems, parse_metadata
-from transforms.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION, space_text
+from transforms.core.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION, space_text
+from transforms.metadata.lists import (
+    MetadataError,
+    id_corrupting_problems,
+    parse_metadata,
+)
 
 # ---------------------------------------------------------------------------
 # Padding (curation-spec.md, section 4)
@@ -373,7 +377,7 @@ def parse_language_metadata_files(files: Mapping[str, bytes]) -> LanguageMetadat
     """A directory of per-language lists: {path: bytes}, each file MetaCLIP 1's list format.
 
     The language is the file name without `.json`/`.json.gz`. Each file is
-    checked by `transforms.metadata_list.parse_metadata`; the source named in
+    checked by `transforms.metadata.lists.parse_metadata`; the source named in
     errors is the directory.
     """
     if not files:

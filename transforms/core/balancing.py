@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transforms.hashing import uniform_draws
+from transforms.core.hashing import uniform_draws
 
 
 def entry_probabilities(counts: np.ndarray, threshold: int | np.ndarray) -> np.ndarray:

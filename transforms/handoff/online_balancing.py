@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 
-from transforms.balancing import keep_decisions
-from transforms.hashing import key_hashes, splitmix64
+from transforms.core.balancing import keep_decisions
+from transforms.core.hashing import key_hashes, splitmix64
 
 KEY = "key"
 KEEP_PROB = "keep_prob"

@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from transforms.balancing import entry_probabilities, keep_decisions, keep_probabilities
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH
-from transforms.hashing import key_hashes
-from transforms.worldwide import LanguageMetadata, entry_thresholds, language_thresholds
-
-
-def list_layout(list_array: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets from 0, flat values) of an Arrow list array, slices included."""
-    offsets = list_array.offsets.to_numpy().astype(np.int64)
-    return offsets - offsets[0], list_array.flatten().to_numpy(zero_copy_only=False)
-
-
-@dataclass(frozen=True)
-class BalancingPlan:
-    """What the sampler needs once the counts are known: p_e of every entry.
-
-    `threshold` is the run's t (English's t in MetaCLIP 2 mode, where
-    `thresholds` holds each language's); a singleton side input, 4 MB for
-    500k entries, computed once, not per worker or per batch.
-    """
-
-    entry_probs: np.ndarray
-    threshold: int
-    thresholds: dict = field(default_factory=dict)
-
-
-def plan_for_threshold(counts: np.ndarray, threshold: int) -> BalancingPlan:
-    """MetaCLIP 1: one t for every entry."""
-    return BalancingPlan(entry_probabilities(counts, threshold), int(threshold))
-
-
-def plan_for_languages(counts: np.ndarray, metadata: LanguageMetadata, threshold: int) -> BalancingPlan:
-    """MetaCLIP 2: English's t is `threshold`; every other language's keeps English's tail share."""
-    thresholds = language_thresholds(counts, metadata, threshold)
-    return BalancingPlan(entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds)
+from transforms.core.arrow import list_layout
+from transforms.core.balancing import keep_decisions, keep_probabilities
+from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH
+from transforms.core.hashing import key_hashes
+from transforms.core.plan import BalancingPlan
 
 
 class _SampleFn(beam.DoFn):
@@ -72,7 +39,7 @@ class BalancedSample(beam.PTransform):
     """Decide, for every matched caption, whether the balanced subset keeps it.
 
     In: batches with `key` and `entry_ids`; `plan`, a single-element
-    PCollection of BalancingPlan (see plan_for_threshold). Out: the same
+    PCollection of BalancingPlan (transforms.core.plan). Out: the same
     batches plus `keep_prob` (float64, 1 - prod(1 - p_e)), an internal key
     hash and the keep flag, which is a pure function of (seed, key) and keep_prob.
     """

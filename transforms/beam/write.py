@@ -9,21 +9,20 @@ name, and a rerun writes the very same bytes.
 from __future__ import annotations
 
 import hashlib
-import json
-import uuid
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
-from transforms.hashing import shard_indices
-from transforms.spill import GroupBatchesByShard
+from transforms.beam.io import write_atomically, write_json_atomically
+from transforms.beam.spill import GroupBatchesByShard
+from transforms.core.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
+from transforms.core.hashing import shard_indices
+from transforms.core.stats import duplicate_keys
 
 # Row order inside every sorted output shard.
 SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
@@ -31,34 +30,6 @@ SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "as
 
 def shard_name(directory: str, shard: int, num_shards: int, suffix: str) -> str:
     return FileSystems.join(directory, f"part-{shard:05d}-of-{num_shards:05d}{suffix}")
-
-
-def write_atomically(path: str, write: Callable[[object], None]) -> str:
-    """Write through `write(handle)` to a hidden temporary file, then rename to `path`."""
-    directory, name = path.rsplit("/", 1) if "/" in path else (".", path)
-    temporary = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
-    with FileSystems.create(temporary, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
-        write(handle)
-    FileSystems.rename([temporary], [path])
-    return path
-
-
-def json_document(value: object) -> bytes:
-    """`value` as UTF-8 JSON and a newline.
-
-    orjson: entry_counts.json's 500k pairs take 0.02 s, not the json module's
-    0.6 s, in a stage nothing else runs beside. Values orjson refuses (a lone
-    surrogate, an int beyond 64 bits) fall back to the json module, escaped.
-    """
-    try:
-        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, orjson.JSONEncodeError):
-        return (json.dumps(value, ensure_ascii=True) + "\n").encode("ascii")
-
-
-def write_json_atomically(path: str, value: object) -> str:
-    data = json_document(value)
-    return write_atomically(path, lambda handle: handle.write(data))
 
 
 def _with_every_shard(pcoll, num_shards: int, label: str):
@@ -92,17 +63,6 @@ class _SplitBatchByShardFn(beam.DoFn):
 
 WRITTEN = "written"
 DUPLICATES = "duplicates"
-_DUPLICATE_EXAMPLES = 5
-
-
-def duplicate_keys(sorted_keys: pa.Array) -> tuple[int, list[str]]:
-    """(rows whose key equals the previous row's, a few such keys) of a sorted key column."""
-    if len(sorted_keys) < 2:
-        return 0, []
-    repeated = pc.equal(sorted_keys.slice(1), sorted_keys.slice(0, len(sorted_keys) - 1)).fill_null(False)
-    count = pc.sum(repeated).as_py() or 0
-    examples = pc.unique(sorted_keys.slice(1).filter(repeated)).to_pylist()[:_DUPLICATE_EXAMPLES] if count else []
-    return count, examples
 
 
 class _WriteParquetShardFn(beam.DoFn):
@@ -150,7 +110,7 @@ class WriteParquetShards(beam.PTransform):
     (`duplicate_keys`: rows beyond the first of each key, `examples`).
     Each file holds the rows whose key hashes to it, sorted by key, then by
     source file and row. With `spill_dir`, the rows reach their shard's writer
-    through files there (transforms.spill), not through the runner's memory.
+    through files there (transforms.beam.spill), not through the runner's memory.
     """
 
     def __init__(self, directory: str, num_shards: int, schema: pa.Schema, kept_only: bool = False, spill_dir: Optional[str] = None):

@@ -22,9 +22,9 @@ from typing import Iterable
 
 import numpy as np
 
-from transforms.balancing import entry_probabilities, keep_probabilities
+from transforms.core.balancing import entry_probabilities, keep_probabilities
 
-# Fixed-point unit of keep probabilities; equal to transforms.stats._PROB_SCALE
+# Fixed-point unit of keep probabilities; equal to transforms.beam.stats._PROB_SCALE
 # (not imported from there because that module imports Beam).
 PROB_SCALE = 1 << 40
 

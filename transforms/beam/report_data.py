@@ -1,6 +1,6 @@
 """The figures behind report.html, computed in the sampling pass, and E(t) for --target_size.
 
-The arithmetic is in transforms.report_figures and transforms.expected_size
+The arithmetic is in transforms.core.report_figures and transforms.core.expected_size
 (no Beam there); these transforms only run it per batch and merge exactly.
 """
 
@@ -10,11 +10,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.columns import ENTRY_IDS, KEPT
-from transforms.count import CountEntries
-from transforms.expected_size import add_fixed, choose_threshold, expected_sizes_fixed, fixed_to_captions, refine_grid
-from transforms.report_figures import batch_figures, empty_figures, merge_figures
-from transforms.sample import list_layout
+from transforms.beam.count import CountEntries
+from transforms.core.arrow import list_layout
+from transforms.core.columns import ENTRY_IDS, KEPT
+from transforms.core.expected_size import add_fixed, expected_sizes_fixed
+from transforms.core.report_figures import batch_figures, empty_figures, merge_figures
 
 
 class _MergeFiguresFn(beam.CombineFn):
@@ -84,7 +84,7 @@ class ExpectedSizes(beam.PTransform):
 
     In: batches with `entry_ids`; `counts` (CountEntries' output) and `grid`
     (an int64 array of t values), both single-element PCollections. Out: one
-    list of fixed-point sums (transforms.expected_size.PROB_SCALE), one per t,
+    list of fixed-point sums (transforms.core.expected_size.PROB_SCALE), one per t,
     exact and independent of the order of the batches.
     """
 
@@ -99,20 +99,3 @@ class ExpectedSizes(beam.PTransform):
             | "BatchSizes" >> beam.Map(_batch_sizes, beam.pvalue.AsSingleton(self._counts), beam.pvalue.AsSingleton(self._grid))
             | "SumSizes" >> beam.CombineGlobally(_AddFixedFn())
         )
-
-
-def size_table(grid: np.ndarray, sizes) -> list[tuple[int, float]]:
-    """[(t, expected kept)] for figures.json; empty when there was nothing to sum."""
-    if sizes is None:
-        return []
-    return list(zip((int(t) for t in grid), fixed_to_captions(sizes).tolist()))
-
-
-def finer_grid(grid: np.ndarray, sizes, target: int) -> np.ndarray:
-    """The second pass's grid: integers inside the coarse grid's bracket around the target."""
-    return refine_grid(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)
-
-
-def threshold_for_target(grid: np.ndarray, sizes, target: int) -> int:
-    """The t of the grid whose E(t) is closest to the target size."""
-    return choose_threshold(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)

@@ -6,8 +6,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.columns import ENTRY_IDS
-from transforms.counting import DEFAULT_BLOCK_SIZE, assemble_counts, sparse_block_counts
+from transforms.core.columns import ENTRY_IDS
+from transforms.core.counting import (
+    DEFAULT_BLOCK_SIZE,
+    assemble_counts,
+    sparse_block_counts,
+)
 
 
 class _BlockCountsFn(beam.CombineFn):

@@ -43,7 +43,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, TEXT
+from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH, TEXT
+from transforms.core.expected_size import (
+    choose_threshold,
+    fixed_to_captions,
+    refine_grid,
+)
 
 SCHEMA = "balancebeam.figures/1"
 MATCH_BUCKETS = 51  # 0 .. 49 entries, then 50+
@@ -206,3 +211,23 @@ def figures_document(merged: dict, entries: Sequence[str], size_table: Sequence[
         ],
         "chosen": chosen,
     }
+
+
+# --- E(t) tables for figures.json and --target_size (the fixed-point sums of ExpectedSizes) ---
+
+
+def size_table(grid: np.ndarray, sizes) -> list[tuple[int, float]]:
+    """[(t, expected kept)] for figures.json; empty when there was nothing to sum."""
+    if sizes is None:
+        return []
+    return list(zip((int(t) for t in grid), fixed_to_captions(sizes).tolist()))
+
+
+def finer_grid(grid: np.ndarray, sizes, target: int) -> np.ndarray:
+    """The second pass's grid: integers inside the coarse grid's bracket around the target."""
+    return refine_grid(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)
+
+
+def threshold_for_target(grid: np.ndarray, sizes, target: int) -> int:
+    """The t of the grid whose E(t) is closest to the target size."""
+    return choose_threshold(grid, fixed_to_captions(sizes if sizes is not None else [0] * len(grid)), target)

@@ -7,33 +7,20 @@ from typing import Optional
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms.columns import ENTRY_IDS, LANGUAGE, TEXT
+from transforms.beam.io import load_language_metadata, load_metadata
+from transforms.core.columns import ENTRY_IDS, LANGUAGE, TEXT
+from transforms.core.matching import EntryMatcher
 from transforms.language_id import language_identifier
-from transforms.automaton_cache import cached_matcher
-from transforms.matching import EntryMatcher
-from transforms.worker_exit import exit_quickly_at_end
-from transforms.metadata_list import MetadataError, parse_metadata
+from transforms.metadata.lists import MetadataError
+from transforms.runtime.automaton_cache import cached_matcher
+from transforms.runtime.worker_exit import exit_quickly_at_end
 from transforms.worldwide import (
     LanguageMap,
-    LanguageMetadata,
     WorldwideMatcher,
-    parse_language_metadata_files,
-    parse_language_metadata_object,
 )
-
-
-def load_metadata(path: str, checked_sha256: str = ""):
-    """Read and check a metadata list from any Beam filesystem path (see parse_metadata for `checked_sha256`)."""
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            data = handle.read()
-    except Exception as error:  # noqa: BLE001 - surfaced as one clear line
-        raise MetadataError(f"cannot read metadata file {path}: {error}") from None
-    return parse_metadata(data, path, checked_sha256)
 
 
 def _build_matcher(path: str, sha256: str) -> EntryMatcher:
@@ -65,26 +52,6 @@ class WorldwideSettings:
     language_id: str  # the --language_id value: auto, none or a model name
     language_map: Optional[str]  # the --language_map text (JSON object or pairs), already read
     default_language: str
-
-
-def load_language_metadata(path: str) -> LanguageMetadata:
-    """A directory of <lang>.json lists, or one JSON object file, from any Beam filesystem."""
-    try:
-        found = [m.path for pattern in ("*.json", "*.json.gz")
-                 for m in FileSystems.match([FileSystems.join(path.rstrip("/"), pattern)])[0].metadata_list]
-    except Exception:  # noqa: BLE001 - not a directory (or nothing there): read it as a file
-        found = []
-    if not found:
-        return parse_language_metadata_object(_read_bytes(path), path)
-    return parse_language_metadata_files({name: _read_bytes(name) for name in sorted(found)})
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            return handle.read()
-    except Exception as error:  # noqa: BLE001 - surfaced as one clear line
-        raise MetadataError(f"cannot read metadata file {path}: {error}") from None
 
 
 class _WorldwideMatcher:
@@ -163,8 +130,8 @@ class MatchEntries(beam.PTransform):
     sorted order) and an internal `__language` column says which list.
     With `local` (engines that start worker processes on this machine), the
     metaclip1 automaton goes through the machine's cache
-    (transforms.automaton_cache) and worker processes end without heap
-    teardown (transforms.worker_exit).
+    (transforms.runtime.automaton_cache) and worker processes end without heap
+    teardown (transforms.runtime.worker_exit).
     """
 
     def __init__(self, metadata_path: str, metadata_sha256: str, worldwide: Optional[WorldwideSettings] = None,

@@ -15,7 +15,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.metadata_sources import tokenize
+from transforms.metadata.sources import tokenize
 
 
 class _CountInBundle(beam.DoFn):

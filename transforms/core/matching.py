@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import ahocorasick
 import numpy as np
 
-from transforms.spacing import pad_entry, space_text
+from transforms.core.spacing import pad_entry, space_text
 
 
 def build_automaton(entries: Sequence[str]) -> ahocorasick.Automaton:

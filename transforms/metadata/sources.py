@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
-from transforms.spacing import space_text
+from transforms.core.spacing import space_text
 
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
 NUMBERS = tuple(str(i) for i in range(100))

@@ -30,8 +30,8 @@ from typing import Callable, Optional
 
 import ahocorasick
 
-from transforms import matching, spacing
-from transforms.matching import EntryMatcher
+from transforms.core import matching, spacing
+from transforms.core.matching import EntryMatcher
 
 KEEP = 3
 PREFIX = "automaton-"

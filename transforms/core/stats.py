@@ -1,20 +1,19 @@
 """Run statistics: per-batch figures, summed exactly, and the stats.json document.
 
 All arithmetic is on integers, so the figures do not depend on the order in
-which workers add them up.
+which workers add them up (transforms.beam.stats sums them in the pipeline).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.caption_files import Rejection
-from transforms.columns import ENTRY_IDS, KEEP_PROB, KEPT, LANGUAGE
+from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, LANGUAGE
 
 # keep_prob summed in fixed point: exact and order independent.
 _PROB_SCALE = 1 << 40
@@ -57,24 +56,6 @@ def duplicate_figures(found: dict) -> Counter:
     return Counter(duplicate_keys=found["duplicate_keys"], **{f"duplicate_example.{key}": 1 for key in found["examples"]})
 
 
-class SumFigures(beam.CombineFn):
-    def create_accumulator(self):
-        return Counter()
-
-    def add_input(self, accumulator, figures):
-        accumulator.update(figures)
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        total = Counter()
-        for accumulator in accumulators:
-            total.update(accumulator)
-        return total
-
-    def extract_output(self, accumulator):
-        return dict(accumulator)
-
-
 def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict, head: np.ndarray = None) -> dict:
     """stats.json: the run's figures, keys in a fixed order.
 
@@ -115,3 +96,16 @@ def _language_figures(batch: dict) -> dict:
             language, figure = name[len("language."):].rsplit(".", 1)
             per_language.setdefault(language, {"accepted": 0, "kept": 0})[figure] = value
     return {"records_by_language": dict(sorted(per_language.items()))} if per_language else {}
+
+
+_DUPLICATE_EXAMPLES = 5
+
+
+def duplicate_keys(sorted_keys: pa.Array) -> tuple[int, list[str]]:
+    """(rows whose key equals the previous row's, a few such keys) of a sorted key column."""
+    if len(sorted_keys) < 2:
+        return 0, []
+    repeated = pc.equal(sorted_keys.slice(1), sorted_keys.slice(0, len(sorted_keys) - 1)).fill_null(False)
+    count = pc.sum(repeated).as_py() or 0
+    examples = pc.unique(sorted_keys.slice(1).filter(repeated)).to_pylist()[:_DUPLICATE_EXAMPLES] if count else []
+    return count, examples

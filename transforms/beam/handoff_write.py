@@ -1,6 +1,6 @@
 """Training hand-off writers: webdataset key lists and reshards, DataComp uids, img2dataset lists.
 
-Every writer follows transforms/write.py: files are written under a temporary name and
+Every writer follows transforms/beam/write.py: files are written under a temporary name and
 renamed when complete (`write_atomically`), and their bytes depend only on the data, never
 on the runner, worker count or bundle boundaries. The pure parts (tar members, uid packing,
 shard plans, manifests) are in `webdataset_files` and `handoff`.
@@ -28,27 +28,36 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from transforms.beam.io import write_atomically, write_json_atomically
+from transforms.beam.spill import GroupBatchesByShard
+from transforms.beam.write import (
+    SORT_COLUMNS,
+    _SplitBatchByShardFn,
+    _with_every_shard,
+    shard_name,
+    write_sorted_parquet,
+)
 from transforms.caption_files import buffered
-from transforms.columns import KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
-from transforms.handoff import (
+from transforms.core.columns import KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, WDS_KEY
+from transforms.formats.tar import iter_tar_samples, tar_end, tar_sample_bytes
+from transforms.handoff.reshard import (
     FRAGMENTS,
     MANIFEST,
     fragment_name,
     inputs_of_output_shard,
     kept_key_file_name,
-    npy_header,
     num_output_shards,
     output_shard_name,
-    pack_uids,
     reshard_manifest,
     shard_starts,
+)
+from transforms.handoff.uids import (
+    npy_header,
+    pack_uids,
     sorted_unique_uids,
     uid_buckets,
     uids_bytes,
 )
-from transforms.spill import GroupBatchesByShard
-from transforms.webdataset_files import iter_tar_samples, tar_end, tar_sample_bytes
-from transforms.write import SORT_COLUMNS, _SplitBatchByShardFn, _with_every_shard, shard_name, write_atomically, write_json_atomically, write_sorted_parquet
 
 _COPY_CHUNK = 16 << 20
 

@@ -28,7 +28,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.columns import ENTRY_IDS
+from transforms.core.columns import ENTRY_IDS
 
 # A bundle's batches are written out when this many bytes are buffered: large
 # enough for few files (~70k LAION captions each), small enough that a worker's

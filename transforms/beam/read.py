@@ -10,7 +10,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.caption_files import UNREADABLE_FILE, InputLayout, Rejection, decompressed, read_caption_file, strict_error
+from transforms.caption_files import (
+    UNREADABLE_FILE,
+    InputLayout,
+    Rejection,
+    decompressed,
+    read_caption_file,
+    strict_error,
+)
 
 BATCHES = "batches"
 REJECTED = "rejected"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from transforms.metadata_list import id_corrupting_problems
-from transforms.spacing import can_ever_match
+from transforms.core.spacing import can_ever_match
+from transforms.metadata.lists import id_corrupting_problems
 
 
 @dataclass
