@@ -306,9 +306,9 @@ def validate_command(args, _beam_args) -> int:
 
 
 def _check_beam_args(beam_args: Sequence[str]) -> None:
-    from beam_pipeline.options import _beam_option_names
+    from beam_pipeline.options import beam_option_names
 
-    known = _beam_option_names()
+    known = beam_option_names()
     for arg in beam_args:
         flag = arg.split("=", 1)[0]
         if arg.startswith("--") and flag not in known:
@@ -338,7 +338,7 @@ def count_command(args, beam_args) -> int:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_pipeline.curate import make_runner
+    from beam_pipeline.curation.runners import make_runner
 
     options = PipelineOptions(list(beam_args))
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)

@@ -25,7 +25,9 @@ import psutil
 
 # The FnApiRunner logs "Running bundle for stage ..." here, at debug level, as each stage starts.
 _STAGE_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner.run_bundle"
-_TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+)")
+# A fused transform's name, two levels deep: the curation's stages (Balance, WriteOutputs)
+# are composites, and what runs is the transform inside them (Balance/MatchEntries).
+_TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+(?:-[A-Za-z]+)?)")
 
 
 class _WorkerPeaks:
@@ -67,7 +69,8 @@ class StageTimer(logging.Handler):
     def emit(self, record):
         message = record.getMessage()
         if message.startswith("Running bundle for stage"):
-            self._close(",".join(dict.fromkeys(_TRANSFORM.findall(message))) or message[25:100])
+            names = (name.replace("-", "/") for name in _TRANSFORM.findall(message))
+            self._close(",".join(dict.fromkeys(names)) or message[25:100])
 
     def _close(self, next_name: str) -> None:
         now = time.monotonic()

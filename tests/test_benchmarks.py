@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, shared_file
+from helpers import REPO, shared_file
 
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
     sys.path.insert(0, str(REPO))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, matching_cases, write_jsonl
+from helpers import REPO, matching_cases, write_jsonl
 
 from beam_pipeline import curate
 

@@ -23,17 +23,23 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
+from helpers import prepared_config
+
 from beam_pipeline import curate
+from beam_pipeline.curation.graph import build_curation
+from beam_pipeline.curation.runners import make_runner
 
 REPO = Path(__file__).resolve().parent.parent
 
-EXPECTED_STEPS = [
-    "ReadCaptions", "MatchEntries", "CountEntries", "BalancedSample",
-    "WriteMatches", "WriteSubset", "WriteRejected", "WriteEntryCounts", "WriteStats",
+# The chain of stages (beam_pipeline/curation/graph.py), and what each holds.
+EXPECTED_STEPS = ["ReadCaptions", "Balance", "WriteOutputs", "WriteStats"]
+EXPECTED_INNER_STEPS = [
+    "Balance/MatchEntries/MatchBatch", "Balance/CountEntries/SumPerBlock", "Balance/BalancedSample/KeepOrDrop",
+    "WriteOutputs/WriteMatches", "WriteOutputs/WriteSubset", "WriteOutputs/WriteRejected",
+    "WriteOutputs/WriteEntryCounts",
 ]
 
 @contextlib.contextmanager
@@ -103,10 +109,9 @@ def translated(small_pool, tmp_path_factory):
     argv = dataflow_args(small_pool, tmp_path_factory.mktemp("dataflow") / "out")
     with no_network() as attempts:
         started = time.monotonic()
-        config, _ = curate.prepare(argv)
-        options = PipelineOptions(argv)
-        pipeline = beam.Pipeline(runner=curate.make_runner(options), options=options)
-        curate.build_curation(pipeline, config)
+        config, options = prepared_config(argv)
+        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        build_curation(pipeline, config)
         result = pipeline.run()
         seconds = time.monotonic() - started
     print(f"\nDataflow dry-run translation, --setup_file sdist included: {seconds:.1f} s")
@@ -145,10 +150,10 @@ def test_job_graph_has_the_curation_steps(translated):
     top_level = [transforms[t].unique_name for t in transforms[root_id].subtransforms]
     assert [name for name in top_level if name in EXPECTED_STEPS] == EXPECTED_STEPS, top_level
     names = {t.unique_name: t for t in transforms.values()}
-    for inner in ("MatchEntries/MatchBatch", "CountEntries/SumPerBlock", "BalancedSample/KeepOrDrop"):
+    for inner in EXPECTED_INNER_STEPS:
         assert inner in names, f"{inner} missing from the job graph"
     # The counts reach the sampler as a side input, not through a join.
-    payload = beam_runner_api_pb2.ParDoPayload.FromString(names["BalancedSample/KeepOrDrop"].spec.payload)
+    payload = beam_runner_api_pb2.ParDoPayload.FromString(names["Balance/BalancedSample/KeepOrDrop"].spec.payload)
     assert len(payload.side_inputs) == 1
 
 

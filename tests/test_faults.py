@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from conftest import beam_test_pipeline, corrupt_row_group
+from helpers import beam_test_pipeline, corrupt_row_group
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

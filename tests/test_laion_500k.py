@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import shared_file
+from helpers import shared_file
 
 from beam_pipeline import curate
 from transforms.core.spacing import pad_entry, space_text

@@ -7,7 +7,7 @@ import json
 import pytest
 from apache_beam import Create
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import beam_test_pipeline
+from helpers import beam_test_pipeline
 
 from beam_pipeline import metadata
 from transforms.beam.word_counts import CountWords

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from beam_pipeline import metadata
 from transforms.metadata.checks import check_entries

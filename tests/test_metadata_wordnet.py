@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, shared_file
+from helpers import REPO, shared_file
 
 from transforms.metadata import sources as ms
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from beam_pipeline import curate
 from transforms.core.balancing import keep_decisions

@@ -8,7 +8,7 @@ import time
 
 import apache_beam as beam
 import pyarrow as pa
-from conftest import beam_test_pipeline, write_jsonl
+from helpers import beam_test_pipeline, write_jsonl
 
 from beam_pipeline import curate
 from beam_pipeline.progress import ProgressReporter, progress_line, spill_totals

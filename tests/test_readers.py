@@ -14,7 +14,7 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import corrupt_row_group
+from helpers import corrupt_row_group
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

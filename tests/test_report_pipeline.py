@@ -89,14 +89,16 @@ def test_beam_metrics_carry_the_run_figures(demo_pool, tmp_path):
     """The counters any runner shows (Dataflow's UI, Flink's) equal stats.json."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
-    from conftest import local_runner
+    from helpers import local_runner, prepared_config
+
+    from beam_pipeline.curation.graph import build_curation
 
     metadata_path, pool = demo_pool
     out = tmp_path / "out"
-    config, _ = curate.prepare(["--input", str(pool / "part-00000.jsonl"), "--metadata", str(metadata_path),
+    config, _ = prepared_config(["--input", str(pool / "part-00000.jsonl"), "--metadata", str(metadata_path),
                                 "--threshold", "300", "--output_dir", str(out), "--report", "false"])
     pipeline = beam.Pipeline(runner=local_runner())
-    curate.build_curation(pipeline, config)
+    build_curation(pipeline, config)
     result = pipeline.run()
     result.wait_until_finish()
     stats = json.loads((out / "stats.json").read_text())

@@ -250,7 +250,7 @@ def test_multi_processing_workers_get_the_pipeline_options(tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_pipeline.curate import make_runner
+    from beam_pipeline.curation.runners import make_runner
 
     def probe(directory: str) -> None:
         # Defined in here so that it is pickled by value: SDK worker processes cannot import this test module.

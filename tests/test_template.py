@@ -125,7 +125,7 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
     values = {name: value for name, value in SAMPLE_VALUES.items() if name not in ("overwrite", "target_size")}
     args, beam_args = parse_curation_args(launcher_args(values))
     assert (args.input, args.metadata, args.threshold, args.column_names) == (
-        [SAMPLE_VALUES["input"]], SAMPLE_VALUES["metadata"], 20000, ("caption", "url"))
+        (SAMPLE_VALUES["input"],), SAMPLE_VALUES["metadata"], 20000, ("caption", "url"))
     assert beam_args == []
     for parameter in template_parameters():
         name = parameter["name"]

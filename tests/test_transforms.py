@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import beam_test_pipeline, matching_cases, write_jsonl
+from helpers import beam_test_pipeline, matching_cases, write_jsonl
 
 from transforms.beam.count import CountEntries
 from transforms.beam.match import MatchEntries
+from transforms.beam.modes import MetaClip1
 from transforms.beam.read import ReadCaptions
 from transforms.beam.sample import BalancedSample
 from transforms.beam.spill import LoadBatches, StoreBatches
@@ -77,7 +78,7 @@ def test_match_entries_reproduces_reference_cases(tmp_path):
     batches = [_batch([str(i) for i in range(start, min(start + 10, len(texts)))], texts[start:start + 10])
                for start in range(0, len(texts), 10)]
     with beam_test_pipeline() as p:
-        matched = p | beam.Create(batches) | MatchEntries(str(path), sha)
+        matched = p | beam.Create(batches) | MatchEntries(MetaClip1(str(path), sha, len(metadata)))
         assert_that(matched | beam.FlatMap(lambda b: _rows(b, KEY, ENTRY_IDS)),
                     equal_to([(str(i), c["metaclip1"]) for i, c in enumerate(cases)]))
 
@@ -147,7 +148,7 @@ def test_write_parquet_shards_reports_duplicate_keys(tmp_path):
     schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
     with beam_test_pipeline() as p:
         out = p | beam.Create([_sampled_batch(keys, [True] * 6)]) | WriteParquetShards(str(tmp_path / "m"), 3, schema)
-        found = out.duplicates | beam.Map(lambda d: (d["duplicate_keys"], d["examples"]))
+        found = out.figures | beam.Map(lambda d: (d["duplicate_keys"], d["examples"]))
         assert_that(found | beam.combiners.ToList() | beam.Map(lambda xs: (sum(n for n, _ in xs), sorted(e for _, ex in xs for e in ex))),
                     equal_to([(3, ["a", "b"])]))
 

@@ -11,7 +11,7 @@ import tarfile
 import braceexpand
 import pyarrow as pa
 import pytest
-from conftest import REPO
+from helpers import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from webdataset import tariterators

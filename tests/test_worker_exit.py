@@ -6,7 +6,7 @@ import subprocess
 import sys
 import types
 
-from conftest import REPO
+from helpers import REPO
 
 from transforms.runtime.worker_exit import SDK_WORKER_MODULE, running_as_sdk_worker
 

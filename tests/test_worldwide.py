@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import matching_cases
+from helpers import matching_cases
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from beam_pipeline import curate
 from transforms.core.balancing import entry_probabilities, keep_probability

@@ -6,8 +6,9 @@ which imports the whole Beam SDK: that is why they live under transforms/beam/.
 
 from __future__ import annotations
 
+import os
 import uuid
-from typing import Callable
+from typing import Callable, Sequence
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -75,3 +76,29 @@ def read_bytes(path: str) -> bytes:
             return handle.read()
     except Exception as error:  # noqa: BLE001 - surfaced as one clear line
         raise MetadataError(f"cannot read metadata file {path}: {error}") from None
+
+
+_COPY_CHUNK = 16 << 20
+
+
+def copy_file(source: str, handle) -> int:
+    copied = 0
+    with FileSystems.open(source, compression_type=CompressionTypes.UNCOMPRESSED) as fragment:
+        while True:
+            chunk = fragment.read(_COPY_CHUNK)
+            if not chunk:
+                return copied
+            handle.write(chunk)
+            copied += len(chunk)
+
+
+def delete_quietly(paths: Sequence[str]) -> None:
+    """Delete the files that still exist (a retried step may find some gone already)."""
+    existing = [path for path in paths if path and FileSystems.exists(path)]
+    if existing:
+        FileSystems.delete(existing)
+
+
+def remove_empty_local_dir(directory: str) -> None:
+    if "://" not in directory and os.path.isdir(directory) and not os.listdir(directory):
+        os.rmdir(directory)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PBegin, PCollection
 
 from transforms.caption_files import (
     UNREADABLE_FILE,
@@ -25,6 +26,7 @@ REJECTED = "rejected"
 # whole files rejected ("rejected_files"); the run's totals are in "curation".
 REJECTED_RECORDS_NAMESPACE = "rejected"
 REJECTED_FILES_NAMESPACE = "rejected_files"
+METRICS_NAMESPACE = "curation"
 
 
 class _ReadCaptionFileFn(beam.DoFn):
@@ -36,10 +38,10 @@ class _ReadCaptionFileFn(beam.DoFn):
     def __init__(self, layout: InputLayout, strict: bool = False):
         self._layout = layout
         self._strict = strict
-        self._files = Metrics.counter("curation", "files_read")
-        self._records = Metrics.counter("curation", "records_read")
-        self._rejected = Metrics.counter("curation", "records_rejected")
-        self._files_rejected = Metrics.counter("curation", "files_rejected")
+        self._files = Metrics.counter(METRICS_NAMESPACE, "files_read")
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
+        self._rejected = Metrics.counter(METRICS_NAMESPACE, "records_rejected")
+        self._files_rejected = Metrics.counter(METRICS_NAMESPACE, "files_rejected")
 
     def process(self, indexed_path):
         file_index, path = indexed_path
@@ -74,21 +76,29 @@ class _ReadCaptionFileFn(beam.DoFn):
         return beam.pvalue.TaggedOutput(REJECTED, rejection)
 
 
+class Read(NamedTuple):
+    """What ReadCaptions hands on."""
+
+    batches: PCollection  # [pa.RecordBatch]: key, text, source columns, the layout's pass-through columns
+    rejected: PCollection  # [Rejection]: each unusable record or file
+    listed_files: PCollection  # [(file index, path)]: every input file
+
+
 class ReadCaptions(beam.PTransform):
     """Read caption files into batches.
 
-    In: the pipeline root. Out: a tuple-like with `batches` (pa.RecordBatch of
-    key, text, source columns and the layout's pass-through columns) and
-    `rejected` (Rejection for each unusable record or file).
+    In: the pipeline root. Out: `Read`: `batches` (pa.RecordBatch of key, text,
+    source columns and the layout's pass-through columns), `rejected` (Rejection
+    for each unusable record or file) and `listed_files`.
     The file list is fixed before the run; files are the unit of parallelism.
     With `strict`, the first rejected record or file fails the run with a
     `caption_files.StrictRejectionError` (`caption_files.strict_failure` finds its
     one-line message in whatever the runner raises).
     Beam metrics: "curation" files_read, records_read, records_rejected,
     files_rejected; per reject reason, "rejected" (records) and "rejected_files".
-    Once applied, `listed_files` is the PCollection of (file index, path): writers
-    that need every input file use it instead of embedding the list once more in
-    the job graph (Dataflow refuses graphs over 10 MB).
+    `listed_files` is the PCollection of (file index, path): writers that need
+    every input file use it instead of embedding the list once more in the job
+    graph (Dataflow refuses graphs over 10 MB).
     """
 
     def __init__(self, paths: Sequence[str], layout: InputLayout, strict: bool = False):
@@ -96,13 +106,13 @@ class ReadCaptions(beam.PTransform):
         self._paths = list(paths)
         self._layout = layout
         self._strict = strict
-        self.listed_files = None
 
-    def expand(self, pbegin):
-        self.listed_files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
-        return (
-            self.listed_files
+    def expand(self, pbegin: PBegin) -> Read:
+        listed_files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
+        parsed = (
+            listed_files
             # Spread the files over workers before the expensive per-file work.
             | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles" >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict)).with_outputs(REJECTED, main=BATCHES)
         )
+        return Read(parsed[BATCHES], parsed[REJECTED], listed_files)

@@ -1,0 +1,129 @@
+"""Checks of a run against its inputs and outputs: each refuses with one line (UsageError), none writes.
+
+What options alone cannot tell: which hand-offs the input allows, whether its keys
+are DataComp uids, whether the output and reshard directories may be written, and
+whether metaclip2's language options fit the input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.curation.outputs import STATS_JSON
+from beam_pipeline.options import CurationArgs, UsageError
+from transforms.beam.io import glob_paths, open_input
+from transforms.beam.modes import WorldwideSettings
+from transforms.caption_files import InputLayout, read_caption_file
+from transforms.core.columns import KEY
+from transforms.formats.tar import WEBDATASET
+from transforms.handoff.reshard import MANIFEST, RESHARD_MARKER
+from transforms.handoff.uids import UidError, check_uids
+from transforms.language_id import language_identifier
+from transforms.worldwide import LanguageMap
+
+
+def handoffs(args: CurationArgs, fmt: str, layout: InputLayout) -> frozenset:
+    """The hand-off outputs asked for (or the defaults of `auto`), checked against the input."""
+    if args.handoff is None:  # auto
+        chosen = set()
+        if fmt == WEBDATASET:
+            chosen.add("webdataset")
+        if args.input_preset == "datacomp":
+            chosen.add("datacomp")
+        if args.input_preset in ("datacomp", "img2dataset") and fmt != WEBDATASET:
+            chosen.add("img2dataset")
+    else:
+        chosen = set(args.handoff)
+    if "webdataset" in chosen and fmt != WEBDATASET:
+        raise UsageError(f"--handoff webdataset lists kept keys per input tar shard; the input is {fmt}, not webdataset")
+    if "img2dataset" in chosen and not any(name == "url" for name, _ in layout.passthrough):
+        raise UsageError("--handoff img2dataset needs image URLs: pass --url_field (or --input_preset datacomp|img2dataset)")
+    if args.reshard_dir is not None and fmt != WEBDATASET:
+        raise UsageError(f"--reshard_dir writes new webdataset shards from webdataset input shards; the input is {fmt}")
+    return frozenset(chosen)
+
+
+def check_uid_keys(paths: Sequence[str], layout: InputLayout) -> None:
+    """The first keys of the run must be DataComp uids: fail now, not after hours of work
+    (a later key that is not one still fails the run, naming it)."""
+    for path in paths[:3]:
+        try:
+            handle = open_input(path, layout.format)
+        except Exception:  # noqa: BLE001 - the run will report it as unreadable_file
+            continue
+        with handle:
+            for item in read_caption_file(handle, path, 0, layout):
+                if isinstance(item, pa.RecordBatch):
+                    try:
+                        check_uids(item.column(KEY).to_pylist(), f" (a key of {path})")
+                    except UidError as error:
+                        raise UsageError(f"--handoff datacomp: {error}") from None
+                    return
+
+
+def img2dataset_key_column(layout: InputLayout) -> str:
+    """Named after the input's key field (`uid` for DataComp); `source_key` when that would be
+    `key`, which img2dataset overwrites with its own sample key."""
+    name = layout.key_field
+    if name and not name.startswith(".") and name not in ("key", "url", "caption"):
+        return name
+    return "source_key"
+
+
+def check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, overwrite: bool) -> None:
+    """Refuse a directory that holds inputs, files of someone else, or a reshard finished by
+    another run (without --overwrite). A reshard of this very output directory whose run
+    did not finish (no stats.json) is a leftover, replaced like the other outputs."""
+    directory = reshard_dir.rstrip("/")
+    for path in paths:
+        if path.startswith(directory + "/"):
+            raise UsageError(f"--reshard_dir {reshard_dir} holds input shards ({path}); choose a new directory")
+    manifest = FileSystems.join(directory, MANIFEST)
+    finished = FileSystems.exists(manifest)
+    if finished and not overwrite:
+        try:
+            with FileSystems.open(manifest) as handle:
+                source = json.load(handle).get("source", {}).get("output_dir")
+        except Exception:  # noqa: BLE001 - unreadable: treat as finished by someone else
+            source = None
+        if source != output_dir or FileSystems.exists(FileSystems.join(output_dir, STATS_JSON)):
+            raise UsageError(f"--reshard_dir {reshard_dir} already holds a finished reshard ({MANIFEST}); "
+                             "pass --overwrite to replace it")
+    ours = finished or FileSystems.exists(FileSystems.join(directory, RESHARD_MARKER))
+    if not ours and FileSystems.exists(directory) and glob_paths(FileSystems.join(directory, "**")):
+        raise UsageError(f"--reshard_dir {reshard_dir} is not empty and is not a BalanceBeam reshard; "
+                         "choose an empty or new directory")
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse a finished run's directory (it holds stats.json) unless --overwrite."""
+    if FileSystems.exists(FileSystems.join(output_dir, STATS_JSON)) and not overwrite:
+        raise UsageError(f"--output_dir {output_dir} already holds a finished run (stats.json); "
+                         "pass --overwrite to replace it")
+
+
+def worldwide_settings(args: CurationArgs, layout: InputLayout) -> WorldwideSettings:
+    """--mode metaclip2's language options, checked (the language-id model is loaded now)."""
+    if args.lang_field is not None and args.lang_field not in [name for name, _ in layout.passthrough]:
+        fields = ", ".join(name for name, _ in layout.passthrough) or "none besides key and text"
+        raise UsageError(f"--lang_field {args.lang_field!r} is not a field of the input (its fields: {fields})")
+    language_map = args.language_map
+    if language_map is not None and "=" not in language_map and not language_map.lstrip().startswith("{"):
+        try:
+            with FileSystems.open(language_map, compression_type="uncompressed") as handle:
+                language_map = handle.read().decode("utf-8")
+        except Exception as error:  # noqa: BLE001 - one clear line
+            raise UsageError(f"--language_map {args.language_map!r} is neither A=B pairs nor a readable JSON file: "
+                             f"{error}") from None
+    try:
+        LanguageMap.parse(language_map)
+        identifier = language_identifier(args.language_id, args.lang_field)
+        if identifier is not None:
+            identifier.load()
+    except (ValueError, ImportError) as error:
+        raise UsageError(f"{error}") from None
+    return WorldwideSettings(args.lang_field, args.language_id, language_map, args.default_language)

@@ -1,0 +1,126 @@
+"""CurationConfig: everything a run needs, checked; `prepare` builds it without touching a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipeline.curation import checks, inputs
+from beam_pipeline.curation.outputs import SPILL_DIR
+from beam_pipeline.curation.runners import spills
+from beam_pipeline.options import CurationArgs, UsageError
+from transforms.beam.match import LocalWorkers
+from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
+from transforms.caption_files import InputLayout
+from transforms.core.columns import KEY, TEXT
+from transforms.metadata.lists import MetadataError
+from transforms.runtime.automaton_cache import default_cache_dir
+
+# Caption data (in memory, uncompressed) per output shard: a shard writer holds
+# its shard and sorts it (transforms.formats.input_size).
+BYTES_PER_SHARD = 64 << 20
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """Everything a run needs, checked: built by `prepare`, used by `graph.build_curation`."""
+
+    paths: tuple[str, ...]
+    layout: InputLayout
+    mode: CurationMode  # metaclip1 or metaclip2: its metadata, matcher, plan, documents
+    threshold: int
+    seed: int
+    output_dir: str
+    num_shards: int
+    # Training hand-off: which of webdataset, datacomp, img2dataset; a reshard directory.
+    handoff: frozenset = frozenset()
+    reshard_dir: Optional[str] = None
+    samples_per_shard: int = 10000
+    img2dataset_key_column: str = "source_key"
+    # Where batches wait between passes on engines that would hold them in memory.
+    spill_dir: Optional[str] = None
+    strict: bool = False
+    target_size: Optional[int] = None
+    report: bool = True
+    # Engines whose worker processes run on this machine: the automaton cache.
+    local: Optional[LocalWorkers] = None
+
+    @property
+    def subset_schema(self) -> pa.Schema:
+        return pa.schema([(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough])
+
+    def output(self, *parts: str) -> str:
+        return FileSystems.join(self.output_dir, *parts)
+
+    def run_figures(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "seed": self.seed,
+            "input_files": len(self.paths),
+            "num_shards": self.num_shards,
+            "metadata_sha256": self.mode.metadata_sha256,
+            "mode": self.mode.name,
+            **({"target_size": self.target_size} if self.target_size is not None else {}),
+        }
+
+
+def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
+    """Check inputs, metadata and outputs against the options; return the run's config.
+
+    Reads what it must (input listings, first rows and footers, the metadata) and
+    writes nothing: clearing an earlier run's outputs is outputs.clear_outputs.
+    Raises UsageError with one line.
+    """
+    paths, sizes = inputs.resolve_inputs(args.input)
+    fmt = inputs.input_format(paths, args.input_format)
+    layout_options = dict(**inputs.fields(paths, fmt, args), column_names=args.column_names,
+                          max_text_bytes=args.max_text_bytes, batch_size=args.batch_size)
+    layout = inputs.probe(paths, fmt, layout_options)
+    handoff = checks.handoffs(args, fmt, layout)
+    if "datacomp" in handoff:
+        checks.check_uid_keys(paths, layout)
+    mode = _mode(args, layout)
+    if args.reshard_dir is not None:
+        checks.check_reshard_dir(args.reshard_dir, paths, args.output_dir, args.overwrite)
+    checks.check_output_dir(args.output_dir, args.overwrite)
+    num_shards = args.num_shards or max(1, math.ceil(inputs.caption_bytes(paths, sizes, layout) / BYTES_PER_SHARD))
+    local = spills(options)
+    return CurationConfig(
+        paths=tuple(paths),
+        layout=layout,
+        mode=mode,
+        threshold=args.threshold,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        num_shards=num_shards,
+        handoff=handoff,
+        reshard_dir=args.reshard_dir.rstrip("/") if args.reshard_dir else None,
+        samples_per_shard=args.samples_per_shard,
+        img2dataset_key_column=checks.img2dataset_key_column(layout),
+        spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if local else None,
+        local=_local_workers(args) if local else None,
+        strict=args.strict,
+        target_size=args.target_size,
+        report=args.report,
+    )
+
+
+def _mode(args: CurationArgs, layout: InputLayout) -> CurationMode:
+    try:
+        if args.mode == "metaclip2":
+            return dataclasses.replace(MetaClip2.load(args.metadata), settings=checks.worldwide_settings(args, layout))
+        return MetaClip1.load(args.metadata)
+    except MetadataError as error:
+        raise UsageError(str(error)) from None
+
+
+def _local_workers(args: CurationArgs) -> LocalWorkers:
+    if args.cache_dir is not None and args.cache_dir.strip().lower() == "none":
+        return LocalWorkers(cache_dir=None)
+    return LocalWorkers(cache_dir=args.cache_dir or default_cache_dir())

@@ -1,0 +1,201 @@
+"""The curation's pipeline graph: a chain of stages over record batches, then stats.json and the report.
+
+    ReadCaptions      files -> Read(batches, rejected, listed_files)            transforms.beam.read
+    Balance           batches -> Balanced(batches + keep flag, counts, plan)    transforms.beam.balance
+    WriteOutputs      balanced batches -> every output but stats.json           (below)
+    WriteStats        stats.json, after every other output: it marks a finished run
+    WriteReport       report.html and plots, from the written outputs
+
+Each stage is a PTransform over record batches with a typed `expand`; a new stage
+(DataComp filters before Balance, a selection after it) is one more line in
+`build_curation` and its own outputs in WriteOutputs and stats.json
+(docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import PCollection
+
+from beam_pipeline.curation.config import CurationConfig
+from beam_pipeline.curation.outputs import IMG2DATASET_DIR, KEPT_KEYS_DIR, SHARDS_JSON, STATS_JSON, SUBSET_UIDS
+from beam_pipeline.report import write_report
+from transforms.beam.balance import Balanced, MetaClipBalance
+from transforms.beam.handoff.datacomp import WriteSubsetUids
+from transforms.beam.handoff.img2dataset import WriteImg2datasetShards
+from transforms.beam.handoff.webdataset import WebdatasetHandoff
+from transforms.beam.read import Read, ReadCaptions
+from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
+from transforms.beam.spill import delete_spill_dir
+from transforms.beam.stats import SumFigures
+from transforms.beam.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards
+from transforms.core.expected_size import threshold_grid
+from transforms.core.report_figures import figures_document, size_table
+from transforms.core.stats import batch_figures, duplicate_figures, rejection_figures, stats_document
+from transforms.handoff.reshard import key_files_need_index
+
+
+def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
+    """Add the curation to `pipeline`; return its main PCollections by name."""
+    read = pipeline | "ReadCaptions" >> ReadCaptions(config.paths, config.layout, strict=config.strict)
+    balanced = read.batches | "Balance" >> MetaClipBalance(
+        config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local)
+    written = balanced.batches | "WriteOutputs" >> WriteOutputs(config, read, balanced)
+    stats = _write_stats(pipeline, config, read, balanced, written)
+    if config.report:
+        # After stats.json: the report reads it. A failed report leaves a finished run;
+        # `python -m beam_pipeline.report OUTPUT_DIR` writes it again.
+        output_dir = config.output_dir
+        stats | "WriteReport" >> beam.Map(lambda _: write_report(output_dir))
+    if config.spill_dir:
+        spill_dir = config.spill_dir
+        stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
+    return {"batches": read.batches, "rejected": read.rejected, "counts": balanced.counts,
+            "sampled": balanced.batches, "stats": stats}
+
+
+class Written(NamedTuple):
+    """What the write stage hands on: the outputs to wait for, and what the writers found."""
+
+    files: list  # PCollections whose completion means an output is written (stats.json's `after`)
+    duplicates: PCollection  # [dict]: repeated keys per matches/ shard
+
+
+class WriteOutputs(beam.PTransform):
+    """The write stage: every output of a run but stats.json and the report.
+
+    In: the balanced batches (keep flag set). Out: `Written`. The counts and plan
+    (entry_counts.json, figures.json) and the rejections come from the stages
+    that made them (`read`, `balanced`).
+    """
+
+    def __init__(self, config: CurationConfig, read: Read, balanced: Balanced):
+        super().__init__()
+        self._config = config
+        self._read = read
+        self._balanced = balanced
+
+    def expand(self, sampled: PCollection[pa.RecordBatch]) -> Written:
+        config, mode = self._config, self._config.mode
+        shards_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
+        match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
+        matches = match_rows | "WriteMatches" >> WriteParquetShards(
+            config.output("matches"), config.num_shards, mode.matches_schema, spill_dir=shards_dir,
+            spill_label="WriteMatches")
+        subset = sampled | "WriteSubset" >> WriteParquetShards(
+            config.output("subset"), config.num_shards, config.subset_schema, kept_only=True, spill_dir=shards_dir,
+            spill_label="WriteSubset")
+        rejected = (
+            self._read.rejected
+            | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
+            | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
+        )
+        files = [matches.written, subset.written, rejected.written]
+        files += _write_handoff(sampled, self._read.listed_files, config)
+        files += _write_report_data(sampled, self._balanced, config)
+        counts = self._balanced.counts
+        files.append(
+            sampled.pipeline
+            | "WriteEntryCounts" >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document,
+                                                  {"counts": counts})
+        )
+        return Written(files, matches.figures)
+
+
+def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
+    """The training hand-off writers the config asks for; their outputs, for stats.json's `after`.
+
+    `listed_files`: (index, path) of every input file (ReadCaptions' Read.listed_files).
+    """
+    written = []
+    if "webdataset" in config.handoff or config.reshard_dir:
+        keep_lists = "webdataset" in config.handoff
+        source = {"output_dir": config.output_dir, "threshold": config.threshold, "seed": config.seed,
+                  "input_shards": len(config.paths)}
+        written += sampled | "WebdatasetHandoff" >> WebdatasetHandoff(
+            listed_files,
+            config.output(KEPT_KEYS_DIR) if keep_lists else None,
+            key_files_need_index(config.paths),
+            config.output(SHARDS_JSON) if keep_lists else None,
+            config.reshard_dir,
+            config.samples_per_shard,
+            manifest_extra={"source": source},
+        )
+    if "datacomp" in config.handoff:
+        written.append(sampled | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
+    if "img2dataset" in config.handoff:
+        spill_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
+        written.append((
+            sampled
+            | "WriteImg2dataset" >> WriteImg2datasetShards(config.output(IMG2DATASET_DIR), config.num_shards,
+                                                           config.img2dataset_key_column, spill_dir=spill_dir)
+        ).written)
+    return written
+
+
+def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> list:
+    """figures.json and entry_counts_kept.json, from the sampling pass; their outputs, for stats.json's `after`.
+
+    E(t) over a grid around the run's t comes free here, for modes with one t for all.
+    """
+    mode, target, plan, counts = config.mode, config.target_size, balanced.plan, balanced.counts
+    figures = sampled | "ReportFigures" >> ReportFigures()
+    kept_counts = sampled | "KeptEntryCounts" >> KeptEntryCounts(mode.num_entries)
+    if mode.single_threshold:
+        grid = plan | "SizeGrid" >> beam.Map(lambda plan, counts: threshold_grid(counts, extra=[plan.threshold]),
+                                             beam.pvalue.AsSingleton(counts))
+        sizes = sampled | "SizeVersusThreshold" >> ExpectedSizes(counts, grid)
+    else:  # a t per language: E as a function of English's t is not computed
+        grid = plan | "NoGrid" >> beam.Map(lambda _: np.zeros(0, dtype=np.int64))
+        sizes = grid | "NoSizes" >> beam.Map(lambda _: None)
+
+    def figures_json(figures, grid, sizes, plan):
+        table = size_table(grid, sizes)
+        chosen = {"threshold": plan.threshold, "target_size": target, "expected_kept": dict(table).get(plan.threshold)}
+        return figures_document(figures, mode.entry_names(), table, chosen)
+
+    return [
+        sampled.pipeline
+        | "WriteFigures" >> WriteJsonFile(config.output("figures.json"), figures_json,
+                                          {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan}),
+        sampled.pipeline
+        | "WriteKeptEntryCounts" >> WriteJsonFile(config.output("entry_counts_kept.json"), mode.counts_document,
+                                                  {"counts": kept_counts}),
+    ]
+
+
+def _write_stats(pipeline, config: CurationConfig, read: Read, balanced: Balanced, written: Written) -> PCollection:
+    """stats.json, written after every other output: its presence marks a finished run."""
+    batch_stats = (
+        (balanced.batches | "BatchFigures" >> beam.Map(batch_figures),
+         written.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures))
+        | "AllBatchFigures" >> beam.Flatten()
+        | "SumBatchFigures" >> beam.CombineGlobally(SumFigures())
+    )
+    rejected_stats = (
+        read.rejected
+        | "RejectionFigures" >> beam.Map(rejection_figures)
+        | "SumRejectionFigures" >> beam.CombineGlobally(SumFigures())
+    )
+    run_figures = config.run_figures()
+
+    def document(batch, rejected, counts, plan):
+        return stats_document(batch, rejected, counts, _with_plan(run_figures, plan), head=plan.entry_probs < 1.0)
+
+    return pipeline | "WriteStats" >> WriteJsonFile(
+        config.output(STATS_JSON), document,
+        {"batch": batch_stats, "rejected": rejected_stats, "counts": balanced.counts, "plan": balanced.plan},
+        after=written.files,
+    )
+
+
+def _with_plan(figures: dict, plan) -> dict:
+    figures = {**figures, "threshold": plan.threshold}  # --target_size: the t it chose
+    if plan.thresholds:  # metaclip2: each language's t (English's is --threshold)
+        return {**figures, "thresholds_by_language": dict(sorted(plan.thresholds.items()))}
+    return figures

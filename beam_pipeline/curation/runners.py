@@ -1,0 +1,59 @@
+"""Which runner a run uses, and what that means for it (waiting, spilling between passes)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """The runner as Beam resolves --runner: class name, lower case, no 'runner' suffix ('direct', 'dataflow')."""
+    name = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return name[: -len("runner")] if name.endswith("runner") else name
+
+
+def make_runner(options: PipelineOptions) -> Optional[object]:
+    """The DirectRunner's own engine, the Python FnApiRunner, chosen explicitly.
+
+    Left to itself the DirectRunner first tries to download a Prism binary,
+    which waits on the network where there is none; every other runner is
+    used as given (None: Beam picks it from --runner). As the DirectRunner does,
+    the runner hands the pipeline options to the SDK worker processes of
+    --direct_running_mode=multi_processing (filesystem settings such as
+    --s3_endpoint_url, the pickler).
+    """
+    if runner_name(options) == "direct":
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+        return fn_runner.FnApiRunner(provision_info=provision_info)
+    return None
+
+
+def runs_here(options: PipelineOptions) -> bool:
+    """Whether the job needs this process until it ends: on every runner but Dataflow.
+
+    A Dataflow job (a Flex Template launch included) runs on in the service.
+    Everywhere else the submitter must wait: the DirectRunner and an embedded
+    job service run the job here, a LOOPBACK environment runs the SDK workers
+    here, and FlinkRunner, SparkRunner and PrismRunner start their job server
+    as a child of this process; all of them end when it exits.
+    """
+    return runner_name(options) not in ("dataflow", "testdataflow")
+
+
+def spills(options: PipelineOptions) -> bool:
+    """Whether the engine keeps a PCollection in memory between stages.
+
+    True for Beam's Python FnApiRunner: the DirectRunner's engine and the
+    embedded portable job service. Dataflow, Flink and Spark materialise
+    between stages themselves.
+    """
+    name = runner_name(options)
+    if name == "direct":
+        return True
+    return name == "portable" and options.view_as(PortableOptions).job_endpoint == "embed"

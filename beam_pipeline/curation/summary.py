@@ -1,0 +1,66 @@
+"""The table a local run prints when it finishes, read back from stats.json and the hand-off indexes."""
+
+from __future__ import annotations
+
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.curation.config import CurationConfig
+from beam_pipeline.curation.outputs import IMG2DATASET_DIR, KEPT_KEYS_DIR, SHARDS_JSON, STATS_JSON, SUBSET_UIDS
+from transforms.handoff.reshard import MANIFEST
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as handle:
+        return json.load(handle)
+
+
+def print_summary(config: CurationConfig, seconds: float) -> None:
+    stats = _read_json(config.output(STATS_JSON))
+    read = stats["records_read"]
+    # metaclip2 has a t per language (stats.json's thresholds_by_language).
+    per_language = bool(stats.get("thresholds_by_language"))
+    rows = [
+        ("records read", read),
+        ("rejected", stats["records_rejected"]),
+        ("matched (>= 1 entry)", stats["records_matched"]),
+        ("kept", stats["records_kept"]),
+        ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
+        ("head entries (count > their language's t)" if per_language else f"head entries (count > {stats['threshold']})",
+         stats["entries_over_threshold"]),
+        ("seconds", f"{seconds:.1f}"),
+        ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
+    ]
+    if stats.get("target_size") is not None:
+        rows.insert(0, (f"t chosen for --target_size {stats['target_size']:,}",
+                        f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})"))
+    if config.report:
+        rows.append(("report", config.output("report.html")))
+    if per_language:
+        shown = sorted(stats["thresholds_by_language"].items(), key=lambda item: item[0] != "en")[:8]
+        more = len(stats["thresholds_by_language"]) - len(shown)
+        listed = ", ".join(f"{lang} {t}" for lang, t in shown)
+        rows.append(("t per language", listed + (f", ... ({more} more in stats.json)" if more > 0 else "")))
+    rows += _handoff_rows(config)
+    width = max(len(name) for name, _ in rows)
+    print(f"curation finished: {config.output_dir}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
+    rows = []
+    if "webdataset" in config.handoff:
+        shards = _read_json(config.output(SHARDS_JSON))
+        rows.append(("webdataset key lists",
+                     f"{shards['kept']:,} kept keys of {len(shards['shards'])} input shards in {KEPT_KEYS_DIR}/"))
+    if config.reshard_dir:
+        manifest = _read_json(FileSystems.join(config.reshard_dir, MANIFEST))
+        rows.append(("resharded",
+                     f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: {manifest['train_data']}"))
+    if "datacomp" in config.handoff:
+        rows.append(("DataComp uids", config.output(SUBSET_UIDS)))
+    if "img2dataset" in config.handoff:
+        rows.append(("img2dataset list", config.output(IMG2DATASET_DIR, "*.parquet")))
+    return rows
