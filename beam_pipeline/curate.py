@@ -26,7 +26,7 @@ from beam_pipeline.curation.runners import make_runner, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
-from transforms.caption_files import strict_failure
+from transforms.formats.rejections import strict_failure
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.caption_files import FORMATS, PRESETS
+from transforms.formats.layout import FORMATS, PRESETS
 
 HANDOFFS = ("webdataset", "datacomp", "img2dataset")
 MODES = ("metaclip1", "metaclip2")

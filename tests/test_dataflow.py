@@ -25,7 +25,6 @@ import apache_beam as beam
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
-
 from helpers import prepared_config
 
 from beam_pipeline import curate
@@ -76,8 +75,8 @@ def requirement_lines() -> list[str]:
 
 
 def package_sources() -> set[str]:
-    """The .py files of both top-level packages, relative to the repository."""
-    return {str(p.relative_to(REPO)) for package in ("beam_pipeline", "transforms") for p in (REPO / package).glob("*.py")}
+    """The .py files of both top-level packages and all their subpackages, relative to the repository."""
+    return {str(p.relative_to(REPO)) for package in ("beam_pipeline", "transforms") for p in (REPO / package).rglob("*.py")}
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,9 @@ from hypothesis import strategies as st
 
 from beam_pipeline import curate
 from transforms.beam.read import ReadCaptions
-from transforms.caption_files import InputLayout, strict_failure
 from transforms.core.matching import EntryMatcher, match_entries_brute_force
+from transforms.formats.layout import InputLayout
+from transforms.formats.rejections import strict_failure
 
 METADATA = ["dog", "cat", "bird", "car", "tree", "red car"]
 THRESHOLD, SEED, MAX_TEXT_BYTES, NUM_SHARDS = 3, 7, 200, 2

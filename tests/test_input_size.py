@@ -7,7 +7,6 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from helpers import prepared_config
 
 from beam_pipeline.curation import config as curation_config

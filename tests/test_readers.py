@@ -19,14 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
-from transforms.caption_files import (
-    InputLayout,
+from transforms.formats.compression import decompressed
+from transforms.formats.layout import InputLayout, infer_format
+from transforms.formats.readers import probe_layout, read_caption_file
+from transforms.formats.rejections import (
     Rejection,
     StrictRejectionError,
-    decompressed,
-    infer_format,
-    probe_layout,
-    read_caption_file,
     strict_error,
     strict_failure,
 )
@@ -245,7 +243,7 @@ def test_strict_error_is_one_line_and_found_in_whatever_the_runner_raises():
     assert str(row) == "--strict: gs://b/pool/0.jsonl row 7: malformed_json"
     assert str(whole) == "--strict: odd\\x0aname.tar: unreadable_file"
     in_process = StrictRejectionError(str(row) + " [while running 'ReadCaptions/ParseFiles']")
-    remote = RuntimeError("Traceback (most recent call last):\\n  File ...\\ntransforms.caption_files.StrictRejectionError: "
+    remote = RuntimeError("Traceback (most recent call last):\\n  File ...\\ntransforms.formats.rejections.StrictRejectionError: "
                           + str(whole) + " [while running 'X']\\n\\nDuring handling")
     chained = RuntimeError("pipeline failed")
     chained.__cause__ = in_process

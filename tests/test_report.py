@@ -361,7 +361,7 @@ def _zipf_counts(n: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("n, limit, seed", [(500_000, 3000, 0), (200_000, 3000, 1), (50_000, 600, 2), (3001, 3000, 3)])
 def test_rank_subset_draws_the_same_curve_with_at_most_limit_points(n, limit, seed):
-    from beam_pipeline.report import rank_subset
+    from beam_pipeline.report.plots import rank_subset
 
     values = _zipf_counts(n, seed)
     kept = rank_subset(values, limit)
@@ -383,7 +383,7 @@ def test_rank_subset_draws_the_same_curve_with_at_most_limit_points(n, limit, se
 
 
 def test_rank_subset_keeps_every_index_up_to_the_limit():
-    from beam_pipeline.report import rank_subset
+    from beam_pipeline.report.plots import rank_subset
 
     assert rank_subset(np.array([5, 5, 3]), 3).tolist() == [0, 1, 2]
     assert rank_subset(np.array([], dtype=np.int64)).tolist() == []
@@ -395,7 +395,7 @@ def test_rank_subset_keeps_every_index_up_to_the_limit():
 
 
 def test_plain_log_labels_read_as_matplotlibs():
-    from beam_pipeline.report import plain_log_label
+    from beam_pipeline.report.axes import plain_log_label
 
     assert plain_log_label(r"$\mathdefault{10^{4}}$") == "10⁴"
     assert plain_log_label(r"$\mathdefault{10^{0}}$") == "10⁰"
@@ -410,7 +410,7 @@ def test_minor_ticks_become_marks_only_where_matplotlib_labels_none():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from beam_pipeline.report import _log_scale, _take_unlabelled_minor_ticks
+    from beam_pipeline.report.axes import _log_scale, _take_unlabelled_minor_ticks
 
     figure = Figure()
     FigureCanvasAgg(figure)
@@ -426,7 +426,7 @@ def test_minor_ticks_become_marks_only_where_matplotlib_labels_none():
 
 
 def test_inputs_orjson_refuses_still_load_and_invalid_json_is_one_line(tmp_path, run):
-    from beam_pipeline.report import ReportError, load_inputs
+    from beam_pipeline.report.inputs import ReportError, load_inputs
 
     for name in ("entry_counts.json", "entry_counts_kept.json", "figures.json"):
         (tmp_path / name).write_bytes((run["dir"] / name).read_bytes())
@@ -440,7 +440,7 @@ def test_inputs_orjson_refuses_still_load_and_invalid_json_is_one_line(tmp_path,
 
 
 def test_metaclip2_counts_load_language_by_language(tmp_path, run):
-    from beam_pipeline.report import ReportError, load_inputs
+    from beam_pipeline.report.inputs import ReportError, load_inputs
 
     (tmp_path / "figures.json").write_bytes((run["dir"] / "figures.json").read_bytes())
     (tmp_path / "stats.json").write_text(json.dumps({"threshold": 50, "thresholds_by_language": {"en": 50, "de": 7}}))

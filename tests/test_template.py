@@ -33,7 +33,7 @@ from beam_pipeline.options import (
     add_curation_arguments,
     parse_curation_args,
 )
-from transforms.caption_files import FORMATS, PRESETS
+from transforms.formats.layout import FORMATS, PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -106,9 +106,9 @@ def test_parameter_texts_and_value_checks():
             if isinstance(default, str):
                 assert re.fullmatch(regex, default), f"{name}: {regex} refuses the option's default {default!r}"
     (format_regex,) = parameters["input_format"]["regexes"]
-    assert format_regex == "^(" + "|".join(FORMATS) + ")$", "input_format must offer exactly transforms.caption_files.FORMATS"
+    assert format_regex == "^(" + "|".join(FORMATS) + ")$", "input_format must offer exactly transforms.formats.layout.FORMATS"
     (preset_regex,) = parameters["input_preset"]["regexes"]
-    assert preset_regex == "^(" + "|".join(PRESETS) + ")$", "input_preset must offer exactly transforms.caption_files.PRESETS"
+    assert preset_regex == "^(" + "|".join(PRESETS) + ")$", "input_preset must offer exactly transforms.formats.layout.PRESETS"
     (handoff_regex,) = parameters["handoff"]["regexes"]
     handoffs = curation_options_module.HANDOFFS
     for name in handoffs:
@@ -224,7 +224,7 @@ def test_dockerfile_copies_what_setup_py_needs_and_runs_main_py():
     for source in copied:
         files = [str(p.relative_to(REPO)) for p in REPO.glob(source)] if "[" in source else [source]
         for path in files:
-            inside = [str(p.relative_to(REPO)) for p in (REPO / path).glob("*.py")] if (REPO / path).is_dir() else [path]
+            inside = [str(p.relative_to(REPO)) for p in (REPO / path).rglob("*.py")] if (REPO / path).is_dir() else [path]
             for file in inside:
                 assert any(fnmatch.fnmatch(file, pattern) for pattern in allowed), f"{file} is filtered out of the build context"
 

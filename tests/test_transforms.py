@@ -19,7 +19,6 @@ from transforms.beam.read import ReadCaptions
 from transforms.beam.sample import BalancedSample
 from transforms.beam.spill import LoadBatches, StoreBatches
 from transforms.beam.write import WriteJsonLinesShards, WriteParquetShards
-from transforms.caption_files import InputLayout, Rejection
 from transforms.core.balancing import entry_probabilities, keep_probability
 from transforms.core.columns import (
     ENTRY_IDS,
@@ -33,6 +32,8 @@ from transforms.core.columns import (
 )
 from transforms.core.hashing import key_hashes, uniform_draws
 from transforms.core.plan import plan_for_threshold
+from transforms.formats.layout import InputLayout
+from transforms.formats.rejections import Rejection
 from transforms.metadata.lists import parse_metadata
 
 

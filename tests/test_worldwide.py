@@ -17,20 +17,24 @@ from hypothesis import strategies as st
 from transforms.core.balancing import entry_probabilities
 from transforms.core.matching import EntryMatcher
 from transforms.core.spacing import WRAPPED_PUNCTUATION
-from transforms.language_id import LanguageIdentifier, language_identifier
 from transforms.metadata.lists import MetadataError
-from transforms.worldwide import (
-    LanguageMap,
+from transforms.worldwide.language_id import LanguageIdentifier, language_identifier
+from transforms.worldwide.language_map import LanguageMap
+from transforms.worldwide.matcher import WorldwideMatcher
+from transforms.worldwide.metadata import (
     LanguageMetadata,
-    WorldwideMatcher,
-    can_ever_match_worldwide,
     canonical_json,
-    entry_thresholds,
-    language_thresholds,
-    match_entries_brute_force_worldwide,
-    pad_entry_worldwide,
     parse_language_metadata_files,
     parse_language_metadata_object,
+)
+from transforms.worldwide.padding import (
+    can_ever_match_worldwide,
+    match_entries_brute_force_worldwide,
+    pad_entry_worldwide,
+)
+from transforms.worldwide.thresholds import (
+    entry_thresholds,
+    language_thresholds,
     tail_share,
     threshold_for_tail_share,
 )

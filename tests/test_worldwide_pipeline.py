@@ -10,12 +10,9 @@ from helpers import write_jsonl
 
 from beam_pipeline import curate
 from transforms.core.balancing import entry_probabilities, keep_probability
-from transforms.worldwide import (
-    LanguageMetadata,
-    entry_thresholds,
-    language_thresholds,
-    match_entries_brute_force_worldwide,
-)
+from transforms.worldwide.metadata import LanguageMetadata
+from transforms.worldwide.padding import match_entries_brute_force_worldwide
+from transforms.worldwide.thresholds import entry_thresholds, language_thresholds
 
 LISTS = {
     "en": ["dog", "cat", "hot dog", "Tokyo", "tower", "the"],

@@ -17,13 +17,14 @@ from beam_pipeline.curation.outputs import STATS_JSON
 from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.io import glob_paths, open_input
 from transforms.beam.modes import WorldwideSettings
-from transforms.caption_files import InputLayout, read_caption_file
 from transforms.core.columns import KEY
+from transforms.formats.layout import InputLayout
+from transforms.formats.readers import read_caption_file
 from transforms.formats.tar import WEBDATASET
 from transforms.handoff.reshard import MANIFEST, RESHARD_MARKER
 from transforms.handoff.uids import UidError, check_uids
-from transforms.language_id import language_identifier
-from transforms.worldwide import LanguageMap
+from transforms.worldwide.language_id import language_identifier
+from transforms.worldwide.language_map import LanguageMap
 
 
 def handoffs(args: CurationArgs, fmt: str, layout: InputLayout) -> frozenset:

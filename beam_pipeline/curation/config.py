@@ -17,8 +17,8 @@ from beam_pipeline.curation.runners import spills
 from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.match import LocalWorkers
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
-from transforms.caption_files import InputLayout
 from transforms.core.columns import KEY, TEXT
+from transforms.formats.layout import InputLayout
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import default_cache_dir
 

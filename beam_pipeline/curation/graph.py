@@ -23,7 +23,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
 
 from beam_pipeline.curation.config import CurationConfig
-from beam_pipeline.curation.outputs import IMG2DATASET_DIR, KEPT_KEYS_DIR, SHARDS_JSON, STATS_JSON, SUBSET_UIDS
+from beam_pipeline.curation.outputs import (
+    IMG2DATASET_DIR,
+    KEPT_KEYS_DIR,
+    SHARDS_JSON,
+    STATS_JSON,
+    SUBSET_UIDS,
+)
 from beam_pipeline.report import write_report
 from transforms.beam.balance import Balanced, MetaClipBalance
 from transforms.beam.handoff.datacomp import WriteSubsetUids
@@ -33,10 +39,19 @@ from transforms.beam.read import Read, ReadCaptions
 from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
 from transforms.beam.spill import delete_spill_dir
 from transforms.beam.stats import SumFigures
-from transforms.beam.write import WriteJsonFile, WriteJsonLinesShards, WriteParquetShards
+from transforms.beam.write import (
+    WriteJsonFile,
+    WriteJsonLinesShards,
+    WriteParquetShards,
+)
 from transforms.core.expected_size import threshold_grid
 from transforms.core.report_figures import figures_document, size_table
-from transforms.core.stats import batch_figures, duplicate_figures, rejection_figures, stats_document
+from transforms.core.stats import (
+    batch_figures,
+    duplicate_figures,
+    rejection_figures,
+    stats_document,
+)
 from transforms.handoff.reshard import key_files_need_index
 
 

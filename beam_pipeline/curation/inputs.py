@@ -12,9 +12,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.io import open_input
-from transforms.caption_files import InputError, InputLayout, infer_format, preset_fields, probe_columns, probe_layout
 from transforms.core.columns import TEXT
 from transforms.formats.input_size import data_bytes
+from transforms.formats.layout import (
+    InputError,
+    InputLayout,
+    infer_format,
+    preset_fields,
+)
+from transforms.formats.readers import probe_columns, probe_layout
 from transforms.formats.tar import TXT_MEMBER, WEBDATASET, expand_braces
 
 # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -7,7 +7,13 @@ import json
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.curation.config import CurationConfig
-from beam_pipeline.curation.outputs import IMG2DATASET_DIR, KEPT_KEYS_DIR, SHARDS_JSON, STATS_JSON, SUBSET_UIDS
+from beam_pipeline.curation.outputs import (
+    IMG2DATASET_DIR,
+    KEPT_KEYS_DIR,
+    SHARDS_JSON,
+    STATS_JSON,
+    SUBSET_UIDS,
+)
 from transforms.handoff.reshard import MANIFEST
 
 

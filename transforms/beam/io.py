@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.documents import json_document
 from transforms.metadata.lists import MetadataError, parse_metadata
-from transforms.worldwide import (
+from transforms.worldwide.metadata import (
     LanguageMetadata,
     parse_language_metadata_files,
     parse_language_metadata_object,

@@ -35,10 +35,12 @@ from transforms.core.columns import (
 )
 from transforms.core.matching import EntryMatcher
 from transforms.core.plan import BalancingPlan, plan_for_languages, plan_for_threshold
-from transforms.language_id import language_identifier
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import cached_matcher
-from transforms.worldwide import LanguageMap, WorldwideMatcher, require_language
+from transforms.worldwide.language_id import language_identifier
+from transforms.worldwide.language_map import LanguageMap
+from transforms.worldwide.matcher import WorldwideMatcher
+from transforms.worldwide.metadata import require_language
 
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 # metaclip2: the language each caption was matched against; entry ids index that language's list.

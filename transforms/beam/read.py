@@ -11,14 +11,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PBegin, PCollection
 
-from transforms.caption_files import (
-    UNREADABLE_FILE,
-    InputLayout,
-    Rejection,
-    decompressed,
-    read_caption_file,
-    strict_error,
-)
+from transforms.formats.compression import decompressed
+from transforms.formats.layout import InputLayout
+from transforms.formats.readers import read_caption_file
+from transforms.formats.rejections import UNREADABLE_FILE, Rejection, strict_error
 
 BATCHES = "batches"
 REJECTED = "rejected"
@@ -92,7 +88,7 @@ class ReadCaptions(beam.PTransform):
     for each unusable record or file) and `listed_files`.
     The file list is fixed before the run; files are the unit of parallelism.
     With `strict`, the first rejected record or file fails the run with a
-    `caption_files.StrictRejectionError` (`caption_files.strict_failure` finds its
+    `transforms.formats.rejections.StrictRejectionError` (`rejections.strict_failure` finds its
     one-line message in whatever the runner raises).
     Beam metrics: "curation" files_read, records_read, records_rejected,
     files_rejected; per reject reason, "rejected" (records) and "rejected_files".

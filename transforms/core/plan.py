@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transforms.core.balancing import entry_probabilities
-from transforms.worldwide import LanguageMetadata, entry_thresholds, language_thresholds
+from transforms.worldwide.metadata import LanguageMetadata
+from transforms.worldwide.thresholds import entry_thresholds, language_thresholds
 
 
 @dataclass(frozen=True)

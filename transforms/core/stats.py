@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.caption_files import Rejection
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, LANGUAGE
+from transforms.formats.rejections import Rejection
 
 # keep_prob summed in fixed point: exact and order independent.
 _PROB_SCALE = 1 << 40

@@ -1,6 +1,6 @@
 """Webdataset tar shards without Beam: samples, their members, and deterministic tar bytes.
 
-No Beam import: the caption reader (`caption_files.read_webdataset`), the resharder
+No Beam import: the caption reader (`webdataset.read_webdataset`), the resharder
 DoFns and the tests call these same functions.
 
 A webdataset shard is a tar file whose regular members are grouped into samples the way

@@ -26,7 +26,7 @@ from transforms.beam.io import (
     write_atomically,
     write_json_atomically,
 )
-from transforms.caption_files import buffered
+from transforms.formats.compression import buffered
 from transforms.formats.tar import iter_tar_samples, tar_end, tar_sample_bytes
 from transforms.handoff.reshard import (
     FRAGMENTS,

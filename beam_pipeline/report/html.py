@@ -1,0 +1,218 @@
+"""report.html (inline CSS, the tables of figures, the PNGs as data URIs; render_html)
+and size_vs_threshold.csv (size_csv)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from beam_pipeline.report.inputs import (
+    head_tail,
+    head_threshold,
+    scalar_threshold,
+    top_entries,
+)
+
+# stats.json figures shown first, in this order, with these labels; any other
+# key (later additions, per-language thresholds, ...) follows under its own name.
+_STAT_LABELS = (
+    ("records_read", "records read"),
+    ("records_accepted", "records accepted"),
+    ("records_rejected", "records rejected"),
+    ("rejected_by_reason", "rejected by reason"),
+    ("files_rejected", "files rejected"),
+    ("records_matched", "records matched (>= 1 entry)"),
+    ("records_kept", "records kept"),
+    ("expected_kept", "expected kept (sum of keep_prob)"),
+    ("entry_matches", "entry matches (caption, entry pairs)"),
+    ("entries", "metadata entries"),
+    ("entries_matched", "entries matched"),
+    ("entries_over_threshold", "head entries (count > t)"),
+    ("matches_in_head_entries", "matches in head entries"),
+    ("duplicate_keys", "duplicate keys"),
+    ("duplicate_key_examples", "duplicate key examples"),
+    ("threshold", "threshold t"),
+    ("seed", "seed"),
+    ("input_files", "input files"),
+    ("num_shards", "output shards"),
+    ("metadata_sha256", "metadata SHA-256"),
+)
+
+
+_CSS = """
+body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #222; margin: 0; background: #f6f6f4; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 10px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h3 { font-size: 16px; margin: 22px 0 6px; }
+.sub { color: #666; margin: 0 0 16px; word-break: break-all; }
+.lead { font-size: 17px; background: #f0f4fa; border-left: 4px solid #4c72b0; padding: 10px 14px; }
+figure { margin: 12px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
+figcaption { color: #555; font-size: 13px; margin-top: 4px; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
+table { border-collapse: collapse; font-size: 14px; margin: 6px 0 12px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+thead th { background: #f3f3f3; border-bottom: 1px solid #ccc; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { font-weight: normal; color: #444; }
+table.examples { width: 100%; table-layout: fixed; }
+table.examples th:nth-child(1) { width: 14%; } table.examples th:nth-child(2) { width: 9%; }
+table.examples th:nth-child(3) { width: 27%; }
+td.text { max-width: 560px; overflow-wrap: anywhere; }
+td.entries { color: #444; max-width: 240px; overflow-wrap: anywhere; }
+td.key { max-width: 170px; overflow-wrap: anywhere; font-family: monospace; font-size: 12px; }
+.wrap { overflow-x: auto; }
+details summary { cursor: pointer; color: #4c72b0; }
+"""
+
+
+def _n(value) -> str:
+    """Integers with thousands separators; floats with 3 decimals."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return str(value)
+
+
+def _value_cell(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td class="n">{_n(value)}</td>'
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}: {_n(v)}" for k, v in value.items()) or "none"
+    elif isinstance(value, list):
+        text = ", ".join(str(v) for v in value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "") if value else "none"
+    else:
+        text = str(value)
+    return f"<td>{html.escape(text)}</td>"
+
+
+def _stats_table(stats: dict) -> str:
+    known = dict(_STAT_LABELS)
+    keys = [key for key, _ in _STAT_LABELS if key in stats] + [key for key in stats if key not in known]
+    rows = "".join(
+        f'<tr id="stat-{html.escape(key)}"><th>{html.escape(known.get(key, key))}</th>{_value_cell(stats[key])}</tr>' for key in keys
+    )
+    return f'<table class="kv" id="run-figures">{rows}</table>'
+
+
+def _img(name: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _top_table(rows: list[dict]) -> str:
+    body = "".join(
+        f'<tr><td class="n">{rank}</td><td class="entry">{html.escape(row["entry"])}</td><td class="n">{_n(row["count"])}</td>'
+        f'<td class="n">{_n(row["kept"])}</td><td class="n">{row["p_e"]:.4f}</td></tr>'
+        for rank, row in enumerate(rows, 1)
+    )
+    head = '<thead><tr><th class="n">#</th><th>entry</th><th class="n">captions</th><th class="n">kept</th><th class="n">p_e = t / count</th></tr></thead>'
+    return f'<table id="top-entries">{head}<tbody>{body}</tbody></table>'
+
+
+def _examples_table(kind: str, rows: list[dict]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    body = "".join(
+        f'<tr><td class="key">{html.escape(row["key"])}</td><td class="n">{row["keep_prob"]:.4f}</td>'
+        f'<td class="entries">{html.escape(", ".join(row["entries"])) or "&mdash;"}</td><td class="text">{html.escape(row["text"])}</td></tr>'
+        for row in rows
+    )
+    head = '<thead><tr><th>key</th><th class="n">keep_prob</th><th>matched entries</th><th>caption</th></tr></thead>'
+    return f'<div class="wrap"><table class="examples" id="examples-{kind}">{head}<tbody>{body}</tbody></table></div>'
+
+
+def _languages_table(stats: dict) -> str:
+    """metaclip2: each language's t (English's is --threshold), with its records."""
+    records = stats.get("records_by_language") or {}
+    body = "".join(
+        f'<tr><td>{html.escape(language)}</td><td class="n">{_n(t)}</td>'
+        f'<td class="n">{_n(records.get(language, {}).get("accepted", 0))}</td><td class="n">{_n(records.get(language, {}).get("kept", 0))}</td></tr>'
+        for language, t in sorted(stats["thresholds_by_language"].items())
+    )
+    head = '<thead><tr><th>language</th><th class="n">t</th><th class="n">records</th><th class="n">kept</th></tr></thead>'
+    return (f'<h3>t per language</h3><p class="sub">English keeps t = {_n(stats.get("threshold"))}; every other language the t '
+            f'whose tail share is closest to English\'s.</p><table id="languages">{head}<tbody>{body}</tbody></table>')
+
+
+def _size_table(table: list[dict]) -> str:
+    body = "".join(f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>' for row in table)
+    return f'<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead><tbody>{body}</tbody></table>'
+
+
+def _share_text(shares: dict) -> str:
+    def share(head, total):
+        return f"{head / total:.1%}" if total else "n/a"
+
+    return (
+        f'<p id="head-share">Head entries held <b>{share(shares["before_head"], shares["before_total"])}</b> of all entry matches '
+        f'before balancing ({_n(shares["before_head"])} of {_n(shares["before_total"])}) and '
+        f'<b>{share(shares["after_head"], shares["after_total"])}</b> after ({_n(shares["after_head"])} of {_n(shares["after_total"])}).</p>'
+    )
+
+
+def render_html(data: dict, plots: dict[str, bytes]) -> str:
+    """report.html: self-contained (data URIs, inline CSS), no script."""
+    stats, figures = data["stats"], data["figures"]
+    threshold = scalar_threshold(stats)
+    chosen = figures.get("chosen") or {}
+    read, kept = stats.get("records_read"), stats.get("records_kept")
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # No path in the page: a run's outputs are the same bytes wherever they are written.
+        f"<title>Curation report (t = {stats.get('threshold')}, seed {stats.get('seed')})</title><style>{_CSS}</style></head><body><main>",
+        "<h1>Curation report</h1>",
+        f'<p class="sub">metadata sha256 {html.escape(str(stats.get("metadata_sha256", ""))[:12])}, {_n(stats.get("input_files"))} input files</p>',
+    ]
+    if isinstance(read, int) and isinstance(kept, int):
+        rate = f" ({kept / read:.1%})" if read else ""
+        t_text = f" at t = {threshold:,}" if threshold is not None else ""
+        parts.append(f'<p class="lead">Kept <b>{kept:,}</b> of <b>{read:,}</b> records read{rate}{t_text}.')
+        if chosen.get("target_size") is not None:
+            parts.append(f" t was chosen for a target size of {_n(chosen['target_size'])} (expected {_n(chosen.get('expected_kept'))}).")
+        parts.append("</p>")
+    parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
+
+    parts.append("<h2>Balancing</h2>")
+    parts.append(_img("entry_counts.png", plots["entry_counts.png"], "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched."))
+    if threshold is not None:
+        head_t = head_threshold(data)
+        if stats.get("thresholds_by_language"):
+            parts.append(_languages_table(stats))
+        shares = head_tail(data["counts"], data["kept_counts"], head_t)
+        parts.append(_share_text(shares))
+        parts.append(_img("head_tail_share.png", plots["head_tail_share.png"], "Share of (caption, entry) matches in head entries (count > t before balancing) and in tail entries."))
+        rows = top_entries(data["entries"], data["counts"], data["kept_counts"], head_t)
+        parts.append(f"<h3>Top head entries ({len(rows)} of {int((data['counts'] > head_t).sum()):,} over t)</h3>")
+        parts.append(_top_table(rows) if rows else "<p>No entry has more than t captions: nothing was sampled down.</p>")
+    else:
+        parts.append("<p>stats.json has no single threshold; head and tail figures are left out.</p>")
+
+    parts.append("<h2>Captions</h2><div class=\"grid\">")
+    parts.append(_img("matches_per_caption.png", plots["matches_per_caption.png"], "Entries matched per caption (log scale); captions with no match are never kept."))
+    parts.append(_img("kept_rate_by_matches.png", plots["kept_rate_by_matches.png"], "Share of captions kept, by how many entries they match: more entries, more chances to hit a tail entry."))
+    parts.append(_img("caption_length.png", plots["caption_length.png"], "Caption length in characters (log scale)."))
+    parts.append("</div>")
+
+    table = figures.get("size_vs_threshold") or []
+    if table:
+        parts.append("<h2>Subset size versus threshold</h2>")
+        parts.append(_img("size_vs_threshold.png", plots["size_vs_threshold.png"], "E(t): expected captions kept for each t, exact from the match index (size_vs_threshold.csv)."))
+        parts.append(f"<details><summary>Table: {len(table)} thresholds</summary>{_size_table(table)}</details>")
+
+    parts.append("<h2>Examples</h2>")
+    examples = figures.get("examples") or {}
+    for kind, title in (("kept", "Kept"), ("dropped", "Dropped by the draw (matched)"), ("unmatched", "Not matched (never kept)")):
+        if kind in examples:
+            parts.append(f"<h3>{title}</h3>{_examples_table(kind, examples[kind])}")
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
+
+
+def size_csv(table: list[dict]) -> str:
+    return "threshold,expected_kept\n" + "".join(f"{int(row['threshold'])},{float(row['expected_kept'])!r}\n" for row in table)

@@ -1,0 +1,127 @@
+"""How input files are laid out: the formats and presets, `InputLayout`, and the caption check.
+
+No Beam import. `InputLayout` is fixed once, before the run (transforms.formats.readers
+probes it from the first input file); every reader turns its file into batches of it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pyarrow as pa
+
+from transforms.core.columns import KEY, SOURCE_FILE, SOURCE_ROW, TEXT
+from transforms.formats.rejections import (
+    EMPTY_TEXT,
+    NON_STRING_TEXT,
+    NULL_TEXT,
+    TEXT_TOO_LONG,
+)
+from transforms.formats.tar import TXT_MEMBER, WEBDATASET
+
+FORMATS = ("jsonl", "parquet", "tsv", "csv", WEBDATASET)
+# The suffixes Beam's CompressionTypes.AUTO decompresses.
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
+_FORMAT_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".tar": WEBDATASET,
+}
+# Input presets: the column names of well-known pools, so users need not spell them.
+PRESETS = ("datacomp", "img2dataset")
+
+
+class InputError(ValueError):
+    """A problem with the inputs that must stop the run before any work."""
+
+
+def infer_format(path: str) -> Optional[str]:
+    """Format from the file name ("a.jsonl.gz" -> "jsonl"); None when unknown."""
+    name = posixpath.basename(path).lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for suffix, fmt in _FORMAT_BY_SUFFIX.items():
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """How to turn any input file into batches: fixed once, before the run.
+
+    `passthrough` lists the (name, Arrow type) of the columns carried to the
+    subset besides key and text, identical for every batch of the run.
+    """
+
+    format: str
+    # Webdataset: a name starting with "." is a member extension (".txt"), any other a
+    # field of the sample's .json member.
+    text_field: str = TEXT
+    key_field: Optional[str] = None  # None: "key" if present, else file:row (webdataset: __key__)
+    url_field: Optional[str] = None
+    column_names: Optional[tuple[str, ...]] = None  # header-less TSV/CSV
+    passthrough: tuple[tuple[str, pa.DataType], ...] = ()
+    max_text_bytes: int = 65536
+    batch_size: int = 4096
+
+    @property
+    def key_column(self) -> str:
+        return self.key_field or KEY
+
+    def batch_schema(self) -> pa.Schema:
+        return pa.schema(
+            [(KEY, pa.string()), (TEXT, pa.string()), (SOURCE_FILE, pa.int32()), (SOURCE_ROW, pa.int64())]
+            + [pa.field(name, dtype) for name, dtype in self.passthrough]
+        )
+
+
+def text_problem(value: object, max_text_bytes: int) -> Optional[str]:
+    """The rejection reason for a caption value, or None when it is usable."""
+    if value is None:
+        return NULL_TEXT
+    if not isinstance(value, str):
+        return NON_STRING_TEXT
+    if not value or value.isspace():  # isspace() is exactly what str.strip() strips
+        return EMPTY_TEXT
+    # Cheap character test first: a str of n characters has at most 4n UTF-8 bytes.
+    if len(value) * 4 > max_text_bytes and len(value.encode("utf-8", "surrogatepass")) > max_text_bytes:
+        return TEXT_TOO_LONG
+    return None
+
+
+def fallback_key(path: str, row: int) -> str:
+    """The key of a record without one: `<file name>:<row number>`."""
+    return f"{posixpath.basename(path)}:{row}"
+
+
+def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> dict:
+    """The text, key and url fields of an input preset, for this format and these columns.
+
+    datacomp: DataComp's pool metadata (`uid`, `url`, `text`), or its webdataset shards
+    (caption in `.txt`, `uid` and `url` in `.json`). img2dataset: its input parquet
+    (`url`/`caption`, or LAION's `URL`/`TEXT`), or its webdataset output (`.txt`, `url` in
+    `.json`). Raises InputError when the columns are not there.
+    """
+    if preset not in PRESETS:
+        raise InputError(f"unknown --input_preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if fmt == WEBDATASET:
+        return {"text_field": TXT_MEMBER, "key_field": "uid" if preset == "datacomp" else None, "url_field": "url"}
+    names = list(columns or [])
+    if preset == "datacomp":
+        missing = [name for name in ("uid", "url", "text") if name not in names]
+        if missing:
+            raise InputError(f"--input_preset datacomp needs the columns uid, url and text; {', '.join(missing)} missing (columns: {', '.join(map(str, names))})")
+        return {"text_field": "text", "key_field": "uid", "url_field": "url"}
+    for url, caption in (("url", "caption"), ("URL", "TEXT")):
+        if url in names and caption in names:
+            return {"text_field": caption, "key_field": None, "url_field": url}
+    raise InputError(f"--input_preset img2dataset needs the columns url and caption (or URL and TEXT); columns: {', '.join(map(str, names))}")
