@@ -64,8 +64,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             result = pipeline.run()
             if not runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.
-                print(f"submitted to {options.view_as(StandardOptions).runner}; "
-                      f"stats.json in {config.output_dir} marks its end")
+                print(
+                    f"submitted to {options.view_as(StandardOptions).runner}; "
+                    f"stats.json in {config.output_dir} marks its end"
+                )
                 return 0
             result.wait_until_finish()
     except Exception as error:  # noqa: BLE001 - only a --strict rejection is handled

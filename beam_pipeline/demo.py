@@ -44,12 +44,17 @@ _VOWELS = "a e i o u ai ea oo".split()
 def tail_words(count: int, rng: random.Random) -> list[str]:
     """Distinct pronounceable made-up words, in a seeded order."""
     syllables = [onset + vowel for onset in _ONSETS for vowel in _VOWELS]
-    words = sorted({a + b for a, b in itertools.product(syllables, repeat=2)} | {a + b + c for a, b, c in itertools.product(syllables[:40], repeat=3)})
+    words = sorted(
+        {a + b for a, b in itertools.product(syllables, repeat=2)}
+        | {a + b + c for a, b, c in itertools.product(syllables[:40], repeat=3)}
+    )
     rng.shuffle(words)
     return words[:count]
 
 
-def make_demo_data(directory: Path, captions: int, shards: int = 8, vocabulary: int = 8000, seed: int = 7) -> tuple[Path, Path]:
+def make_demo_data(
+    directory: Path, captions: int, shards: int = 8, vocabulary: int = 8000, seed: int = 7
+) -> tuple[Path, Path]:
     """Write metadata.json and pool/part-*.jsonl under `directory`; return their paths."""
     rng = random.Random(seed)
     words = HEAD_WORDS + [w for w in tail_words(vocabulary, rng) if w not in HEAD_WORDS][: vocabulary - len(HEAD_WORDS)]
@@ -87,7 +92,9 @@ def make_demo_data(directory: Path, captions: int, shards: int = 8, vocabulary: 
     return metadata_path, pool
 
 
-def entry_table(output_dir: Path, metadata_path: Path, threshold: int) -> tuple[list[tuple[str, int, int]], float, float]:
+def entry_table(
+    output_dir: Path, metadata_path: Path, threshold: int
+) -> tuple[list[tuple[str, int, int]], float, float]:
     """Rows (entry, captions, kept captions) for the biggest head entries and a
     few tail entries, and the share of matches in head entries before and after."""
     counts = json.loads((output_dir / "entry_counts.json").read_text())
@@ -106,21 +113,29 @@ def entry_table(output_dir: Path, metadata_path: Path, threshold: int) -> tuple[
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="demo_output", help="where the data and the curation go (default: demo_output)")
+    parser.add_argument(
+        "--output_dir", default="demo_output", help="where the data and the curation go (default: demo_output)"
+    )
     parser.add_argument("--captions", type=int, default=200_000, help="captions to generate (default: 200000)")
     parser.add_argument("--threshold", type=int, default=500, help="t for the curation (default: 500)")
     args, beam_args = parser.parse_known_args(argv)
 
     directory = Path(args.output_dir)
     metadata_path, pool = make_demo_data(directory, args.captions)
-    print(f"generated {args.captions:,} captions in {pool}/ and {metadata_path} ({len(json.loads(metadata_path.read_text())):,} entries)")
+    print(
+        f"generated {args.captions:,} captions in {pool}/ and {metadata_path} ({len(json.loads(metadata_path.read_text())):,} entries)"
+    )
     curated = directory / "curated"
     status = curate.run(
         [
-            "--input", str(pool / "part-*.jsonl"),
-            "--metadata", str(metadata_path),
-            "--threshold", str(args.threshold),
-            "--output_dir", str(curated),
+            "--input",
+            str(pool / "part-*.jsonl"),
+            "--metadata",
+            str(metadata_path),
+            "--threshold",
+            str(args.threshold),
+            "--output_dir",
+            str(curated),
             "--overwrite",
             *beam_args,
         ]

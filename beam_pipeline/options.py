@@ -11,97 +11,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import math
 from typing import Callable, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipeline.option_checks import (
+    BadValue,
+    boolean,
+    column_names,
+    handoff_list,
+    integer,
+    non_blank,
+    seconds,
+)
 from transforms.formats.layout import FORMATS, PRESETS
 
-HANDOFFS = ("webdataset", "datacomp", "img2dataset")
 MODES = ("metaclip1", "metaclip2")
 DEFAULT_SAMPLES_PER_SHARD = 10000
 
 
 class UsageError(ValueError):
     """A bad option, input or metadata file: one line, exit status 2, no traceback."""
-
-
-class _BadValue(Exception):
-    """Raised by the value checks below. Not a ValueError on purpose: argparse would turn
-    one into its own "invalid value" message; this one reaches parse_curation_args as is."""
-
-
-# --- value checks: each turns the flag's text into its value, or refuses it in one line ---
-
-
-def integer(name: str, minimum: int, below: Optional[int] = None) -> Callable[[str], int]:
-    def check(value: str) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise _BadValue(f"--{name} must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise _BadValue(f"--{name} must be >= {minimum}, got {number}")
-        if below is not None and number >= below:
-            raise _BadValue(f"--{name} must be below 2**{below.bit_length() - 1}, got {number}")
-        return number
-
-    return check
-
-
-def boolean(name: str) -> Callable[[str], bool]:
-    def check(value: str) -> bool:
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes"):
-            return True
-        if text in ("false", "0", "no"):
-            return False
-        raise _BadValue(f"--{name} must be true or false, got {value!r}")
-
-    return check
-
-
-def seconds(name: str) -> Callable[[str], float]:
-    def check(value: str) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _BadValue(f"--{name} must be a number of seconds, got {value!r}") from None
-        if not number >= 0 or math.isinf(number):
-            raise _BadValue(f"--{name} must be a finite number of seconds >= 0, got {value!r}")
-        return number
-
-    return check
-
-
-def handoff_list(value: str) -> Optional[tuple[str, ...]]:
-    """--handoff: None for auto; else the named hand-offs (empty for none)."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if names == ["auto"]:
-        return None
-    if names == ["none"]:
-        return ()
-    unknown = [name for name in names if name not in HANDOFFS]
-    if unknown or not names:
-        raise _BadValue(f"--handoff takes auto, none, or a comma-separated list of {', '.join(HANDOFFS)}; got {value!r}")
-    return tuple(dict.fromkeys(names))
-
-
-def column_names(value: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in value.split(","))
-    if not all(names) or len(set(names)) != len(names):
-        raise _BadValue(f"--column_names must be distinct non-empty names separated by commas, got {','.join(names)!r}")
-    return names
-
-
-def non_blank(name: str, what: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if not value.strip():
-            raise _BadValue(f"--{name} must name {what}")
-        return value
-
-    return check
 
 
 def add_curation_arguments(parser, checked: bool = True) -> None:
@@ -116,92 +46,238 @@ def add_curation_arguments(parser, checked: bool = True) -> None:
         group.add_argument(flag, type=check if checked else None, **kwargs)
 
     inputs = parser.add_argument_group("input")
-    add(inputs, "--input", action="append", default=None, metavar="GLOB",
+    add(
+        inputs,
+        "--input",
+        action="append",
+        default=None,
+        metavar="GLOB",
         help="caption files: a path, glob or brace pattern ({000000..000099}.tar), local or any Beam filesystem "
-        "(gs://, s3://); repeat for more")
-    add(inputs, "--input_format", default=None, choices=FORMATS,
+        "(gs://, s3://); repeat for more",
+    )
+    add(
+        inputs,
+        "--input_format",
+        default=None,
+        choices=FORMATS,
         help="format of every input file; default: from the file extension (.jsonl/.json, .parquet, .tsv, .csv, "
-        "optionally compressed; .tar: webdataset)")
-    add(inputs, "--input_preset", default=None, choices=PRESETS,
+        "optionally compressed; .tar: webdataset)",
+    )
+    add(
+        inputs,
+        "--input_preset",
+        default=None,
+        choices=PRESETS,
         help="column names of a known pool: datacomp (uid, url, text; webdataset shards: .txt, uid and url in .json) "
-        "or img2dataset (url/caption or URL/TEXT); explicit --text_field/--key_field/--url_field win")
-    add(inputs, "--text_field", default=None,
+        "or img2dataset (url/caption or URL/TEXT); explicit --text_field/--key_field/--url_field win",
+    )
+    add(
+        inputs,
+        "--text_field",
+        default=None,
         help="field or column holding the caption (default: text); webdataset: a member extension such as .txt "
-        "(the default) or a field of the .json member")
-    add(inputs, "--key_field", default=None,
+        "(the default) or a field of the .json member",
+    )
+    add(
+        inputs,
+        "--key_field",
+        default=None,
         help="field or column holding the sample key; default: 'key' if present, else <file name>:<row>; "
-        "webdataset: a field of the .json member, default the sample's __key__")
-    add(inputs, "--url_field", default=None,
+        "webdataset: a field of the .json member, default the sample's __key__",
+    )
+    add(
+        inputs,
+        "--url_field",
+        default=None,
         help="field or column holding the image URL (webdataset: of the .json member); written as 'url' "
-        "(default: none)")
-    add(inputs, "--column_names", column_names, default=None, metavar="A,B,...",
+        "(default: none)",
+    )
+    add(
+        inputs,
+        "--column_names",
+        column_names,
+        default=None,
+        metavar="A,B,...",
         help="names for the columns of header-less TSV/CSV files, in order (CC3M: caption,url); default: the first "
-        "row is the header")
-    add(inputs, "--max_text_bytes", integer("max_text_bytes", 1), default="65536",
-        help="captions longer than this many UTF-8 bytes are rejected as text_too_long (default: 65536)")
-    add(inputs, "--strict", boolean("strict"), nargs="?", const="true", default="false", metavar="true|false",
+        "row is the header",
+    )
+    add(
+        inputs,
+        "--max_text_bytes",
+        integer("max_text_bytes", 1),
+        default="65536",
+        help="captions longer than this many UTF-8 bytes are rejected as text_too_long (default: 65536)",
+    )
+    add(
+        inputs,
+        "--strict",
+        boolean("strict"),
+        nargs="?",
+        const="true",
+        default="false",
+        metavar="true|false",
         help="fail the run at the first rejected record or file instead of writing it to rejected/ "
-        "(default: false; --strict alone means true)")
+        "(default: false; --strict alone means true)",
+    )
 
     metadata = parser.add_argument_group("metadata")
-    add(metadata, "--metadata", default=None, metavar="FILE",
+    add(
+        metadata,
+        "--metadata",
+        default=None,
+        metavar="FILE",
         help="metadata entries: a JSON list of strings (MetaCLIP's metadata.json, .gz allowed); "
-        "--mode metaclip2: a directory of <lang>.json lists or one JSON object {lang: [entries]}; required")
-    add(metadata, "--mode", default="metaclip1", choices=MODES,
+        "--mode metaclip2: a directory of <lang>.json lists or one JSON object {lang: [entries]}; required",
+    )
+    add(
+        metadata,
+        "--mode",
+        default="metaclip1",
+        choices=MODES,
         help="metaclip1: one list for every caption; metaclip2: MetaCLIP 2 worldwide, each caption matched "
-        "only against its language's list, with a t per language (default: metaclip1)")
-    add(metadata, "--lang_field", default=None,
+        "only against its language's list, with a t per language (default: metaclip1)",
+    )
+    add(
+        metadata,
+        "--lang_field",
+        default=None,
         help="metaclip2: field or column holding each caption's language code (default: none; "
-        "then --language_id decides)")
-    add(metadata, "--language_id", default="auto", metavar="auto|none|MODEL",
+        "then --language_id decides)",
+    )
+    add(
+        metadata,
+        "--language_id",
+        default="auto",
+        metavar="auto|none|MODEL",
         help="metaclip2: language-id model for captions without a --lang_field value; auto: the bundled "
         "model when there is no --lang_field, none otherwise; none: such captions get --default_language "
-        "(default: auto)")
-    add(metadata, "--language_map", default=None, metavar="FILE|A=B,...",
+        "(default: auto)",
+    )
+    add(
+        metadata,
+        "--language_map",
+        default=None,
+        metavar="FILE|A=B,...",
         help="metaclip2: language codes to metadata languages, as a JSON object file or pairs "
-        "(zh-cn=zh,zh-tw=zh); codes neither mapped nor listed get --default_language (default: none)")
-    add(metadata, "--default_language", non_blank("default_language", "a language"), default="other",
-        help="metaclip2: metadata language of captions whose language is unknown or has no list (default: other)")
+        "(zh-cn=zh,zh-tw=zh); codes neither mapped nor listed get --default_language (default: none)",
+    )
+    add(
+        metadata,
+        "--default_language",
+        non_blank("default_language", "a language"),
+        default="other",
+        help="metaclip2: metadata language of captions whose language is unknown or has no list (default: other)",
+    )
 
     balancing = parser.add_argument_group("balancing")
-    add(balancing, "--threshold", integer("threshold", 1), default="20000",
-        help="t: captions kept per head entry in expectation (MetaCLIP 400M: 20000) (default: 20000)")
-    add(balancing, "--seed", integer("seed", 0, below=2**64), default="0",
-        help="seed of the keep decisions, a non-negative integer (default: 0)")
-    add(balancing, "--target_size", integer("target_size", 1), default=None, metavar="N",
+    add(
+        balancing,
+        "--threshold",
+        integer("threshold", 1),
+        default="20000",
+        help="t: captions kept per head entry in expectation (MetaCLIP 400M: 20000) (default: 20000)",
+    )
+    add(
+        balancing,
+        "--seed",
+        integer("seed", 0, below=2**64),
+        default="0",
+        help="seed of the keep decisions, a non-negative integer (default: 0)",
+    )
+    add(
+        balancing,
+        "--target_size",
+        integer("target_size", 1),
+        default=None,
+        metavar="N",
         help="choose t so that the expected subset size is as close as possible to N captions, "
-        "print it and use it instead of --threshold (default: none)")
+        "print it and use it instead of --threshold (default: none)",
+    )
 
     output = parser.add_argument_group("output")
     add(output, "--output_dir", default=None, metavar="DIR", help="where every output goes; required")
-    add(output, "--overwrite", boolean("overwrite"), nargs="?", const="true", default="false", metavar="true|false",
+    add(
+        output,
+        "--overwrite",
+        boolean("overwrite"),
+        nargs="?",
+        const="true",
+        default="false",
+        metavar="true|false",
         help="replace the outputs of a finished run already in --output_dir (default: refuse); "
-        "--overwrite alone means true (a Flex Template parameter always has a value: overwrite=true)")
-    add(output, "--num_shards", integer("num_shards", 0), default="0",
+        "--overwrite alone means true (a Flex Template parameter always has a value: overwrite=true)",
+    )
+    add(
+        output,
+        "--num_shards",
+        integer("num_shards", 0),
+        default="0",
         help="files per output directory; 0 picks one per 64 MiB of caption data as held in memory, estimated "
-        "from a few input files (default: 0)")
-    add(output, "--batch_size", integer("batch_size", 1), default="4096",
-        help="captions per batch inside the pipeline (default: 4096)")
-    add(output, "--report", boolean("report"), nargs="?", const="true", default="true", metavar="true|false",
-        help="write report.html and plots/*.png beside the outputs (default: true)")
-    add(output, "--progress", seconds("progress"), default="10", metavar="SECONDS",
-        help="local runs: print records read, matched and kept every SECONDS; 0 turns it off (default: 10)")
-    add(output, "--cache_dir", default=None, metavar="DIR|none",
+        "from a few input files (default: 0)",
+    )
+    add(
+        output,
+        "--batch_size",
+        integer("batch_size", 1),
+        default="4096",
+        help="captions per batch inside the pipeline (default: 4096)",
+    )
+    add(
+        output,
+        "--report",
+        boolean("report"),
+        nargs="?",
+        const="true",
+        default="true",
+        metavar="true|false",
+        help="write report.html and plots/*.png beside the outputs (default: true)",
+    )
+    add(
+        output,
+        "--progress",
+        seconds("progress"),
+        default="10",
+        metavar="SECONDS",
+        help="local runs: print records read, matched and kept every SECONDS; 0 turns it off (default: 10)",
+    )
+    add(
+        output,
+        "--cache_dir",
+        default=None,
+        metavar="DIR|none",
         help="local runs: keep the built automaton here (~130 MB per metadata list, the newest 3 kept) so that "
         "the next run on the same metadata loads it in ~0.3 s instead of building it; none: build every time "
-        "(default: $BALANCEBEAM_CACHE_DIR, else ~/.cache/balancebeam)")
+        "(default: $BALANCEBEAM_CACHE_DIR, else ~/.cache/balancebeam)",
+    )
 
     handoff = parser.add_argument_group("training hand-off")
-    add(handoff, "--handoff", handoff_list, default="auto", metavar="LIST",
+    add(
+        handoff,
+        "--handoff",
+        handoff_list,
+        default="auto",
+        metavar="LIST",
         help="training hand-off outputs, comma-separated: webdataset (kept keys per input shard), datacomp "
         "(subset_uids.npy), img2dataset (img2dataset/*.parquet); or none. Default auto: webdataset for "
         "webdataset inputs, datacomp and img2dataset for --input_preset datacomp (datacomp only for its "
-        "webdataset shards), img2dataset for --input_preset img2dataset")
-    add(handoff, "--reshard_dir", non_blank("reshard_dir", "a directory"), default=None, metavar="DIR",
+        "webdataset shards), img2dataset for --input_preset img2dataset",
+    )
+    add(
+        handoff,
+        "--reshard_dir",
+        non_blank("reshard_dir", "a directory"),
+        default=None,
+        metavar="DIR",
         help="write new webdataset shards holding only the kept samples (every member copied byte for byte) "
-        "and their manifest.json to DIR; webdataset inputs only (default: no reshard)")
-    add(handoff, "--samples_per_shard", integer("samples_per_shard", 1), default=str(DEFAULT_SAMPLES_PER_SHARD),
-        help=f"samples per resharded tar, all shards full but the last (default: {DEFAULT_SAMPLES_PER_SHARD})")
+        "and their manifest.json to DIR; webdataset inputs only (default: no reshard)",
+    )
+    add(
+        handoff,
+        "--samples_per_shard",
+        integer("samples_per_shard", 1),
+        default=str(DEFAULT_SAMPLES_PER_SHARD),
+        help=f"samples per resharded tar, all shards full but the last (default: {DEFAULT_SAMPLES_PER_SHARD})",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,8 +316,11 @@ class CurationArgs:
 
 # Documentation only: shown in --help, still parsed by Beam itself.
 BEAM_OPTIONS_HELP = (
-    ("--runner", "DirectRunner (default; runs here on Beam's Python engine), DataflowRunner, PortableRunner, "
-     "FlinkRunner, SparkRunner"),
+    (
+        "--runner",
+        "DirectRunner (default; runs here on Beam's Python engine), DataflowRunner, PortableRunner, "
+        "FlinkRunner, SparkRunner",
+    ),
     ("--direct_running_mode", "DirectRunner: in_memory (default), multi_threading or multi_processing (all cores)"),
     ("--direct_num_workers", "DirectRunner: parallel workers; 0 means one per core (default: 1)"),
     ("--project", "Dataflow: Google Cloud project (default: none)"),
@@ -277,7 +356,8 @@ def curation_parser() -> argparse.ArgumentParser:
     )
     add_curation_arguments(parser)
     beam = parser.add_argument_group(
-        "Beam options", "any Beam pipeline option may follow the curation options; the common ones:")
+        "Beam options", "any Beam pipeline option may follow the curation options; the common ones:"
+    )
     for flag, text in BEAM_OPTIONS_HELP:
         beam.add_argument(flag, default=None, metavar="VALUE", help=text)
     return parser
@@ -309,9 +389,13 @@ def _check_combinations(args: argparse.Namespace) -> None:
     if args.mode == "metaclip1":
         for name in _WORLDWIDE_ONLY:
             if getattr(args, name) is not None:
-                raise UsageError(f"--{name} is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1")
+                raise UsageError(
+                    f"--{name} is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1"
+                )
         if args.language_id != "auto":
-            raise UsageError("--language_id is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1")
+            raise UsageError(
+                "--language_id is for --mode metaclip2 (per-language metadata); this run is --mode metaclip1"
+            )
     elif args.target_size is not None:
         raise UsageError("--target_size is not supported with --mode metaclip2 yet: set --threshold (English's t)")
 
@@ -333,7 +417,7 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[CurationArgs, li
     """
     try:
         args, rest = curation_parser().parse_known_args(list(argv or []))
-    except _BadValue as error:
+    except BadValue as error:
         raise UsageError(str(error)) from None
     _refuse_unknown_flags(rest)
     _check_combinations(args)

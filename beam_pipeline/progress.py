@@ -18,7 +18,9 @@ from typing import Optional, TextIO
 from apache_beam.io.filesystems import FileSystems
 
 # spill_name(): <label>-<random>-<rows>r[-<matched>m][-s<shard>].arrow
-_SPILL_NAME = re.compile(r"^(?P<label>[A-Za-z0-9_]+)-[0-9a-f]{16}-(?P<rows>\d+)r(?:-(?P<matched>\d+)m)?(?:-s\d+)?\.arrow$")
+_SPILL_NAME = re.compile(
+    r"^(?P<label>[A-Za-z0-9_]+)-[0-9a-f]{16}-(?P<rows>\d+)r(?:-(?P<matched>\d+)m)?(?:-s\d+)?\.arrow$"
+)
 
 
 def spill_totals(spill_dir: str) -> dict[str, int]:

@@ -71,7 +71,10 @@ def build(library: str, padded: Sequence[str], implementation: Optional[str] = N
     if library == "ahocorasick-rs":
         import ahocorasick_rs
 
-        kwargs = {"matchkind": ahocorasick_rs.MATCHKIND_STANDARD, "store_patterns": False}  # standard: overlapping allowed
+        kwargs = {
+            "matchkind": ahocorasick_rs.MATCHKIND_STANDARD,
+            "store_patterns": False,
+        }  # standard: overlapping allowed
         if implementation:
             kwargs["implementation"] = getattr(ahocorasick_rs.Implementation, implementation)
         return ahocorasick_rs.AhoCorasick(list(padded), **kwargs)
@@ -124,7 +127,9 @@ def compare_texts(source: str) -> tuple:
 # --------------------------------------------------------------------------- child processes
 
 
-def child_measure(library: str, metadata: str, captions: int, source: str, pickle_path: str, implementation: Optional[str]) -> dict:
+def child_measure(
+    library: str, metadata: str, captions: int, source: str, pickle_path: str, implementation: Optional[str]
+) -> dict:
     padded = [pad_entry(e) for e in parse_metadata(Path(metadata).read_bytes(), metadata).entries]
     texts = texts_for(captions, source)
     before = _rss()
@@ -166,7 +171,11 @@ def child_load(library: str, pickle_path: str, probe_text: str) -> dict:
     automaton = pickle.loads(data)
     load_s = time.perf_counter() - started
     after = _rss()
-    return {"load_s": load_s, "load_rss_mib": (after - before) / MIB, "probe": sorted(match_set_function(library, automaton)(probe_text))}
+    return {
+        "load_s": load_s,
+        "load_rss_mib": (after - before) / MIB,
+        "probe": sorted(match_set_function(library, automaton)(probe_text)),
+    }
 
 
 def child_compare(metadata: str, source: str, implementation: Optional[str]) -> dict:
@@ -190,15 +199,33 @@ def child_compare(metadata: str, source: str, implementation: Optional[str]) -> 
             if len(examples) < 5:
                 only_ours = sorted(a - b)[:5]
                 only_theirs = sorted(b - a)[:5]
-                examples.append({"row": index, "text": text[:200], "only_pyahocorasick": [padded[i].strip() for i in only_ours],
-                                 "only_ahocorasick_rs": [padded[i].strip() for i in only_theirs]})
-    return {"texts": label, "captions": len(texts), "differing_captions": differing, "matches_pyahocorasick": matches_ours,
-            "matches_ahocorasick_rs": matches_theirs, "examples": examples, "errors": errors[:5], "identical": differing == 0}
+                examples.append(
+                    {
+                        "row": index,
+                        "text": text[:200],
+                        "only_pyahocorasick": [padded[i].strip() for i in only_ours],
+                        "only_ahocorasick_rs": [padded[i].strip() for i in only_theirs],
+                    }
+                )
+    return {
+        "texts": label,
+        "captions": len(texts),
+        "differing_captions": differing,
+        "matches_pyahocorasick": matches_ours,
+        "matches_ahocorasick_rs": matches_theirs,
+        "examples": examples,
+        "errors": errors[:5],
+        "identical": differing == 0,
+    }
 
 
 def _run_child(args: list) -> dict:
-    process = subprocess.run([sys.executable, "-m", "benchmarks.bench_automaton", *args], capture_output=True, text=True,
-                             cwd=str(Path(__file__).resolve().parent.parent))
+    process = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_automaton", *args],
+        capture_output=True,
+        text=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     if process.returncode != 0:
         raise RuntimeError(f"child {' '.join(args[:2])} failed:\n{process.stderr[-3000:]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
@@ -208,35 +235,51 @@ def _run_child(args: list) -> dict:
 
 
 def format_report(results: dict) -> str:
-    lines = [f"metadata: {results['metadata']} ({results['entries']:,} padded entries); captions/s on {results['captions']:,} {results['source']} captions, one core",
-             f"{'library':<34} {'build s':>8} {'+RSS MiB':>9} {'pickled MiB':>12} {'load s':>7} {'load +MiB':>10} {'raw capt/s':>11} {'set capt/s':>11}"]
+    lines = [
+        f"metadata: {results['metadata']} ({results['entries']:,} padded entries); captions/s on {results['captions']:,} {results['source']} captions, one core",
+        f"{'library':<34} {'build s':>8} {'+RSS MiB':>9} {'pickled MiB':>12} {'load s':>7} {'load +MiB':>10} {'raw capt/s':>11} {'set capt/s':>11}",
+    ]
     for r in results["libraries"]:
         name = r["library"] + ("" if r["implementation"] == "default" else f" ({r['implementation']})")
         pickled = f"{r['pickled_mib']:,.1f}" if r["picklable"] else "fails"
         load = f"{r['load_s']:.2f}" if r.get("load_s") is not None else "-"
         load_mib = f"{r['load_rss_mib']:,.0f}" if r.get("load_rss_mib") is not None else "-"
-        lines.append(f"{name:<34} {r['build_s']:>8.2f} {r['build_rss_mib']:>9,.0f} {pickled:>12} {load:>7} {load_mib:>10} "
-                     f"{r['raw_captions_per_s']:>11,.0f} {r['match_set_captions_per_s']:>11,.0f}")
+        lines.append(
+            f"{name:<34} {r['build_s']:>8.2f} {r['build_rss_mib']:>9,.0f} {pickled:>12} {load:>7} {load_mib:>10} "
+            f"{r['raw_captions_per_s']:>11,.0f} {r['match_set_captions_per_s']:>11,.0f}"
+        )
         if not r["picklable"]:
             lines.append(f"{'':<34} pickle.dumps: {r['pickle_error']}")
     c = results.get("comparison")
     if c:
         verdict = "identical match sets" if c["identical"] else f"{c['differing_captions']:,} captions differ"
-        lines.append(f"match sets on {c['texts']}: {verdict} (matches: pyahocorasick {c['matches_pyahocorasick']:,}, "
-                     f"ahocorasick-rs {c['matches_ahocorasick_rs']:,})")
+        lines.append(
+            f"match sets on {c['texts']}: {verdict} (matches: pyahocorasick {c['matches_pyahocorasick']:,}, "
+            f"ahocorasick-rs {c['matches_ahocorasick_rs']:,})"
+        )
         for example in c["examples"]:
-            lines.append(f"  row {example['row']}: only pyahocorasick {example['only_pyahocorasick']}, only ahocorasick-rs {example['only_ahocorasick_rs']}")
+            lines.append(
+                f"  row {example['row']}: only pyahocorasick {example['only_pyahocorasick']}, only ahocorasick-rs {example['only_ahocorasick_rs']}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", default=None, help="metadata list (default: ../shared/bench/metadata_500k.json.gz, else a synthetic 500k list)")
+    parser.add_argument(
+        "--metadata",
+        default=None,
+        help="metadata list (default: ../shared/bench/metadata_500k.json.gz, else a synthetic 500k list)",
+    )
     parser.add_argument("--captions", type=parse_count, default=100_000, help="captions for the rates (default: 100k)")
     parser.add_argument("--source", choices=("laion", "synthetic"), default=default_source())
     parser.add_argument("--libraries", default=",".join(LIBRARIES), help=f"comma-separated, of {', '.join(LIBRARIES)}")
-    parser.add_argument("--rs_implementation", default=None, choices=("NoncontiguousNFA", "ContiguousNFA", "DFA"),
-                        help="ahocorasick-rs automaton type (default: the library's choice)")
+    parser.add_argument(
+        "--rs_implementation",
+        default=None,
+        choices=("NoncontiguousNFA", "ContiguousNFA", "DFA"),
+        help="ahocorasick-rs automaton type (default: the library's choice)",
+    )
     parser.add_argument("--no_compare", action="store_true", help="skip the match-set comparison")
     parser.add_argument("--json", default="bench_automaton.json", help="results file (default: bench_automaton.json)")
     parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
@@ -245,7 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args._child:
         kind, *rest = args._child
         if kind == "measure":
-            out = child_measure(rest[0], rest[1], int(rest[2]), rest[3], rest[4], rest[5] if len(rest) > 5 and rest[5] != "-" else None)
+            out = child_measure(
+                rest[0], rest[1], int(rest[2]), rest[3], rest[4], rest[5] if len(rest) > 5 and rest[5] != "-" else None
+            )
         elif kind == "load":
             out = child_load(rest[0], rest[1], rest[2])
         else:
@@ -260,8 +305,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             metadata = str(ensure_synthetic_metadata(scratch))
         entries = len(parse_metadata(Path(metadata).read_bytes(), metadata).entries)
         probe_text = texts_for(1, args.source)[0]
-        results = {"benchmark": "bench_automaton", "metadata": metadata, "entries": entries, "captions": args.captions,
-                   "source": args.source, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "libraries": []}
+        results = {
+            "benchmark": "bench_automaton",
+            "metadata": metadata,
+            "entries": entries,
+            "captions": args.captions,
+            "source": args.source,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "libraries": [],
+        }
         from benchmarks.bench_e2e import load_average, machine_info
 
         results["machine"] = machine_info()
@@ -270,15 +322,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             implementation = args.rs_implementation if library == "ahocorasick-rs" else None
             pickle_path = scratch / f"{library}.pickle"
             print(f"measuring {library} ...", flush=True)
-            result = _run_child(["--_child", "measure", library, metadata, str(args.captions), args.source, str(pickle_path), implementation or "-"])
+            result = _run_child(
+                [
+                    "--_child",
+                    "measure",
+                    library,
+                    metadata,
+                    str(args.captions),
+                    args.source,
+                    str(pickle_path),
+                    implementation or "-",
+                ]
+            )
             if result["picklable"]:
                 loaded = _run_child(["--_child", "load", library, str(pickle_path), probe_text])
-                result.update(load_s=loaded["load_s"], load_rss_mib=loaded["load_rss_mib"], load_probe_ok=loaded["probe"] == result["probe"])
+                result.update(
+                    load_s=loaded["load_s"],
+                    load_rss_mib=loaded["load_rss_mib"],
+                    load_probe_ok=loaded["probe"] == result["probe"],
+                )
                 pickle_path.unlink()
             results["libraries"].append(result)
         if not args.no_compare:
             print("comparing match sets ...", flush=True)
-            results["comparison"] = _run_child(["--_child", "compare", metadata, args.source, args.rs_implementation or "-"])
+            results["comparison"] = _run_child(
+                ["--_child", "compare", metadata, args.source, args.rs_implementation or "-"]
+            )
         results["load_average_after"] = load_average()
         Path(args.json).write_text(json.dumps(results, indent=1))
         print()

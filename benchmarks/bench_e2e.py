@@ -33,6 +33,7 @@ first run does.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -170,8 +171,13 @@ class ProcessTreeSampler:
         self.peak_tree_rss = max(self.peak_tree_rss, total)
         if now - self._last_timeline >= 1.0:
             self._last_timeline = now
-            self.timeline.append({"t": round(now, 1), "total_mib": round(total / MIB, 1),
-                                  **{f"{k}_mib": round(v / MIB, 1) for k, v in sorted(by_role.items())}})
+            self.timeline.append(
+                {
+                    "t": round(now, 1),
+                    "total_mib": round(total / MIB, 1),
+                    **{f"{k}_mib": round(v / MIB, 1) for k, v in sorted(by_role.items())},
+                }
+            )
 
     def processes(self) -> list:
         """Every process seen, the root first, then by role and first sighting."""
@@ -256,7 +262,9 @@ def matcher_rates(entries: Sequence[str], texts: Sequence[str], oracle_captions:
     }
     if oracle_captions:
         sample = texts[:oracle_captions]
-        rates["c_per_entry_loop"] = best_rate(lambda batch: [match_entries_brute_force(t, entries) for t in batch], sample, 1)
+        rates["c_per_entry_loop"] = best_rate(
+            lambda batch: [match_entries_brute_force(t, entries) for t in batch], sample, 1
+        )
         rates["c_captions"] = len(sample)
         rates["a_over_c"] = rates["a_match_batch"] / rates["c_per_entry_loop"]
     rates["a_over_b"] = rates["a_match_batch"] / rates["b_raw_loop"]
@@ -266,13 +274,32 @@ def matcher_rates(entries: Sequence[str], texts: Sequence[str], oracle_captions:
 # --------------------------------------------------------------------------- one curation
 
 
-def curate_command(pool_glob: str, metadata: str, output_dir: str, threshold: int, workers: int, extra: Sequence[str] = ()) -> list:
+def curate_command(
+    pool_glob: str, metadata: str, output_dir: str, threshold: int, workers: int, extra: Sequence[str] = ()
+) -> list:
     return [
-        sys.executable, "-m", "beam_pipeline.curate",
-        "--input", pool_glob, "--text_field", "text", "--url_field", "url", "--key_field", "key",
-        "--metadata", metadata, "--threshold", str(threshold), "--output_dir", output_dir,
-        "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}",
-        "--progress", "0", *extra,
+        sys.executable,
+        "-m",
+        "beam_pipeline.curate",
+        "--input",
+        pool_glob,
+        "--text_field",
+        "text",
+        "--url_field",
+        "url",
+        "--key_field",
+        "key",
+        "--metadata",
+        metadata,
+        "--threshold",
+        str(threshold),
+        "--output_dir",
+        output_dir,
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={workers}",
+        "--progress",
+        "0",
+        *extra,
     ]
 
 
@@ -281,7 +308,9 @@ def _printed_seconds(stdout: str) -> Optional[float]:
     return float(match.group(1)) if match else None
 
 
-def run_curation(command: Sequence[str], interval: float = 0.2, log_path: Optional[Path] = None, cwd: Optional[str] = None) -> dict:
+def run_curation(
+    command: Sequence[str], interval: float = 0.2, log_path: Optional[Path] = None, cwd: Optional[str] = None
+) -> dict:
     """Run the command line, sampling its process tree; wall and CPU time, per-process peaks."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -310,7 +339,14 @@ def run_curation(command: Sequence[str], interval: float = 0.2, log_path: Option
         "peak_rss_main_mib": round(main["peak_rss"] / MIB, 1) if main else None,
         "peak_rss_workers_mib": [round(p["peak_rss"] / MIB, 1) for p in workers],
         "peak_rss_tree_mib": round(sampler.peak_tree_rss / MIB, 1),
-        "processes": [{**p, "peak_rss_mib": round(p.pop("peak_rss") / MIB, 1), "last_rss_mib": round(p.pop("last_rss", 0) / MIB, 1)} for p in processes],
+        "processes": [
+            {
+                **p,
+                "peak_rss_mib": round(p.pop("peak_rss") / MIB, 1),
+                "last_rss_mib": round(p.pop("last_rss", 0) / MIB, 1),
+            }
+            for p in processes
+        ],
         "samples": sampler.samples,
         "timeline": sampler.timeline,
         "stdout_tail": stdout[-2000:],
@@ -324,7 +360,7 @@ def run_curation(command: Sequence[str], interval: float = 0.2, log_path: Option
 def _linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
     """Least squares y = fixed + x * slope; slope in microseconds per caption."""
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum((x - mean_x) ** 2 for x in xs)
     return {"fixed_s": mean_y - slope * mean_x, "per_caption_us": slope * 1e6}
 
 
@@ -333,17 +369,27 @@ def scaling(runs: Sequence[dict]) -> dict:
     ok = sorted((r for r in runs if r.get("returncode") == 0), key=lambda r: r["captions"])
     result: dict = {"tolerance": FLAT_TOLERANCE, "per_caption_us": [], "marginal_us": []}
     for r in ok:
-        result["per_caption_us"].append({"captions": r["captions"], "wall": r["wall_s"] / r["captions"] * 1e6,
-                                         "pipeline": (r["pipeline_s"] / r["captions"] * 1e6) if r.get("pipeline_s") else None})
-    for small, large in zip(ok, ok[1:]):
+        result["per_caption_us"].append(
+            {
+                "captions": r["captions"],
+                "wall": r["wall_s"] / r["captions"] * 1e6,
+                "pipeline": (r["pipeline_s"] / r["captions"] * 1e6) if r.get("pipeline_s") else None,
+            }
+        )
+    for small, large in itertools.pairwise(ok):
         span = large["captions"] - small["captions"]
         if span <= 0:
             continue
-        result["marginal_us"].append({
-            "from": small["captions"], "to": large["captions"],
-            "wall": (large["wall_s"] - small["wall_s"]) / span * 1e6,
-            "pipeline": ((large["pipeline_s"] - small["pipeline_s"]) / span * 1e6) if small.get("pipeline_s") and large.get("pipeline_s") else None,
-        })
+        result["marginal_us"].append(
+            {
+                "from": small["captions"],
+                "to": large["captions"],
+                "wall": (large["wall_s"] - small["wall_s"]) / span * 1e6,
+                "pipeline": ((large["pipeline_s"] - small["pipeline_s"]) / span * 1e6)
+                if small.get("pipeline_s") and large.get("pipeline_s")
+                else None,
+            }
+        )
     if len(ok) >= 2 and len({r["captions"] for r in ok}) >= 2:
         xs = [r["captions"] for r in ok]
         result["fit"] = _linear_fit(xs, [r["wall_s"] for r in ok])
@@ -374,17 +420,24 @@ def format_report(results: dict) -> str:
         f"metadata: {results['metadata']} ({results['entries']:,} entries); pools: {results['source']}; {results['workers']} SDK workers; "
         f"automaton cache {results.get('automaton_cache', '?')}; --report {results.get('report', '?')}",
         f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s (before {raw['before']['b_raw_loop']:,.0f}, "
-        f"after {raw['after']['b_raw_loop']:,.0f})" if raw.get("after") else
-        f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s",
+        f"after {raw['after']['b_raw_loop']:,.0f})"
+        if raw.get("after")
+        else f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s",
         f"(a) match_batch {raw['before']['a_match_batch']:,.0f} captions/s, a/b = {raw['before']['a_over_b']:.2f}"
-        + (f"; (c) per-entry loop {raw['before']['c_per_entry_loop']:,.1f} captions/s, a/c = {raw['before']['a_over_c']:,.0f}" if "c_per_entry_loop" in raw["before"] else ""),
+        + (
+            f"; (c) per-entry loop {raw['before']['c_per_entry_loop']:,.1f} captions/s, a/c = {raw['before']['a_over_c']:,.0f}"
+            if "c_per_entry_loop" in raw["before"]
+            else ""
+        ),
         "",
         f"{'captions':>10} {'wall s':>8} {'pipe s':>8} {'capt/s':>9} {'/(b)':>5} {'/(b)/core':>9} {'cpu s':>8} "
         f"{'us/capt':>8} {'main MiB':>9} {'worker MiB (each)':>20} {'tree MiB':>9}",
     ]
     for r in results["runs"]:
         if r["returncode"] != 0:
-            lines.append(f"{r['captions']:>10,} FAILED (exit {r['returncode']}): {r['stderr_tail'].strip().splitlines()[-1:] }")
+            lines.append(
+                f"{r['captions']:>10,} FAILED (exit {r['returncode']}): {r['stderr_tail'].strip().splitlines()[-1:]}"
+            )
             continue
         workers = ", ".join(f"{m:,.0f}" for m in r["peak_rss_workers_mib"])
         lines.append(
@@ -395,21 +448,39 @@ def format_report(results: dict) -> str:
     s = results["scaling"]
     if s["marginal_us"]:
         lines.append("")
-        lines.append("per-caption cost (wall):  " + ", ".join(f"{p['captions']:,}: {p['wall']:.1f} us" for p in s["per_caption_us"]))
-        lines.append("marginal cost (wall):     " + ", ".join(f"{m['from']:,}->{m['to']:,}: {m['wall']:.1f} us" for m in s["marginal_us"]))
+        lines.append(
+            "per-caption cost (wall):  "
+            + ", ".join(f"{p['captions']:,}: {p['wall']:.1f} us" for p in s["per_caption_us"])
+        )
+        lines.append(
+            "marginal cost (wall):     "
+            + ", ".join(f"{m['from']:,}->{m['to']:,}: {m['wall']:.1f} us" for m in s["marginal_us"])
+        )
         if "fit" in s:
-            lines.append(f"fit wall = fixed + N x c: fixed {s['fit']['fixed_s']:.1f} s, c = {s['fit']['per_caption_us']:.1f} us/caption"
-                         f" ({1e6 / s['fit']['per_caption_us']:,.0f} captions/s once started)" if s['fit']['per_caption_us'] > 0 else "")
-            lines.append(f"fit CPU = fixed + N x c: fixed {s['cpu_fit']['fixed_s']:.1f} CPU-s, c = {s['cpu_fit']['per_caption_us']:.1f} CPU-us/caption")
+            lines.append(
+                f"fit wall = fixed + N x c: fixed {s['fit']['fixed_s']:.1f} s, c = {s['fit']['per_caption_us']:.1f} us/caption"
+                f" ({1e6 / s['fit']['per_caption_us']:,.0f} captions/s once started)"
+                if s["fit"]["per_caption_us"] > 0
+                else ""
+            )
+            lines.append(
+                f"fit CPU = fixed + N x c: fixed {s['cpu_fit']['fixed_s']:.1f} CPU-s, c = {s['cpu_fit']['per_caption_us']:.1f} CPU-us/caption"
+            )
             cores = next((r["cores"] for r in results["runs"] if r.get("cores")), results["workers"])
             if s["fit"]["per_caption_us"] <= 0 or 1e6 / s["fit"]["per_caption_us"] > cores * raw["b_raw_loop"]:
-                lines.append(f"  (the marginal cost is below the raw automaton loop's on {cores} cores: at these sizes start-up "
-                             "and noise dominate the differences; the marginal figures mean something from ~1M captions on)")
+                lines.append(
+                    f"  (the marginal cost is below the raw automaton loop's on {cores} cores: at these sizes start-up "
+                    "and noise dominate the differences; the marginal figures mean something from ~1M captions on)"
+                )
         verdict = lambda ok: "flat" if ok else "NOT flat"  # noqa: E731
         if "total_change" in s:
-            lines.append(f"total/N, largest vs smallest size: {s['total_change']:+.1%} ({verdict(s['total_flat'])} within {FLAT_TOLERANCE:.0%}; includes fixed start-up)")
+            lines.append(
+                f"total/N, largest vs smallest size: {s['total_change']:+.1%} ({verdict(s['total_flat'])} within {FLAT_TOLERANCE:.0%}; includes fixed start-up)"
+            )
         if "marginal_change" in s:
-            lines.append(f"marginal cost, last step vs first: {s['marginal_change']:+.1%} ({verdict(s['marginal_flat'])} within {FLAT_TOLERANCE:.0%})")
+            lines.append(
+                f"marginal cost, last step vs first: {s['marginal_change']:+.1%} ({verdict(s['marginal_flat'])} within {FLAT_TOLERANCE:.0%})"
+            )
     return "\n".join(lines)
 
 
@@ -417,25 +488,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100k,1M,4M", help="pool sizes, comma-separated (default: 100k,1M,4M)")
     parser.add_argument("--files", type=int, default=8, help="Parquet files per pool (default: 8)")
-    parser.add_argument("--source", choices=("laion", "synthetic"), default=default_source(),
-                        help="pool texts (default: laion when ../shared is present, else synthetic)")
-    parser.add_argument("--metadata", default=None,
-                        help="metadata list (default: ../shared/bench/metadata_500k.json.gz; 'synthetic' or, "
-                        "without ../shared, a generated 500k list matching the synthetic pools)")
+    parser.add_argument(
+        "--source",
+        choices=("laion", "synthetic"),
+        default=default_source(),
+        help="pool texts (default: laion when ../shared is present, else synthetic)",
+    )
+    parser.add_argument(
+        "--metadata",
+        default=None,
+        help="metadata list (default: ../shared/bench/metadata_500k.json.gz; 'synthetic' or, "
+        "without ../shared, a generated 500k list matching the synthetic pools)",
+    )
     parser.add_argument("--threshold", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers (default: 2)")
     parser.add_argument("--cache_dir", default=None, help="keep and reuse pools here (default: a temporary directory)")
-    parser.add_argument("--work_dir", default=None, help="where outputs and logs go (default: a temporary directory, removed)")
+    parser.add_argument(
+        "--work_dir", default=None, help="where outputs and logs go (default: a temporary directory, removed)"
+    )
     parser.add_argument("--keep_outputs", action="store_true", help="keep each run's output directory")
-    parser.add_argument("--raw_captions", type=parse_count, default=100_000, help="captions for the in-process loops (default: 100k)")
-    parser.add_argument("--oracle_captions", type=int, default=5, help="captions for the per-entry loop (c) (default: 5; 0 skips)")
+    parser.add_argument(
+        "--raw_captions", type=parse_count, default=100_000, help="captions for the in-process loops (default: 100k)"
+    )
+    parser.add_argument(
+        "--oracle_captions", type=int, default=5, help="captions for the per-entry loop (c) (default: 5; 0 skips)"
+    )
     parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling interval in seconds (default: 0.2)")
-    parser.add_argument("--pool_captions", type=parse_count, default=1_600_000_000, help="pool size of the cost model (default: 1.6B)")
-    parser.add_argument("--automaton_cache", choices=("warm", "cold"), default="warm",
-                        help="warm: every run loads the automaton from a cache built before the runs (a rerun on the same "
-                        "metadata); cold: --cache_dir none, every worker builds it (a first run) (default: warm)")
-    parser.add_argument("--report", choices=("true", "false"), default="true",
-                        help="--report of the curations: true writes report.html and the plots too (default: true)")
+    parser.add_argument(
+        "--pool_captions", type=parse_count, default=1_600_000_000, help="pool size of the cost model (default: 1.6B)"
+    )
+    parser.add_argument(
+        "--automaton_cache",
+        choices=("warm", "cold"),
+        default="warm",
+        help="warm: every run loads the automaton from a cache built before the runs (a rerun on the same "
+        "metadata); cold: --cache_dir none, every worker builds it (a first run) (default: warm)",
+    )
+    parser.add_argument(
+        "--report",
+        choices=("true", "false"),
+        default="true",
+        help="--report of the curations: true writes report.html and the plots too (default: true)",
+    )
     parser.add_argument("--json", default="bench_e2e.json", help="results file (default: bench_e2e.json)")
     args = parser.parse_args(argv)
     sizes = [parse_count(s) for s in args.sizes.split(",") if s.strip()]
@@ -468,7 +562,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     results: dict = {
         "benchmark": "bench_e2e",
-        "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.bench_e2e", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "benchmarks.bench_e2e", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "load_average_before": load_average(),
@@ -488,7 +584,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         texts = PoolSource(args.source).texts(args.raw_captions)
         before = matcher_rates(entries, texts, args.oracle_captions)
-        print(f"(b) raw automaton loop before: {before['b_raw_loop']:,.0f} captions/s; (a) {before['a_match_batch']:,.0f}", flush=True)
+        print(
+            f"(b) raw automaton loop before: {before['b_raw_loop']:,.0f} captions/s; (a) {before['a_match_batch']:,.0f}",
+            flush=True,
+        )
         runs = []
         for size in sizes:
             pool = ensure_pool(cache_dir, size, args.files, args.source)
@@ -498,18 +597,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             command = curate_command(pool.glob, metadata, str(output), args.threshold, args.workers, extra)
             print(f"curating {size:,} captions ...", flush=True)
             run = run_curation(command, args.interval, work_dir / f"log-{size}.txt", cwd=str(repo))
-            run.update(captions=size, pool=pool.directory, pool_bytes=sum(os.path.getsize(p) for p in pool.paths), command=" ".join(command[1:]))
+            run.update(
+                captions=size,
+                pool=pool.directory,
+                pool_bytes=sum(os.path.getsize(p) for p in pool.paths),
+                command=" ".join(command[1:]),
+            )
             stats_path = output / "stats.json"
             if run["returncode"] == 0 and stats_path.exists():
                 stats = json.loads(stats_path.read_text())
-                run["stats"] = {k: stats[k] for k in ("records_read", "records_accepted", "records_matched", "records_kept", "entries_over_threshold") if k in stats}
+                run["stats"] = {
+                    k: stats[k]
+                    for k in (
+                        "records_read",
+                        "records_accepted",
+                        "records_matched",
+                        "records_kept",
+                        "entries_over_threshold",
+                    )
+                    if k in stats
+                }
                 if stats.get("records_read") != size:
-                    print(f"warning: stats.json says {stats.get('records_read')} records read, expected {size}", flush=True)
+                    print(
+                        f"warning: stats.json says {stats.get('records_read')} records read, expected {size}",
+                        flush=True,
+                    )
             runs.append(run)
             if not args.keep_outputs and output.exists():
                 shutil.rmtree(output)
             if run["returncode"] == 0:
-                print(f"  {run['wall_s']:.1f} s wall, {size / run['wall_s']:,.0f} captions/s, workers' peak RSS {run['peak_rss_workers_mib']} MiB", flush=True)
+                print(
+                    f"  {run['wall_s']:.1f} s wall, {size / run['wall_s']:,.0f} captions/s, workers' peak RSS {run['peak_rss_workers_mib']} MiB",
+                    flush=True,
+                )
             else:
                 print(f"  FAILED with exit status {run['returncode']}:\n{run['stderr_tail']}", flush=True)
         after = matcher_rates(entries, texts, 0)

@@ -58,14 +58,23 @@ def main() -> None:
 
     rate_a = best_rate(matcher.match_batch, texts)
     rate_b = best_rate(raw_loop, texts)
-    rate_c = best_rate(lambda batch: [match_entries_brute_force(t, entries) for t in batch], texts[: args.oracle_captions], repeats=1)
+    rate_c = best_rate(
+        lambda batch: [match_entries_brute_force(t, entries) for t in batch], texts[: args.oracle_captions], repeats=1
+    )
     print(f"(a) match_batch        {rate_a:>12,.0f} captions/s")
     print(f"(b) raw automaton loop {rate_b:>12,.0f} captions/s")
     print(f"(c) per-entry loop     {rate_c:>12,.1f} captions/s")
     print(f"a/b = {rate_a / rate_b:.2f}   a/c = {rate_a / rate_c:,.0f}")
     if args.json:
-        figures = {"a_match_batch": rate_a, "b_raw_loop": rate_b, "c_per_entry_loop": rate_c,
-                   "a_over_b": rate_a / rate_b, "a_over_c": rate_a / rate_c, "captions": len(texts), "entries": len(entries)}
+        figures = {
+            "a_match_batch": rate_a,
+            "b_raw_loop": rate_b,
+            "c_per_entry_loop": rate_c,
+            "a_over_b": rate_a / rate_b,
+            "a_over_c": rate_a / rate_c,
+            "captions": len(texts),
+            "entries": len(entries),
+        }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=1)
 

@@ -82,13 +82,20 @@ def estimate(
     }
     # A marginal rate above the raw automaton loop's is impossible: the sizes were too
     # small (start-up and noise dominate the differences). Do not build on it.
-    implausible = [name for name in ("end_to_end_marginal", "end_to_end_cpu_marginal")
-                   if rates[name] and rates[name] > rates["raw_automaton_loop"]]
+    implausible = [
+        name
+        for name in ("end_to_end_marginal", "end_to_end_cpu_marginal")
+        if rates[name] and rates[name] > rates["raw_automaton_loop"]
+    ]
     # The marginal cost only means something when the sizes dwarf the fixed start-up: at
     # 100k captions a local run is nearly all start-up, and differences are noise.
     fixed_s = results.get("scaling", {}).get("fit", {}).get("fixed_s")
-    marginal_usable = (rates["end_to_end_marginal"] and "end_to_end_marginal" not in implausible
-                       and fixed_s is not None and fixed_s <= MAX_FIXED_SHARE * run["wall_s"])
+    marginal_usable = (
+        rates["end_to_end_marginal"]
+        and "end_to_end_marginal" not in implausible
+        and fixed_s is not None
+        and fixed_s <= MAX_FIXED_SHARE * run["wall_s"]
+    )
     primary = "end_to_end_marginal" if marginal_usable else "end_to_end_wall"
     vcpu_hours = {name: (pool_captions / rate / 3600 if rate else None) for name, rate in rates.items()}
     worker_peak_mib = max(run["peak_rss_workers_mib"]) if run.get("peak_rss_workers_mib") else None
@@ -96,7 +103,10 @@ def estimate(
         raise ValueError("the largest run has no SDK worker memory figure")
 
     # Does a worker's memory grow with the input? Then extrapolating it is wrong.
-    ok = sorted((r for r in results.get("runs", []) if r.get("returncode") == 0 and r.get("peak_rss_workers_mib")), key=lambda r: r["captions"])
+    ok = sorted(
+        (r for r in results.get("runs", []) if r.get("returncode") == 0 and r.get("peak_rss_workers_mib")),
+        key=lambda r: r["captions"],
+    )
     growth = None
     if len(ok) >= 2:
         growth = max(ok[-1]["peak_rss_workers_mib"]) / max(ok[0]["peak_rss_workers_mib"]) - 1
@@ -122,7 +132,13 @@ def estimate(
     sdk_processes = max(1, math.ceil(hours / target_hours))
     return {
         "pool_captions": pool_captions,
-        "from_run": {"captions": run["captions"], "cores": cores, "captions_per_s": run["captions_per_s"], "cpu_s": run.get("cpu_s"), "wall_s": run["wall_s"]},
+        "from_run": {
+            "captions": run["captions"],
+            "cores": cores,
+            "captions_per_s": run["captions_per_s"],
+            "cpu_s": run.get("cpu_s"),
+            "wall_s": run["wall_s"],
+        },
         "per_core_captions_per_s": rates,
         "primary_rate": primary,
         "implausible_rates": implausible,
@@ -164,26 +180,48 @@ def format_estimate(model: dict) -> str:
     first = True
     for name, label in labels.items():
         if rates.get(name):
-            mark = " *" if name == model["primary_rate"] else (" (faster than (b): sizes too small, ignored)" if name in model.get("implausible_rates", ()) else "")
-            lines.append(f"  {'per vCPU:' if first else '':<9} {label}: {rates[name]:,.0f} captions/s -> {hours[name]:,.0f} vCPU-hours{mark}")
+            mark = (
+                " *"
+                if name == model["primary_rate"]
+                else (
+                    " (faster than (b): sizes too small, ignored)" if name in model.get("implausible_rates", ()) else ""
+                )
+            )
+            lines.append(
+                f"  {'per vCPU:' if first else '':<9} {label}: {rates[name]:,.0f} captions/s -> {hours[name]:,.0f} vCPU-hours{mark}"
+            )
             first = False
-    lines.append(f"{'':<11} raw automaton loop (b), the floor: {rates['raw_automaton_loop']:,.0f} captions/s -> {hours['raw_automaton_loop']:,.0f} vCPU-hours")
-    lines.append(f"{'':<11} (* the rate the machine table below uses: the marginal one when the fixed start-up "
-                 f"({model['fixed_start_up_s'] or 0:.0f} s fitted) is at most {MAX_FIXED_SHARE:.0%} of the largest run, else the total)")
+    lines.append(
+        f"{'':<11} raw automaton loop (b), the floor: {rates['raw_automaton_loop']:,.0f} captions/s -> {hours['raw_automaton_loop']:,.0f} vCPU-hours"
+    )
+    lines.append(
+        f"{'':<11} (* the rate the machine table below uses: the marginal one when the fixed start-up "
+        f"({model['fixed_start_up_s'] or 0:.0f} s fitted) is at most {MAX_FIXED_SHARE:.0%} of the largest run, else the total)"
+    )
     lines.append(
         f"  memory: {model['sdk_worker_peak_rss_mib']:,.0f} MiB peak per SDK process (one per vCPU) -> at least "
         f"{model['min_gib_per_vcpu']:.2f} GiB per vCPU + {model['vm_overhead_gib']} GiB per VM"
     )
     if model["worker_memory_growth"] is not None:
-        note = "GROWS with the input: the extrapolation to the full pool does not hold" if model["worker_memory_grows"] else "flat"
+        note = (
+            "GROWS with the input: the extrapolation to the full pool does not hold"
+            if model["worker_memory_grows"]
+            else "flat"
+        )
         lines.append(f"  SDK worker peak RSS, largest vs smallest size: {model['worker_memory_growth']:+.0%} ({note})")
-    lines.append(f"  {'machine type':<16} {'vCPU':>4} {'GiB':>6} {'needs':>7} {'fits':>5} {'VM-hours':>9} {'GiB-hours':>10} {'VMs for ' + format(model['target_hours'], 'g') + ' h':>11}" + ("  {:>9}".format("USD") if "usd" in model["machines"][0] else ""))
+    lines.append(
+        f"  {'machine type':<16} {'vCPU':>4} {'GiB':>6} {'needs':>7} {'fits':>5} {'VM-hours':>9} {'GiB-hours':>10} {'VMs for ' + format(model['target_hours'], 'g') + ' h':>11}"
+        + ("  {:>9}".format("USD") if "usd" in model["machines"][0] else "")
+    )
     for m in model["machines"]:
         lines.append(
             f"  {m['machine_type']:<16} {m['vcpus']:>4} {m['memory_gib']:>6.1f} {m['needed_gib']:>7.1f} {'yes' if m['fits'] else 'NO':>5} "
-            f"{m['vm_hours']:>9,.0f} {m['gib_hours']:>10,.0f} {m['workers_for_target']:>11,}" + (f"  {m['usd']:>9,.0f}" if "usd" in m else "")
+            f"{m['vm_hours']:>9,.0f} {m['gib_hours']:>10,.0f} {m['workers_for_target']:>11,}"
+            + (f"  {m['usd']:>9,.0f}" if "usd" in m else "")
         )
-    lines.append(f"  start-up: one ~2 s automaton build per SDK process, {model['startup_vcpu_hours']:.2f} vCPU-hours for {model['sdk_processes_for_target']:,} processes")
+    lines.append(
+        f"  start-up: one ~2 s automaton build per SDK process, {model['startup_vcpu_hours']:.2f} vCPU-hours for {model['sdk_processes_for_target']:,} processes"
+    )
     lines.append("  assumptions: " + "; ".join(model["assumptions"]))
     return "\n".join(lines)
 
@@ -192,17 +230,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks.make_pool import parse_count
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="?", default="bench_e2e.json", help="bench_e2e's JSON (default: bench_e2e.json)")
-    parser.add_argument("--pool_captions", type=parse_count, default=1_600_000_000, help="captions to curate (default: 1.6B)")
+    parser.add_argument(
+        "results", nargs="?", default="bench_e2e.json", help="bench_e2e's JSON (default: bench_e2e.json)"
+    )
+    parser.add_argument(
+        "--pool_captions", type=parse_count, default=1_600_000_000, help="captions to curate (default: 1.6B)"
+    )
     parser.add_argument("--vm_overhead_gib", type=float, default=1.0, help="operational memory per VM (default: 1.0)")
-    parser.add_argument("--target_hours", type=float, default=12.0, help="wall-clock goal for the worker count (default: 12)")
-    parser.add_argument("--usd_per_vcpu_hour", type=float, default=None, help="price per vCPU-hour (with --usd_per_gib_hour: print a cost)")
+    parser.add_argument(
+        "--target_hours", type=float, default=12.0, help="wall-clock goal for the worker count (default: 12)"
+    )
+    parser.add_argument(
+        "--usd_per_vcpu_hour",
+        type=float,
+        default=None,
+        help="price per vCPU-hour (with --usd_per_gib_hour: print a cost)",
+    )
     parser.add_argument("--usd_per_gib_hour", type=float, default=None, help="price per GiB-hour of worker memory")
     parser.add_argument("--json", default=None, help="also write the model as JSON here")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
-    model = estimate(results, args.pool_captions, args.vm_overhead_gib, args.target_hours,
-                     usd_per_vcpu_hour=args.usd_per_vcpu_hour, usd_per_gib_hour=args.usd_per_gib_hour)
+    model = estimate(
+        results,
+        args.pool_captions,
+        args.vm_overhead_gib,
+        args.target_hours,
+        usd_per_vcpu_hour=args.usd_per_vcpu_hour,
+        usd_per_gib_hour=args.usd_per_gib_hour,
+    )
     print(format_estimate(model))
     if args.json:
         Path(args.json).write_text(json.dumps(model, indent=1))

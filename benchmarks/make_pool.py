@@ -100,7 +100,7 @@ def synthetic_vocabulary(size: int = VOCABULARY, seed: int = 0) -> tuple:
     while len(words) < size:
         lengths = rng.choice([1, 1, 2, 2, 2, 3], size=size)
         picks = rng.integers(0, len(syllables), size=(size, 4))
-        for length, row in zip(lengths, picks):
+        for length, row in zip(lengths, picks, strict=True):
             word = "".join(syllables[i] for i in row[:length])
             if word not in seen:
                 seen.add(word)
@@ -126,7 +126,9 @@ class _Synthetic:
 
     def chunk(self, index: int) -> pa.Array:
         rng = np.random.default_rng([self.seed, 2, index])
-        counts = np.clip(np.rint(np.exp(rng.normal(WORDS_LOG_MEAN, WORDS_LOG_SIGMA, CHUNK))), 1, MAX_WORDS).astype(np.int64)
+        counts = np.clip(np.rint(np.exp(rng.normal(WORDS_LOG_MEAN, WORDS_LOG_SIGMA, CHUNK))), 1, MAX_WORDS).astype(
+            np.int64
+        )
         offsets = np.concatenate([[0], np.cumsum(counts)])
         ranks = np.searchsorted(self.cumulative, rng.random(int(offsets[-1])), side="right")
         ranks = np.minimum(ranks, len(self.vocabulary) - 1)
@@ -156,7 +158,7 @@ def synthetic_metadata(entries: int = 500_000, seed: int = 0) -> list:
     while len(result) < entries:
         lengths = np.where(rng.random(entries) < 0.84, 2, rng.integers(3, 7, entries))
         ranks = np.minimum(np.searchsorted(cumulative, rng.random((entries, 6)), side="right"), len(vocabulary) - 1)
-        for length, row in zip(lengths, ranks):
+        for length, row in zip(lengths, ranks, strict=True):
             entry = " ".join(vocabulary[i] for i in row[:length])
             if entry not in seen:
                 seen.add(entry)
@@ -268,12 +270,19 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--captions", required=True, type=parse_count, help="rows to write (100k, 4M, ... accepted)")
     parser.add_argument("--files", type=int, default=8, help="Parquet files to spread them over (default: 8)")
     parser.add_argument("--out", required=True, help="directory to write (its contents are replaced)")
-    parser.add_argument("--source", choices=SOURCES, default=default_source(),
-                        help="laion: the 10k LAION alt-texts replicated (needs ../shared); synthetic: generated "
-                        "(default: laion when ../shared is present)")
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=default_source(),
+        help="laion: the 10k LAION alt-texts replicated (needs ../shared); synthetic: generated "
+        "(default: laion when ../shared is present)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of keys and synthetic texts (default: 0)")
-    parser.add_argument("--metadata_out", default=None,
-                        help="also write the synthetic 500k-entry metadata list matching synthetic pools to this JSON file")
+    parser.add_argument(
+        "--metadata_out",
+        default=None,
+        help="also write the synthetic 500k-entry metadata list matching synthetic pools to this JSON file",
+    )
     args = parser.parse_args(argv)
     pool = write_pool(Path(args.out), args.captions, args.files, args.source, args.seed)
     print(f"wrote {pool.captions:,} {pool.source} captions in {pool.files} files: {pool.glob}")

@@ -97,7 +97,9 @@ def format_stages(stages, min_seconds: float) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--min_seconds", type=float, default=0.1, help="stages shorter than this are summed (default: 0.1)")
+    parser.add_argument(
+        "--min_seconds", type=float, default=0.1, help="stages shorter than this are summed (default: 0.1)"
+    )
     parser.add_argument("curate_args", nargs=argparse.REMAINDER, help="-- then the arguments of beam_pipeline.curate")
     args = parser.parse_args(argv)
     curate_args = args.curate_args[1:] if args.curate_args[:1] == ["--"] else args.curate_args

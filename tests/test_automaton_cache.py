@@ -106,7 +106,9 @@ def test_only_the_newest_files_are_kept(tmp_path):
         cached_matcher(str(tmp_path), f"{i:064d}", _builder([]))
         os.utime(cache_path(str(tmp_path), f"{i:064d}"), (1000 + i, 1000 + i))
     kept = sorted(p.name for p in tmp_path.glob("automaton-*.pickle"))
-    newest = sorted(os.path.basename(cache_path(str(tmp_path), f"{i:064d}")) for i in range(2, automaton_cache.KEEP + 2))
+    newest = sorted(
+        os.path.basename(cache_path(str(tmp_path), f"{i:064d}")) for i in range(2, automaton_cache.KEEP + 2)
+    )
     assert kept == newest
 
 

@@ -50,7 +50,10 @@ def test_key_hash_is_blake2b_and_pinned():
     # The hash decides every subset: changing it silently changes every output.
     assert int(key_hashes(["a"])[0]) == int.from_bytes(hashlib.blake2b(b"a", digest_size=8).digest(), "little")
     assert [hex(int(h)) for h in key_hashes(["a", "00000001", "東京"])] == [
-        "0x2f42665b399ef840", "0xc6922b4d547c81b2", "0xf02b68d1ca5511ee"]
+        "0x2f42665b399ef840",
+        "0xc6922b4d547c81b2",
+        "0xf02b68d1ca5511ee",
+    ]
     assert uniform_draws(key_hashes(["a"]), 0).tolist() == [0.7752349209974001]
 
 
@@ -89,7 +92,7 @@ def test_each_entry_keeps_min_count_t_in_expectation(seed):
     keep_prob = keep_probabilities(offsets, entry_of_caption.astype(np.int32), probs)
     kept = keep_decisions(keep_prob, key_hashes(keys), seed)
     kept_per_entry = np.bincount(entry_of_caption[kept], minlength=len(COUNTS))
-    for count, p, got in zip(COUNTS, probs, kept_per_entry):
+    for count, p, got in zip(COUNTS, probs, kept_per_entry, strict=True):
         expected = min(count, THRESHOLD)
         sigma = math.sqrt(count * p * (1 - p))
         # Tolerance: 4 standard deviations of the binomial (tail entries: exact).
@@ -115,7 +118,9 @@ def test_multi_entry_captions_keep_sum_of_probabilities():
 def test_same_seed_same_subset_other_seed_other_subset_of_same_size():
     keys, entry_of_caption, offsets = _single_entry_pool()
     hashes = key_hashes(keys)
-    keep_prob = keep_probabilities(offsets, entry_of_caption.astype(np.int32), entry_probabilities(np.array(COUNTS), THRESHOLD))
+    keep_prob = keep_probabilities(
+        offsets, entry_of_caption.astype(np.int32), entry_probabilities(np.array(COUNTS), THRESHOLD)
+    )
     first = keep_decisions(keep_prob, hashes, 0)
     assert np.array_equal(first, keep_decisions(keep_prob, key_hashes(list(keys)), 0))
     other = keep_decisions(keep_prob, hashes, 1)

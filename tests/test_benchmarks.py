@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from helpers import REPO, shared_file
 
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an installed package
@@ -51,7 +52,7 @@ def test_laion_pool_has_n_rows_in_f_files_unique_keys_and_the_sample_length_dist
     sample = base.column("text").to_pylist()
     assert collections.Counter(texts[: 2 * len(sample)]) == collections.Counter(sample * 2)
     assert sorted(map(len, texts[: 2 * len(sample)])) == sorted(map(len, sample * 2))
-    assert texts[2 * len(sample):] == sample[:123]
+    assert texts[2 * len(sample) :] == sample[:123]
     assert table.column("url").to_pylist()[:3] == base.column("url").to_pylist()[:3]
     # The manifest makes the pool reusable from a cache directory.
     again = make_pool.ensure_pool(tmp_path / "cache", 500, 2, "laion")
@@ -90,14 +91,22 @@ def test_synthetic_captions_have_web_alt_text_lengths_and_match_the_synthetic_me
 
 
 def test_parse_count():
-    assert [make_pool.parse_count(s) for s in ("100k", "4M", "1.6B", "2500", "1_000")] == [100_000, 4_000_000, 1_600_000_000, 2500, 1000]
+    assert [make_pool.parse_count(s) for s in ("100k", "4M", "1.6B", "2500", "1_000")] == [
+        100_000,
+        4_000_000,
+        1_600_000_000,
+        2500,
+        1000,
+    ]
     with pytest.raises(ValueError):
         make_pool.parse_count("0")
 
 
 def test_the_sampler_finds_a_child_process_and_its_memory():
     hog = "import time; block = b'x' * (160 << 20); time.sleep(2.5)  # hog-marker"
-    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hog!r}])"])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hog!r}])"]
+    )
 
     def role(cmdline, is_root):
         return "main" if is_root else ("hog" if "hog-marker" in " ".join(cmdline) else "other")
@@ -124,20 +133,43 @@ def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(make_pool.synthetic_metadata(3000)))
     out = tmp_path / "e2e.json"
-    status = bench_e2e.main([
-        "--sizes", "2k", "--source", "synthetic", "--metadata", str(metadata), "--files", "2", "--threshold", "100",
-        "--raw_captions", "2k", "--oracle_captions", "2", "--cache_dir", str(tmp_path / "cache"),
-        "--work_dir", str(tmp_path / "work"), "--json", str(out),
-    ])
+    status = bench_e2e.main(
+        [
+            "--sizes",
+            "2k",
+            "--source",
+            "synthetic",
+            "--metadata",
+            str(metadata),
+            "--files",
+            "2",
+            "--threshold",
+            "100",
+            "--raw_captions",
+            "2k",
+            "--oracle_captions",
+            "2",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--work_dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ]
+    )
     assert status == 0
     results = json.loads(out.read_text())
-    run, = results["runs"]
+    (run,) = results["runs"]
     assert run["returncode"] == 0, run["stderr_tail"]
     assert run["captions"] == 2000 and run["stats"]["records_read"] == 2000
     assert run["captions_per_s"] > 0 and run["ratio_to_b"] > 0 and run["cpu_s"] > 0
     roles = collections.Counter(p["role"] for p in run["processes"])
     assert roles["main"] == 1 and roles["sdk_worker"] == 2
-    assert run["peak_rss_main_mib"] > 50 and len(run["peak_rss_workers_mib"]) == 2 and min(run["peak_rss_workers_mib"]) > 50
+    assert (
+        run["peak_rss_main_mib"] > 50
+        and len(run["peak_rss_workers_mib"]) == 2
+        and min(run["peak_rss_workers_mib"]) > 50
+    )
     raw = results["raw_loop"]
     assert raw["b_raw_loop"] > 0 and raw["before"]["a_match_batch"] > 0 and raw["before"]["c_per_entry_loop"] > 0
     assert results["cost_model"]["vcpu_hours"]["end_to_end_wall"] > 0
@@ -149,12 +181,24 @@ def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_
 
 
 def _run(captions, wall, cpu, workers_mib, pipeline=None):
-    return {"captions": captions, "returncode": 0, "wall_s": wall, "pipeline_s": pipeline or wall - 2, "cpu_s": cpu,
-            "captions_per_s": captions / wall, "cores": 2, "peak_rss_workers_mib": workers_mib}
+    return {
+        "captions": captions,
+        "returncode": 0,
+        "wall_s": wall,
+        "pipeline_s": pipeline or wall - 2,
+        "cpu_s": cpu,
+        "captions_per_s": captions / wall,
+        "cores": 2,
+        "peak_rss_workers_mib": workers_mib,
+    }
 
 
 def test_scaling_reports_total_and_marginal_cost_and_the_fixed_start_up():
-    runs = [_run(100_000, 12.0, 20.0, [600, 610]), _run(1_000_000, 102.0, 200.0, [600, 620]), _run(4_000_000, 402.0, 800.0, [610, 630])]
+    runs = [
+        _run(100_000, 12.0, 20.0, [600, 610]),
+        _run(1_000_000, 102.0, 200.0, [600, 620]),
+        _run(4_000_000, 402.0, 800.0, [610, 630]),
+    ]
     s = bench_e2e.scaling(runs)
     assert [round(p["wall"]) for p in s["per_caption_us"]] == [120, 102, 100]
     assert [round(m["wall"]) for m in s["marginal_us"]] == [100, 100]
@@ -176,9 +220,13 @@ def test_cost_model_from_measured_figures():
     machines = {m["machine_type"]: m for m in model["machines"]}
     assert machines["n2-standard-8"]["needed_gib"] == pytest.approx(8 * 620 / 1024 + 1.0, abs=0.01)
     assert machines["n2-standard-8"]["fits"]
-    assert machines["n2-standard-8"]["workers_for_target"] == math.ceil(model["vcpu_hours"]["end_to_end_marginal"] / 8 / 10)
+    assert machines["n2-standard-8"]["workers_for_target"] == math.ceil(
+        model["vcpu_hours"]["end_to_end_marginal"] / 8 / 10
+    )
     grown = cost_model.estimate({**results, "runs": [runs[0], _run(1_000_000, 102.0, 200.0, [1500, 1600])]})
-    assert grown["worker_memory_grows"] and not {m["machine_type"]: m for m in grown["machines"]}["n2-highcpu-16"]["fits"]
+    assert (
+        grown["worker_memory_grows"] and not {m["machine_type"]: m for m in grown["machines"]}["n2-highcpu-16"]["fits"]
+    )
     assert "GROWS" in cost_model.format_estimate(grown)
 
 
@@ -188,7 +236,12 @@ def test_bench_automaton_compares_both_libraries_on_a_small_list(tmp_path):
     metadata.write_text(json.dumps(make_pool.synthetic_metadata(2000)))
     out = tmp_path / "automaton.json"
     started = time.monotonic()
-    assert bench_automaton.main(["--metadata", str(metadata), "--captions", "1k", "--source", "synthetic", "--json", str(out)]) == 0
+    assert (
+        bench_automaton.main(
+            ["--metadata", str(metadata), "--captions", "1k", "--source", "synthetic", "--json", str(out)]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     by_library = {r["library"]: r for r in results["libraries"]}
     assert by_library["pyahocorasick"]["picklable"] and by_library["pyahocorasick"]["load_probe_ok"]
@@ -203,11 +256,30 @@ def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
     from benchmarks import stage_times
 
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps({"key": f"k{i}", "text": "a dog" if i % 2 else "a cat"}) + "\n" for i in range(200)))
+    pool.write_text(
+        "".join(json.dumps({"key": f"k{i}", "text": "a dog" if i % 2 else "a cat"}) + "\n" for i in range(200))
+    )
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(["dog", "cat"]))
-    status = stage_times.main(["--min_seconds", "0", "--", "--input", str(pool), "--metadata", str(metadata),
-                               "--output_dir", str(tmp_path / "out"), "--threshold", "10", "--report", "false", "--progress", "0"])
+    status = stage_times.main(
+        [
+            "--min_seconds",
+            "0",
+            "--",
+            "--input",
+            str(pool),
+            "--metadata",
+            str(metadata),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--threshold",
+            "10",
+            "--report",
+            "false",
+            "--progress",
+            "0",
+        ]
+    )
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
     stages = [line for line in lines if " s  workers' peak MiB " in line]
@@ -215,5 +287,8 @@ def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
     assert any("WriteStats" in line for line in stages)
     total = float(lines[-1].split()[0])
     # Each line is rounded to 0.01 s.
-    assert lines[-1].endswith("in all") and abs(total - sum(float(line.split()[0]) for line in stages)) <= 0.005 * len(stages) + 0.01
+    assert (
+        lines[-1].endswith("in all")
+        and abs(total - sum(float(line.split()[0]) for line in stages)) <= 0.005 * len(stages) + 0.01
+    )
     assert lines[-2].endswith("in 0 shorter stages")

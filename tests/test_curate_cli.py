@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import REPO, matching_cases, write_jsonl
 
 from beam_pipeline import curate
+from helpers import REPO, matching_cases, write_jsonl
 
 
 def _output_files(directory: Path) -> dict[str, bytes]:
@@ -28,8 +28,18 @@ def cases_run(tmp_path):
     records = [{"key": f"case-{i:03d}", "text": c["text"], "url": f"https://x/{i}.jpg"} for i, c in enumerate(cases)]
     write_jsonl(tmp_path / "pool.jsonl", records + [{"key": "no-text"}, {"key": "int-text", "text": 7}])
     out = tmp_path / "out"
-    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "metadata.json"),
-            "--threshold", "2", "--seed", "5", "--output_dir", str(out)]
+    argv = [
+        "--input",
+        str(tmp_path / "pool.jsonl"),
+        "--metadata",
+        str(tmp_path / "metadata.json"),
+        "--threshold",
+        "2",
+        "--seed",
+        "5",
+        "--output_dir",
+        str(out),
+    ]
     assert curate.run(argv) == 0
     return metadata, cases, out, argv
 
@@ -54,14 +64,19 @@ def test_outputs_follow_the_contract(cases_run):
     assert [counts[e] for e in metadata] == [expected[i] for i in range(len(metadata))]
 
     matches = pq.read_table(out / "matches")
-    assert matches.schema == pa.schema([("key", pa.string()), ("entry_ids", pa.list_(pa.int32())), ("keep_prob", pa.float64())])
+    assert matches.schema == pa.schema(
+        [("key", pa.string()), ("entry_ids", pa.list_(pa.int32())), ("keep_prob", pa.float64())]
+    )
     subset = pq.read_table(out / "subset")
     assert subset.schema.names == ["key", "text", "url"]
-    rejected = [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    rejected = [
+        json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl")) for line in f.read_text().splitlines()
+    ]
     blank = [(f"case-{i:03d}", "empty_text") for i, c in enumerate(cases) if not c["text"].strip()]
     assert len(blank) == 2
     assert sorted((r["raw"].get("key"), r["reason"]) for r in rejected) == sorted(
-        blank + [("int-text", "non_string_text"), ("no-text", "missing_text")])
+        blank + [("int-text", "non_string_text"), ("no-text", "missing_text")]
+    )
     assert all(r["source"]["file"].endswith("pool.jsonl") and isinstance(r["source"]["row"], int) for r in rejected)
 
     stats = json.loads((out / "stats.json").read_text())
@@ -122,7 +137,11 @@ def test_other_seed_other_subset(cases_run, tmp_path):
 def test_bad_options_fail_before_any_work_with_one_line(tmp_path, capsys, change, message):
     write_jsonl(tmp_path / "pool.jsonl", [{"text": "dog"}])
     (tmp_path / "md.json").write_text('["dog"]')
-    args = {"--input": str(tmp_path / "pool.jsonl"), "--metadata": str(tmp_path / "md.json"), "--output_dir": str(tmp_path / "out")}
+    args = {
+        "--input": str(tmp_path / "pool.jsonl"),
+        "--metadata": str(tmp_path / "md.json"),
+        "--output_dir": str(tmp_path / "out"),
+    }
     args.update(change)
     argv = [x for pair in args.items() for x in pair]
     assert curate.run(argv) == 2
@@ -131,16 +150,26 @@ def test_bad_options_fail_before_any_work_with_one_line(tmp_path, capsys, change
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    ('["dog", "cat", "dog"]', "1 duplicate entries (e.g. 'dog')"),
-    ('["dog", 3]', "1 non-string entries (e.g. index 1: 3)"),
-    ('{"dog": 1}', "must hold a JSON list of strings"),
-    ('["dog"', "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('["dog", "cat", "dog"]', "1 duplicate entries (e.g. 'dog')"),
+        ('["dog", 3]', "1 non-string entries (e.g. index 1: 3)"),
+        ('{"dog": 1}', "must hold a JSON list of strings"),
+        ('["dog"', "is not valid JSON"),
+    ],
+)
 def test_metadata_that_would_corrupt_ids_is_refused(tmp_path, capsys, content, message):
     write_jsonl(tmp_path / "pool.jsonl", [{"text": "dog"}])
     (tmp_path / "md.json").write_text(content)
-    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(tmp_path / "out")]
+    argv = [
+        "--input",
+        str(tmp_path / "pool.jsonl"),
+        "--metadata",
+        str(tmp_path / "md.json"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     assert curate.run(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -149,43 +178,92 @@ def test_metadata_that_would_corrupt_ids_is_refused(tmp_path, capsys, content, m
 def test_command_line_on_parquet_in_a_subprocess(tmp_path):
     """`python -m beam_pipeline.curate` on img2dataset-style Parquet shards, as a user runs it."""
     for shard in range(3):
-        pq.write_table(pa.table({
-            "URL": [f"https://img/{shard}-{i}.jpg" for i in range(100)],
-            "TEXT": [f"a photo of a {'dog' if i % 2 else 'cat'} number {i}" for i in range(100)],
-            "width": list(range(100)),
-        }), tmp_path / f"{shard:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "URL": [f"https://img/{shard}-{i}.jpg" for i in range(100)],
+                    "TEXT": [f"a photo of a {'dog' if i % 2 else 'cat'} number {i}" for i in range(100)],
+                    "width": list(range(100)),
+                }
+            ),
+            tmp_path / f"{shard:05d}.parquet",
+        )
     (tmp_path / "md.json").write_text('["dog", "cat", "photo", "a photo"]')
     result = subprocess.run(
-        [sys.executable, "-m", "beam_pipeline.curate", "--input", str(tmp_path / "*.parquet"),
-         "--text_field", "TEXT", "--url_field", "URL", "--metadata", str(tmp_path / "md.json"),
-         "--threshold", "50", "--output_dir", str(tmp_path / "out")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline.curate",
+            "--input",
+            str(tmp_path / "*.parquet"),
+            "--text_field",
+            "TEXT",
+            "--url_field",
+            "URL",
+            "--metadata",
+            str(tmp_path / "md.json"),
+            "--threshold",
+            "50",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "records read" in result.stdout and "Traceback" not in result.stderr
     counts = json.loads((tmp_path / "out" / "entry_counts.json").read_text())
     assert counts == {"dog": 150, "cat": 150, "photo": 300, "a photo": 300}
     subset = pq.read_table(tmp_path / "out" / "subset")
-    assert subset.schema == pa.schema([("key", pa.string()), ("text", pa.string()), ("url", pa.string()), ("width", pa.int64())])
+    assert subset.schema == pa.schema(
+        [("key", pa.string()), ("text", pa.string()), ("url", pa.string()), ("width", pa.int64())]
+    )
     assert subset.column("key").to_pylist()[0].endswith(".parquet:" + subset.column("key").to_pylist()[0].split(":")[1])
     # Every caption matches 'photo' (count 300 > t): ~ 1-(1-50/300)^2(1-50/150) kept per caption.
     assert 0.3 * 300 < subset.num_rows < 0.7 * 300
 
 
 def test_duplicate_keys_are_reported_and_each_record_curated(tmp_path):
-    records = [{"key": "dup", "text": "a dog"}, {"key": "dup", "text": "a cat"}, {"key": "solo", "text": "a dog"},
-               {"key": "dup", "text": "a dog"}, {"key": "twice", "text": "x"}, {"key": "twice", "text": "y"}]
+    records = [
+        {"key": "dup", "text": "a dog"},
+        {"key": "dup", "text": "a cat"},
+        {"key": "solo", "text": "a dog"},
+        {"key": "dup", "text": "a dog"},
+        {"key": "twice", "text": "x"},
+        {"key": "twice", "text": "y"},
+    ]
     write_jsonl(tmp_path / "pool.jsonl", records)
     (tmp_path / "md.json").write_text('["dog", "cat"]')
     out = tmp_path / "out"
-    assert curate.run(["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"),
-                       "--threshold", "1", "--output_dir", str(out)]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "pool.jsonl"),
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "1",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["duplicate_keys"] == 3 and stats["duplicate_key_examples"] == ["dup", "twice"]
     matches = pq.read_table(out / "matches").to_pylist()
     # Each record is matched and counted as its own caption, in source order within a key.
     assert [(m["key"], m["entry_ids"]) for m in matches] == [
-        ("dup", [0]), ("dup", [1]), ("dup", [0]), ("solo", [0]), ("twice", []), ("twice", [])]
+        ("dup", [0]),
+        ("dup", [1]),
+        ("dup", [0]),
+        ("solo", [0]),
+        ("twice", []),
+        ("twice", []),
+    ]
     assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 3, "cat": 1}
 
 
@@ -194,7 +272,14 @@ def test_input_order_and_glob_spelling_do_not_change_a_byte(tmp_path):
         write_jsonl(tmp_path / name, [{"text": f"a {w} {i}"} for i, w in enumerate(words * 20)])
     (tmp_path / "md.json").write_text('["dog", "cat", "hot dog", "a"]')
     common = ["--metadata", str(tmp_path / "md.json"), "--threshold", "10", "--num_shards", "2"]
-    one = ["--input", str(tmp_path / "c.jsonl"), "--input", str(tmp_path / "a.jsonl"), "--input", str(tmp_path / "b.jsonl")]
+    one = [
+        "--input",
+        str(tmp_path / "c.jsonl"),
+        "--input",
+        str(tmp_path / "a.jsonl"),
+        "--input",
+        str(tmp_path / "b.jsonl"),
+    ]
     other = ["--input", str(tmp_path / "[ab].jsonl"), "--input", str(tmp_path / "*.jsonl")]
     assert curate.run(one + common + ["--output_dir", str(tmp_path / "one")]) == 0
     assert curate.run(other + common + ["--output_dir", str(tmp_path / "other")]) == 0

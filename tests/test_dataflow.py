@@ -25,21 +25,26 @@ import apache_beam as beam
 import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
-from helpers import prepared_config
 
 from beam_pipeline import curate
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.runners import make_runner
+from helpers import prepared_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 # The chain of stages (beam_pipeline/curation/graph.py), and what each holds.
 EXPECTED_STEPS = ["ReadCaptions", "Balance", "WriteOutputs", "WriteStats"]
 EXPECTED_INNER_STEPS = [
-    "Balance/MatchEntries/MatchBatch", "Balance/CountEntries/SumPerBlock", "Balance/BalancedSample/KeepOrDrop",
-    "WriteOutputs/WriteMatches", "WriteOutputs/WriteSubset", "WriteOutputs/WriteRejected",
+    "Balance/MatchEntries/MatchBatch",
+    "Balance/CountEntries/SumPerBlock",
+    "Balance/BalancedSample/KeepOrDrop",
+    "WriteOutputs/WriteMatches",
+    "WriteOutputs/WriteSubset",
+    "WriteOutputs/WriteRejected",
     "WriteOutputs/WriteEntryCounts",
 ]
+
 
 @contextlib.contextmanager
 def no_network():
@@ -76,14 +81,19 @@ def requirement_lines() -> list[str]:
 
 def package_sources() -> set[str]:
     """The .py files of both top-level packages and all their subpackages, relative to the repository."""
-    return {str(p.relative_to(REPO)) for package in ("beam_pipeline", "transforms") for p in (REPO / package).rglob("*.py")}
+    return {
+        str(p.relative_to(REPO)) for package in ("beam_pipeline", "transforms") for p in (REPO / package).rglob("*.py")
+    }
 
 
 @pytest.fixture(scope="module")
 def small_pool(tmp_path_factory):
     root = tmp_path_factory.mktemp("pool")
     (root / "pool.jsonl").write_text(
-        "".join(json.dumps({"key": f"k{i}", "text": text}) + "\n" for i, text in enumerate(["a red car", "hot dog", "nothing"])),
+        "".join(
+            json.dumps({"key": f"k{i}", "text": text}) + "\n"
+            for i, text in enumerate(["a red car", "hot dog", "nothing"])
+        ),
         encoding="utf-8",
     )
     (root / "metadata.json").write_text(json.dumps(["red car", "car", "hot dog", "dog"]), encoding="utf-8")
@@ -92,13 +102,23 @@ def small_pool(tmp_path_factory):
 
 def dataflow_args(pool: Path, output_dir: Path) -> list[str]:
     return [
-        "--input", str(pool / "pool.jsonl"), "--metadata", str(pool / "metadata.json"),
-        "--threshold", "2", "--output_dir", str(output_dir),
-        "--runner=DataflowRunner", "--dry_run=True",
-        "--project=dummy-project", "--region=us-central1",
-        "--temp_location=gs://dummy-bucket/tmp", "--staging_location=gs://dummy-bucket/staging",
+        "--input",
+        str(pool / "pool.jsonl"),
+        "--metadata",
+        str(pool / "metadata.json"),
+        "--threshold",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        "--runner=DataflowRunner",
+        "--dry_run=True",
+        "--project=dummy-project",
+        "--region=us-central1",
+        "--temp_location=gs://dummy-bucket/tmp",
+        "--staging_location=gs://dummy-bucket/staging",
         f"--setup_file={REPO / 'setup.py'}",
-        "--machine_type=n2-standard-4", "--max_num_workers=4",
+        "--machine_type=n2-standard-4",
+        "--max_num_workers=4",
     ]
 
 
@@ -177,8 +197,20 @@ def test_worker_image_matches_the_pinned_beam(translated):
 def test_sdist_ships_both_packages_and_the_requirements_setup_py_reads(tmp_path):
     """`python setup.py sdist` (what the Dataflow stager runs for --setup_file), built and re-read."""
     subprocess.run(
-        [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path), "sdist", "--dist-dir", str(tmp_path)],
-        cwd=REPO, check=True, capture_output=True,
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "egg_info",
+            "--egg-base",
+            str(tmp_path),
+            "sdist",
+            "--dist-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     (sdist_path,) = tmp_path.glob("balancebeam-*.tar.gz")
     with tarfile.open(sdist_path) as sdist:
@@ -190,7 +222,9 @@ def test_sdist_ships_both_packages_and_the_requirements_setup_py_reads(tmp_path)
     # A worker installs from the unpacked sdist: setup.py there must find requirements.txt.
     subprocess.run(
         [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
-        cwd=unpacked, check=True, capture_output=True,
+        cwd=unpacked,
+        check=True,
+        capture_output=True,
     )
     requires = (tmp_path / "balancebeam.egg-info" / "requires.txt").read_text().split()
     assert requires == requirement_lines()

@@ -31,7 +31,7 @@ def zipf_pool(captions: int, entries: int, seed: int, max_matches: int = 6):
     sizes = rng.integers(0, max_matches + 1, size=captions)
     draws = rng.choice(entries, size=int(sizes.sum()), p=weights).tolist()
     ends = np.cumsum(sizes).tolist()
-    return [sorted(set(draws[end - size : end])) for end, size in zip(ends, sizes.tolist())]
+    return [sorted(set(draws[end - size : end])) for end, size in zip(ends, sizes.tolist(), strict=True)]
 
 
 def layout(pool):
@@ -164,7 +164,9 @@ def test_two_passes_land_within_a_fraction_of_a_percent():
         fine = refine_grid(coarse, coarse_e, target, 64)
         fine_e = fixed_to_captions(expected_sizes_fixed(offsets, flat, counts, fine))
         chosen = choose_threshold(fine, fine_e, target)
-        below, achieved, above = fixed_to_captions(expected_sizes_fixed(offsets, flat, counts, [chosen - 1, chosen, chosen + 1]))
+        below, achieved, above = fixed_to_captions(
+            expected_sizes_fixed(offsets, flat, counts, [chosen - 1, chosen, chosen + 1])
+        )
         if target == 6000.0:
             # E is monotone: beating both integer neighbours is beating every integer.
             assert abs(achieved - target) <= min(abs(below - target), abs(above - target)), (target, chosen)

@@ -29,11 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from helpers import beam_test_pipeline, corrupt_row_group
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
+from helpers import beam_test_pipeline, corrupt_row_group
 from transforms.beam.read import ReadCaptions
 from transforms.core.matching import EntryMatcher, match_entries_brute_force
 from transforms.formats.layout import InputLayout
@@ -103,7 +103,7 @@ def jsonl_pool() -> Pool:
     goods = [_jsonl_line(f"j-{i:03d}", _caption(i)) for i in range(14)]
     lines = _interleave(goods, bads)
     lines.insert(5, (b"   ", "blank"))  # a blank line is not a record: no row of its own in the counts
-    for row, (line, reason) in enumerate(lines):
+    for row, (_line, reason) in enumerate(lines):
         if reason not in (None, "blank"):
             pool.expect("00-mixed.jsonl", row, reason)
     pool.files["00-mixed.jsonl"] = b"\n".join(line for line, _ in lines) + b"\n"
@@ -140,8 +140,14 @@ def _strings(values: list) -> pa.Array:
 
 
 def _parquet_rows(rows: list[tuple[str, Optional[bytes]]], **options) -> bytes:
-    return _parquet({"key": [k for k, _ in rows], "text": _strings([t for _, t in rows]),
-                     "url": [f"https://img/{k}.jpg" for k, _ in rows]}, **options)
+    return _parquet(
+        {
+            "key": [k for k, _ in rows],
+            "text": _strings([t for _, t in rows]),
+            "url": [f"https://img/{k}.jpg" for k, _ in rows],
+        },
+        **options,
+    )
 
 
 def parquet_pool() -> Pool:
@@ -171,11 +177,14 @@ def parquet_pool() -> Pool:
     pool.expect("10-corrupt-group.parquet", 5, "unreadable_rows", 5)
 
     # Wrong column types: an integer text column (each row), a struct url (each batch).
-    pool.files["20-int-text.parquet"] = _parquet({"key": ["p-int-0", "p-int-1", "p-int-2"], "text": [1, 2, 3], "url": ["u"] * 3})
+    pool.files["20-int-text.parquet"] = _parquet(
+        {"key": ["p-int-0", "p-int-1", "p-int-2"], "text": [1, 2, 3], "url": ["u"] * 3}
+    )
     for row in range(3):
         pool.expect("20-int-text.parquet", row, "non_string_text")
-    pool.files["30-struct-url.parquet"] = _parquet({"key": ["p-st-0", "p-st-1", "p-st-2"], "text": ["a dog"] * 3,
-                                                    "url": [{"href": "u"}] * 3})
+    pool.files["30-struct-url.parquet"] = _parquet(
+        {"key": ["p-st-0", "p-st-1", "p-st-2"], "text": ["a dog"] * 3, "url": [{"href": "u"}] * 3}
+    )
     pool.expect("30-struct-url.parquet", 0, "schema_mismatch", 3)
 
     whole = _parquet_rows([(f"p-cut-{i}", b"a cat") for i in range(10)])
@@ -184,7 +193,9 @@ def parquet_pool() -> Pool:
     pool.files["50-empty.parquet"] = b""
     pool.expect("50-empty.parquet", None, "empty_file", 0)
     pool.files["60-no-rows.parquet"] = _parquet_rows([])  # a valid file with no row: nothing to say
-    pool.files["70-no-text.parquet"] = _parquet({"key": ["a", "b", "c", "d"], "caption": ["a dog"] * 4, "url": ["u"] * 4})
+    pool.files["70-no-text.parquet"] = _parquet(
+        {"key": ["a", "b", "c", "d"], "caption": ["a dog"] * 4, "url": ["u"] * 4}
+    )
     pool.expect("70-no-text.parquet", None, "schema_mismatch", 4)
     return pool
 
@@ -280,8 +291,20 @@ def _args(inputs: list[str], metadata: Path, out: Path) -> list[str]:
     args = []
     for pattern in inputs:
         args += ["--input", pattern]
-    return args + ["--metadata", str(metadata), "--threshold", str(THRESHOLD), "--seed", str(SEED),
-                   "--max_text_bytes", str(MAX_TEXT_BYTES), "--num_shards", str(NUM_SHARDS), "--output_dir", str(out)]
+    return args + [
+        "--metadata",
+        str(metadata),
+        "--threshold",
+        str(THRESHOLD),
+        "--seed",
+        str(SEED),
+        "--max_text_bytes",
+        str(MAX_TEXT_BYTES),
+        "--num_shards",
+        str(NUM_SHARDS),
+        "--output_dir",
+        str(out),
+    ]
 
 
 @dataclass
@@ -312,7 +335,11 @@ def runs(tmp_path_factory) -> dict[str, Runs]:
 
 
 def _rejected(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted((out / "rejected").glob("*.jsonl")) for line in f.read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted((out / "rejected").glob("*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def _table(directory: Path) -> list[dict]:
@@ -334,7 +361,9 @@ FORMATS = list(POOLS)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_bad_record_and_file_is_rejected_with_its_reason_and_source(runs, fmt):
     run = runs[fmt]
-    found = sorted((Path(r["source"]["file"]).name, r["source"]["row"], r["reason"], r["records"]) for r in _rejected(run.faulty))
+    found = sorted(
+        (Path(r["source"]["file"]).name, r["source"]["row"], r["reason"], r["records"]) for r in _rejected(run.faulty)
+    )
     expected = sorted(run.pool.rejections, key=lambda r: (r[0], -1 if r[1] is None else r[1], r[2]))
     assert found == sorted(expected), fmt
     assert not [p for p in run.faulty.rglob(".*") if p.is_file()], "temporary files left behind"
@@ -347,7 +376,11 @@ def test_stats_account_for_every_record(runs, fmt):
     rejected_records = sum(records for *_, records in run.pool.rejections)
     assert stats["records_accepted"] == run.pool.good
     assert stats["records_rejected"] == rejected_records
-    assert stats["records_read"] == run.pool.good + rejected_records == stats["records_accepted"] + stats["records_rejected"]
+    assert (
+        stats["records_read"]
+        == run.pool.good + rejected_records
+        == stats["records_accepted"] + stats["records_rejected"]
+    )
     by_reason = Counter()
     for _, _, reason, records in run.pool.rejections:
         by_reason[reason] += records
@@ -360,10 +393,19 @@ def test_stats_account_for_every_record(runs, fmt):
 def test_good_records_are_curated_exactly_as_in_a_clean_run(runs, fmt):
     run = runs[fmt]
     for output in ("matches", "subset"):
-        assert _table(run.faulty / output) == _table(run.clean / output), f"{fmt}: {output} differs from the clean run's"
+        assert _table(run.faulty / output) == _table(run.clean / output), (
+            f"{fmt}: {output} differs from the clean run's"
+        )
     assert (run.faulty / "entry_counts.json").read_bytes() == (run.clean / "entry_counts.json").read_bytes()
     faulty, clean = (json.loads((d / "stats.json").read_text()) for d in (run.faulty, run.clean))
-    for figure in ("records_accepted", "records_matched", "records_kept", "expected_kept", "entry_matches", "entries_over_threshold"):
+    for figure in (
+        "records_accepted",
+        "records_matched",
+        "records_kept",
+        "expected_kept",
+        "entry_matches",
+        "entries_over_threshold",
+    ):
         assert faulty[figure] == clean[figure], figure
     assert clean["records_rejected"] == 0 and faulty["entries_over_threshold"] > 0  # the head is really sampled
 
@@ -373,7 +415,10 @@ def test_faults_change_nothing_across_input_order_and_worker_count(runs, tmp_pat
     run = runs["jsonl"]
     reversed_inputs = [str(p) for p in sorted(run.faulty_dir.iterdir(), reverse=True)]
     out = tmp_path / "again"
-    argv = _args(reversed_inputs, run.metadata, out) + ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    argv = _args(reversed_inputs, run.metadata, out) + [
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ]
     assert curate.run(argv) == 0
     assert _tree(out) == _tree(run.faulty)
 
@@ -416,15 +461,19 @@ def test_strict_fails_at_the_first_rejection_with_one_line(runs):
     with pytest.raises(Exception) as failure:
         pipeline.run().wait_until_finish()
     message = strict_failure(failure.value)
-    allowed = {f"--strict: {run.faulty_dir / name}" + ("" if row is None else f" row {row}") + f": {reason}"
-               for name, row, reason, _ in run.pool.rejections}
+    allowed = {
+        f"--strict: {run.faulty_dir / name}" + ("" if row is None else f" row {row}") + f": {reason}"
+        for name, row, reason, _ in run.pool.rejections
+    }
     assert message in allowed and "\n" not in message
 
 
 def test_strict_passes_a_clean_pool(runs):
     run = runs["jsonl"]
     pipeline = beam_test_pipeline()
-    read = pipeline | ReadCaptions([str(p) for p in sorted((run.faulty_dir.parent / "clean").iterdir())], _jsonl_layout(), strict=True)
+    read = pipeline | ReadCaptions(
+        [str(p) for p in sorted((run.faulty_dir.parent / "clean").iterdir())], _jsonl_layout(), strict=True
+    )
     _ = read.batches | beam.Map(lambda batch: batch.num_rows)
     pipeline.run().wait_until_finish()
 
@@ -462,7 +511,14 @@ def test_bad_option_value_fails_before_any_work_with_one_line(tmp_path, capsys, 
     (tmp_path / "pool.jsonl").write_text('{"text": "a dog"}\n')
     (tmp_path / "md.json").write_text('["dog"]')
     out = tmp_path / "out"
-    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(out)] + extra
+    argv = [
+        "--input",
+        str(tmp_path / "pool.jsonl"),
+        "--metadata",
+        str(tmp_path / "md.json"),
+        "--output_dir",
+        str(out),
+    ] + extra
     assert curate.run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and option in err and "Traceback" not in err, err
@@ -477,7 +533,12 @@ def test_finished_run_without_overwrite_fails_with_one_line_and_touches_nothing(
     (out / "stats.json").write_text("{}")
     (out / "matches" / "part-00000-of-00001.parquet").write_bytes(b"earlier run")
     before = _tree(out)
-    assert curate.run(["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(out)]) == 2
+    assert (
+        curate.run(
+            ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(out)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: --output_dir") and err.count("\n") == 1 and "--overwrite" in err, err
     assert _tree(out) == before
@@ -488,8 +549,33 @@ def test_finished_run_without_overwrite_fails_with_one_line_and_touches_nothing(
 # Pieces that stress the spacing and the automaton: separators, white space str.strip()
 # removes (NEL, U+2028, U+3000, U+001C), NUL, lone surrogates (JSON can carry "\ud800"),
 # astral characters, and entry-like words.
-_PIECES = ["dog", "hot dog", "a", " ", "  ", ",", ".", "!", "`", "\t", "\n", "\r", "\x00", "\ud800", "\udfff",
-           "\U0001F642", "é", "東京", "\u00a0", "\u3000", "\u2028", "\x85", "\x1c", "C++", "'"]
+_PIECES = [
+    "dog",
+    "hot dog",
+    "a",
+    " ",
+    "  ",
+    ",",
+    ".",
+    "!",
+    "`",
+    "\t",
+    "\n",
+    "\r",
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\U0001f642",
+    "é",
+    "東京",
+    "\u00a0",
+    "\u3000",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "C++",
+    "'",
+]
 _ANY_CHAR = st.characters(codec=None, exclude_categories=())
 _PIECE_TEXT = st.lists(st.sampled_from(_PIECES) | st.text(_ANY_CHAR, max_size=3), max_size=12).map("".join)
 _ENTRIES = st.lists(_PIECE_TEXT.filter(lambda e: len(e) <= 12), max_size=20, unique=True)

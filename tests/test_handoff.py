@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
+from helpers import write_jsonl
 from transforms.handoff.reshard import (
     brace_pattern,
     inputs_of_output_shard,
@@ -41,7 +41,7 @@ def test_uid_packing_is_datacomps():
     uids = [f"{rng.getrandbits(128):032x}" for _ in range(200)] + ["0" * 32, "f" * 32, "0" * 16 + "f" * 16]
     packed = pack_uids(uids)
     assert packed.dtype == np.dtype("u8,u8")
-    for uid, row in zip(uids, packed):
+    for uid, row in zip(uids, packed, strict=True):
         assert (int(row["f0"]), int(row["f1"])) == divmod(int(uid, 16), 2**64) == (int(uid[:16], 16), int(uid[16:], 16))
     assert unpack_uids(packed) == uids
     assert packed.tobytes()[:8] == int(uids[0][:16], 16).to_bytes(8, "little")  # little-endian on disk
@@ -73,7 +73,7 @@ def test_reshard_plan_is_contiguous_and_consistent(counts, per_shard):
     total = sum(counts)
     n = num_output_shards(total, per_shard)
     by_output = {}
-    for index, (start, count) in enumerate(zip(starts, counts)):
+    for index, (start, count) in enumerate(zip(starts, counts, strict=True)):
         for shard, samples in output_shards_of_input(int(start), count, per_shard):
             by_output.setdefault(shard, []).append((index, samples))
     assert sorted(by_output) == list(range(n))  # no gaps
@@ -88,8 +88,10 @@ def test_brace_pattern_and_key_file_names():
     assert brace_pattern("out", 1) == "out/000000.tar"
     assert list(braceexpand.braceexpand(brace_pattern("out", 12))) == [f"out/{i:06d}.tar" for i in range(12)]
     assert brace_pattern("d", 1_000_001) == "d/{0000000..1000000}.tar"
-    for paths, names in [(["a/000001.tar", "b/000002.tar.gz"], ["000001.txt", "000002.txt"]),
-                         (["a/x.tar", "b/x.tar"], ["000000-x.txt", "000001-x.txt"])]:
+    for paths, names in [
+        (["a/000001.tar", "b/000002.tar.gz"], ["000001.txt", "000002.txt"]),
+        (["a/x.tar", "b/x.tar"], ["000000-x.txt", "000001-x.txt"]),
+    ]:
         with_index = key_files_need_index(paths)
         assert [kept_key_file_name(p, i, with_index) for i, p in enumerate(paths)] == names
 
@@ -102,13 +104,18 @@ def _datacomp_pool(root, rng):
         rows = 60
         batch_uids = [f"{rng.getrandbits(128):032x}" for _ in range(rows)]
         uids += batch_uids
-        pq.write_table(pa.table({
-            "uid": batch_uids,
-            "url": [f"https://img.example/{u}.jpg" for u in batch_uids],
-            "text": [" ".join(rng.choice(words) for _ in range(3)) for _ in range(rows)],
-            "original_width": pa.array([rng.randrange(64, 1024) for _ in range(rows)], pa.int64()),
-            "clip_b32_similarity_score": pa.array([rng.random() for _ in range(rows)], pa.float32()),
-        }), root / f"{part:08d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": batch_uids,
+                    "url": [f"https://img.example/{u}.jpg" for u in batch_uids],
+                    "text": [" ".join(rng.choice(words) for _ in range(3)) for _ in range(rows)],
+                    "original_width": pa.array([rng.randrange(64, 1024) for _ in range(rows)], pa.int64()),
+                    "clip_b32_similarity_score": pa.array([rng.random() for _ in range(rows)], pa.float32()),
+                }
+            ),
+            root / f"{part:08d}.parquet",
+        )
     return uids
 
 
@@ -116,8 +123,25 @@ def test_datacomp_preset_writes_subset_uids_and_an_img2dataset_list(tmp_path):
     uids = _datacomp_pool(tmp_path, random.Random(2))
     (tmp_path / "md.json").write_text('["dog", "cat", "photo", "zebu"]')
     out = tmp_path / "out"
-    assert curate.run(["--input", str(tmp_path / "*.parquet"), "--input_preset", "datacomp", "--metadata", str(tmp_path / "md.json"),
-                       "--threshold", "20", "--output_dir", str(out), "--num_shards", "2"]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "*.parquet"),
+                "--input_preset",
+                "datacomp",
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "20",
+                "--output_dir",
+                str(out),
+                "--num_shards",
+                "2",
+            ]
+        )
+        == 0
+    )
     subset = pq.read_table(out / "subset")
     kept = set(subset.column("key").to_pylist())
     assert 0 < len(kept) < len(uids) and "original_width" in subset.column_names
@@ -142,34 +166,82 @@ def test_datacomp_preset_writes_subset_uids_and_an_img2dataset_list(tmp_path):
 
 
 def test_img2dataset_preset_finds_laion_columns(tmp_path):
-    pq.write_table(pa.table({"URL": [f"https://x/{i}.jpg" for i in range(30)],
-                             "TEXT": [f"a {'dog' if i % 3 else 'cat'} photo" for i in range(30)],
-                             "similarity": [0.3] * 30}), tmp_path / "laion.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "URL": [f"https://x/{i}.jpg" for i in range(30)],
+                "TEXT": [f"a {'dog' if i % 3 else 'cat'} photo" for i in range(30)],
+                "similarity": [0.3] * 30,
+            }
+        ),
+        tmp_path / "laion.parquet",
+    )
     (tmp_path / "md.json").write_text('["dog", "cat"]')
     out = tmp_path / "out"
-    assert curate.run(["--input", str(tmp_path / "laion.parquet"), "--input_preset", "img2dataset",
-                       "--metadata", str(tmp_path / "md.json"), "--threshold", "5", "--output_dir", str(out)]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "laion.parquet"),
+                "--input_preset",
+                "img2dataset",
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "5",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     listing = pq.read_table(out / "img2dataset")
     assert listing.column_names == ["url", "caption", "source_key"]
     subset = pq.read_table(out / "subset")
-    assert sorted(zip(listing.column("source_key").to_pylist(), listing.column("url").to_pylist(), listing.column("caption").to_pylist())) == \
-        sorted(zip(subset.column("key").to_pylist(), subset.column("url").to_pylist(), subset.column("text").to_pylist()))
+    assert sorted(
+        zip(
+            listing.column("source_key").to_pylist(),
+            listing.column("url").to_pylist(),
+            listing.column("caption").to_pylist(),
+            strict=True,
+        )
+    ) == sorted(
+        zip(
+            subset.column("key").to_pylist(),
+            subset.column("url").to_pylist(),
+            subset.column("text").to_pylist(),
+            strict=True,
+        )
+    )
     assert not (out / "subset_uids.npy").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--handoff", "datacomp"], "needs every key to be a DataComp uid (32 hex digits), got 'k0'"),
-    (["--handoff", "img2dataset"], "--handoff img2dataset needs image URLs"),
-    (["--handoff", "webdataset"], "--handoff webdataset lists kept keys per input tar shard; the input is jsonl"),
-    (["--handoff", "tensorflow"], "--handoff takes auto, none, or a comma-separated list"),
-    (["--reshard_dir", "somewhere"], "--reshard_dir writes new webdataset shards from webdataset input shards"),
-    (["--samples_per_shard", "0"], "--samples_per_shard must be >= 1"),
-    (["--input_preset", "datacomp"], "--input_preset datacomp needs the columns uid, url and text; uid, url missing"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--handoff", "datacomp"], "needs every key to be a DataComp uid (32 hex digits), got 'k0'"),
+        (["--handoff", "img2dataset"], "--handoff img2dataset needs image URLs"),
+        (["--handoff", "webdataset"], "--handoff webdataset lists kept keys per input tar shard; the input is jsonl"),
+        (["--handoff", "tensorflow"], "--handoff takes auto, none, or a comma-separated list"),
+        (["--reshard_dir", "somewhere"], "--reshard_dir writes new webdataset shards from webdataset input shards"),
+        (["--samples_per_shard", "0"], "--samples_per_shard must be >= 1"),
+        (
+            ["--input_preset", "datacomp"],
+            "--input_preset datacomp needs the columns uid, url and text; uid, url missing",
+        ),
+    ],
+)
 def test_hand_off_options_are_checked_before_any_work(tmp_path, capsys, extra, message):
     write_jsonl(tmp_path / "pool.jsonl", [{"key": "k0", "text": "a dog"}, {"key": "k1", "text": "a cat"}])
     (tmp_path / "md.json").write_text('["dog"]')
-    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(tmp_path / "out")]
+    argv = [
+        "--input",
+        str(tmp_path / "pool.jsonl"),
+        "--metadata",
+        str(tmp_path / "md.json"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     assert curate.run(argv + extra) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err

@@ -7,9 +7,9 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from helpers import prepared_config
 
 from beam_pipeline.curation import config as curation_config
+from helpers import prepared_config
 from transforms.formats.input_size import (
     data_bytes,
     gzip_uncompressed_bytes,
@@ -86,7 +86,9 @@ def test_the_curation_gives_a_shard_per_64_mib_of_caption_data(tmp_path, monkeyp
     metadata = tmp_path / "metadata.json"
     metadata.write_text('["dog", "beach"]')
     monkeypatch.setattr(curation_config, "BYTES_PER_SHARD", in_memory // 5)
-    config, _ = prepared_config(["--input", str(pool / "*.parquet"), "--metadata", str(metadata), "--output_dir", str(tmp_path / "out")])
+    config, _ = prepared_config(
+        ["--input", str(pool / "*.parquet"), "--metadata", str(metadata), "--output_dir", str(tmp_path / "out")]
+    )
     assert config.num_shards in (5, 6)
     on_disk = sum(os.path.getsize(pool / f"part-{i}.parquet") for i in range(4))
     assert on_disk < in_memory // 5  # sized by disk bytes it would have been 1 shard

@@ -11,21 +11,37 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 
 from beam_pipeline.demo import make_demo_data
+from helpers import REPO
 
 
 def _final_files(directory: Path) -> dict[str, bytes]:
     """Files under their final names: temporary files ('.name.tmp-*') and the spill
     directory between the passes ('.balancebeam-work/') are hidden."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    }
 
 
 def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "beam_pipeline.curate", "--input", str(pool / "*.jsonl"), "--metadata", str(metadata),
-            "--threshold", "300", "--num_shards", "4", "--output_dir", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "beam_pipeline.curate",
+        "--input",
+        str(pool / "*.jsonl"),
+        "--metadata",
+        str(metadata),
+        "--threshold",
+        "300",
+        "--num_shards",
+        "4",
+        "--output_dir",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +55,9 @@ def pool_and_clean_run(tmp_path_factory):
 
 def _kill_when(condition, command, timeout=120.0) -> bool:
     """Start the run in its own process group; SIGKILL the group once condition() holds."""
-    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None and not condition():
         time.sleep(0.005)

@@ -13,9 +13,9 @@ from collections import Counter, defaultdict
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import shared_file
 
 from beam_pipeline import curate
+from helpers import shared_file
 from transforms.core.spacing import pad_entry, space_text
 
 ORACLE_SAMPLE = 300
@@ -26,8 +26,25 @@ def laion_run(tmp_path_factory):
     pool = shared_file("data", "laion400m_sample_10k.parquet")
     metadata_path = shared_file("bench", "metadata_500k.json.gz")
     out = tmp_path_factory.mktemp("laion") / "out"
-    assert curate.run(["--input", str(pool), "--text_field", "TEXT", "--url_field", "URL",
-                       "--metadata", str(metadata_path), "--threshold", "100", "--output_dir", str(out)]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(pool),
+                "--text_field",
+                "TEXT",
+                "--url_field",
+                "URL",
+                "--metadata",
+                str(metadata_path),
+                "--threshold",
+                "100",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     entries = json.loads(gzip.decompress(metadata_path.read_bytes()))
     texts = pq.read_table(pool).column("TEXT").to_pylist()
     matches = {row["key"]: row["entry_ids"] for row in pq.read_table(out / "matches").to_pylist()}

@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 import pytest
+
 from helpers import REPO
 
 PACKAGES = ("beam_pipeline", "transforms")
@@ -39,25 +40,32 @@ def test_no_module_outside_transforms_beam_and_beam_pipeline_imports_beam():
     assert "transforms.core.matching" in modules and "transforms.formats.parquet" in modules  # the walk finds them
 
     def imports_beam(module: str) -> str:
-        result = subprocess.run([sys.executable, "-c", _IMPORTS_BEAM, module], cwd=REPO, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_BEAM, module], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, f"{module} does not import: {result.stderr[-2000:]}"
         return result.stdout.strip()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        found = dict(zip(modules, pool.map(imports_beam, modules)))
+        found = dict(zip(modules, pool.map(imports_beam, modules), strict=True))
     assert [module for module, answer in found.items() if answer != "False"] == []
 
 
 def test_the_boundary_check_catches_a_module_that_imports_beam():
     """The same probe on a module that does import Beam answers True: the test above can fail."""
-    result = subprocess.run([sys.executable, "-c", _IMPORTS_BEAM, "transforms.beam.sink"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_BEAM, "transforms.beam.sink"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.strip() == "True", result.stderr
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(REPO) for p in (REPO / "transforms").rglob("__init__.py")),
-                         ids=str)
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(REPO) for p in (REPO / "transforms").rglob("__init__.py")), ids=str
+)
 def test_transforms_packages_import_nothing(path):
     """Importing `transforms` (or a subpackage) must never pull in anything, least of all Beam: no re-exports."""
     tree = ast.parse((REPO / path).read_text())
@@ -65,8 +73,12 @@ def test_transforms_packages_import_nothing(path):
 
 
 def test_no_module_is_over_500_lines():
-    long = {str(p.relative_to(REPO)): n for package in PACKAGES for p in (REPO / package).rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(REPO)): n
+        for package in PACKAGES
+        for p in (REPO / package).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}
 
 
@@ -79,8 +91,23 @@ def test_the_wheel_holds_every_module(tmp_path):
         shutil.copy(REPO / name, source / name)
     for package in PACKAGES:
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("balancebeam-*.whl")
     with zipfile.ZipFile(wheel) as archive:

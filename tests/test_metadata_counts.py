@@ -7,9 +7,9 @@ import json
 import pytest
 from apache_beam import Create
 from apache_beam.testing.util import assert_that, equal_to
-from helpers import beam_test_pipeline
 
 from beam_pipeline import metadata
+from helpers import beam_test_pipeline
 from transforms.beam.word_counts import CountWords
 
 LINES = [
@@ -19,14 +19,35 @@ LINES = [
     "",
 ]
 UNIGRAMS = [
-    ("the", 4), ("cat", 2), ("sat", 1), ("on", 1), ("mat", 1), (".", 1), (",", 1), ("dog", 1), ("!", 1),
-    ("New", 1), ("York", 1), ("is", 1), ("big", 1),
+    ("the", 4),
+    ("cat", 2),
+    ("sat", 1),
+    ("on", 1),
+    ("mat", 1),
+    (".", 1),
+    (",", 1),
+    ("dog", 1),
+    ("!", 1),
+    ("New", 1),
+    ("York", 1),
+    ("is", 1),
+    ("big", 1),
 ]
 # Adjacent words of one line: "mat ." ends line 1, so no bigram joins it to line 2's "the".
 BIGRAMS = [
-    (("the", "cat"), 2), (("cat", "sat"), 1), (("sat", "on"), 1), (("on", "the"), 1), (("the", "mat"), 1),
-    (("mat", "."), 1), (("cat", ","), 1), ((",", "the"), 1), (("the", "dog"), 1), (("dog", "!"), 1),
-    (("New", "York"), 1), (("York", "is"), 1), (("is", "big"), 1),
+    (("the", "cat"), 2),
+    (("cat", "sat"), 1),
+    (("sat", "on"), 1),
+    (("on", "the"), 1),
+    (("the", "mat"), 1),
+    (("mat", "."), 1),
+    (("cat", ","), 1),
+    ((",", "the"), 1),
+    (("the", "dog"), 1),
+    (("dog", "!"), 1),
+    (("New", "York"), 1),
+    (("York", "is"), 1),
+    (("is", "big"), 1),
 ]
 
 
@@ -67,8 +88,24 @@ def test_count_command_writes_what_build_reads(tmp_path, capsys):
     assert _count_files(out, "unigrams") == sorted(f"{w} {n}" for w, n in UNIGRAMS)
 
     output = tmp_path / "metadata.json"
-    assert metadata.run(["build", "--wiki_unigrams", str(out / "unigrams-*.txt"), "--min_unigram_count", "2",
-                         "--wiki_bigrams", str(out / "bigrams-*.txt"), "--min_pmi", "3", "--output", str(output)]) == 0
+    assert (
+        metadata.run(
+            [
+                "build",
+                "--wiki_unigrams",
+                str(out / "unigrams-*.txt"),
+                "--min_unigram_count",
+                "2",
+                "--wiki_bigrams",
+                str(out / "bigrams-*.txt"),
+                "--min_pmi",
+                "3",
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     # N = 17 words: PMI("New York") = log2(17) > 3 is kept; PMI("the cat") = log2(17 * 2 / 8) < 3 is not.
     # Unigrams: "the" (4) and "cat" (2); the bigrams of words seen once have PMI log2(17) too.
     entries = json.loads(output.read_text())

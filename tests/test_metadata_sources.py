@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
 
+from helpers import REPO
 from transforms.metadata import sources as ms
 from transforms.metadata.sources import (
     SourceEntries,
@@ -102,13 +102,19 @@ def test_titles_add_up_views_replace_underscores_and_drop_namespaces():
 
 
 def test_assemble_orders_by_source_then_code_point_and_keeps_first_source():
-    entries, blocks = assemble([
-        SourceEntries("numbers", set(ms.NUMBERS[:3])),
-        SourceEntries("wordnet", {"dog", "cat", "", "1", "Zebra"}),
-        SourceEntries("wiki_unigrams", {"dog", "é", ",", "apple"}, {"min_count": 100}),
-    ])
+    entries, blocks = assemble(
+        [
+            SourceEntries("numbers", set(ms.NUMBERS[:3])),
+            SourceEntries("wordnet", {"dog", "cat", "", "1", "Zebra"}),
+            SourceEntries("wiki_unigrams", {"dog", "é", ",", "apple"}, {"min_count": 100}),
+        ]
+    )
     assert entries == ["0", "1", "2", "Zebra", "cat", "dog", "apple", "é"]
-    assert [(b["source"], b["first_id"], b["num_entries"]) for b in blocks] == [("numbers", 0, 3), ("wordnet", 3, 3), ("wiki_unigrams", 6, 2)]
+    assert [(b["source"], b["first_id"], b["num_entries"]) for b in blocks] == [
+        ("numbers", 0, 3),
+        ("wordnet", 3, 3),
+        ("wiki_unigrams", 6, 2),
+    ]
     assert blocks[1]["dropped_empty_or_punctuation"] == 1 and blocks[1]["already_in_earlier_source"] == 1
     assert blocks[2]["dropped_empty_or_punctuation"] == 1 and blocks[2]["already_in_earlier_source"] == 1
     assert blocks[2]["min_count"] == 100
@@ -116,11 +122,20 @@ def test_assemble_orders_by_source_then_code_point_and_keeps_first_source():
 
 def test_assemble_does_not_depend_on_hash_seeds():
     """Set iteration order changes with PYTHONHASHSEED; the list must not."""
-    code = ("from transforms.metadata.sources import SourceEntries, assemble\n"
-            "print(assemble([SourceEntries('w', {f'w{i}' for i in range(300)})])[0])")
+    code = (
+        "from transforms.metadata.sources import SourceEntries, assemble\n"
+        "print(assemble([SourceEntries('w', {f'w{i}' for i in range(300)})])[0])"
+    )
     outputs = {
-        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONHASHSEED=seed),
-                       capture_output=True, text=True, check=True, timeout=60).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONHASHSEED=seed),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
 
 from beam_pipeline import metadata
+from helpers import REPO
 from transforms.metadata.checks import check_entries
 from transforms.metadata.lists import (
     MetadataError,
@@ -45,8 +45,13 @@ def test_check_entries_limits_examples():
 
 
 def _validate(path):
-    process = subprocess.run([sys.executable, "-m", "beam_pipeline.metadata", "validate", str(path)],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.metadata", "validate", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return process.returncode, process.stdout, process.stderr
 
 
@@ -78,11 +83,14 @@ def test_validate_command_exit_codes(tmp_path):
     assert err.count("\n") == 1 and err.startswith("error: cannot read") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"[\"dog\",", "not valid JSON"),
-    (b"{\"dog\": 1}", "not a JSON dict"),
-    (b"[]", "empty list"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'["dog",', "not valid JSON"),
+        (b'{"dog": 1}', "not a JSON dict"),
+        (b"[]", "empty list"),
+    ],
+)
 def test_validate_refuses_what_is_not_a_list_of_strings(tmp_path, capsys, content, words):
     path = tmp_path / "bad.json"
     path.write_bytes(content)
@@ -90,18 +98,24 @@ def test_validate_refuses_what_is_not_a_list_of_strings(tmp_path, capsys, conten
     assert words in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["build", "--output", "m.json"], "at least one source"),
-    (["build", "--wiki_bigrams", "b.txt", "--output", "m.json"], "needs --wiki_unigrams"),
-    (["build", "--wiki_unigrams", "{tmp}/none.txt", "--output", "m.json"], "matches no file"),
-    (["build", "--wiki_unigrams", "{tmp}/bad.txt", "--output", "{tmp}/m.json"], "bad.txt:2: expected `word count`"),
-    (["build", "--wiki_unigrams", "{tmp}/bad.txt", "--min_unigram_count", "-1", "--output", "m.json"], "invalid non-negative integer value"),
-    (["build", "--wiki_unigrams", "{tmp}/bad.txt", "--output", "{tmp}/no/such/dir/m.json"], "does not exist"),
-    (["build", "--wordnet_dir", "{tmp}", "--output", "{tmp}/m.json"], "holds no WordNet database"),
-    (["build", "--wordnet", "--output", "m.json", "--runner", "x"], "unrecognised arguments"),
-    (["validate"], "required: FILE"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["build", "--output", "m.json"], "at least one source"),
+        (["build", "--wiki_bigrams", "b.txt", "--output", "m.json"], "needs --wiki_unigrams"),
+        (["build", "--wiki_unigrams", "{tmp}/none.txt", "--output", "m.json"], "matches no file"),
+        (["build", "--wiki_unigrams", "{tmp}/bad.txt", "--output", "{tmp}/m.json"], "bad.txt:2: expected `word count`"),
+        (
+            ["build", "--wiki_unigrams", "{tmp}/bad.txt", "--min_unigram_count", "-1", "--output", "m.json"],
+            "invalid non-negative integer value",
+        ),
+        (["build", "--wiki_unigrams", "{tmp}/bad.txt", "--output", "{tmp}/no/such/dir/m.json"], "does not exist"),
+        (["build", "--wordnet_dir", "{tmp}", "--output", "{tmp}/m.json"], "holds no WordNet database"),
+        (["build", "--wordnet", "--output", "m.json", "--runner", "x"], "unrecognised arguments"),
+        (["validate"], "required: FILE"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_bad_commands_fail_with_one_line(tmp_path, capsys, argv, words):
     (tmp_path / "bad.txt").write_text("dog 1\ncat\n")
     assert metadata.run([arg.format(tmp=tmp_path) for arg in argv]) == 2
@@ -112,8 +126,13 @@ def test_bad_commands_fail_with_one_line(tmp_path, capsys, argv, words):
 
 
 def test_build_error_from_the_shell_has_no_traceback(tmp_path):
-    process = subprocess.run([sys.executable, "-m", "beam_pipeline.metadata", "build", "--output", str(tmp_path / "m.json")],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.metadata", "build", "--output", str(tmp_path / "m.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert process.returncode == 2 and process.stdout == ""
     assert process.stderr.startswith("error: build needs at least one source") and process.stderr.count("\n") == 1
 

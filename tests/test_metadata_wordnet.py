@@ -14,8 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, shared_file
 
+from helpers import REPO, shared_file
 from transforms.metadata import sources as ms
 
 
@@ -37,11 +37,26 @@ def two_builds(tmp_path_factory):
     for seed in ("1", "2"):
         out = root / f"run{seed}"
         out.mkdir()
-        command = [sys.executable, "-m", "beam_pipeline.metadata", "build", "--wordnet",
-                   "--wiki_unigrams", str(root / "unigrams.txt"), "--wiki_titles", str(root / "titles.txt"),
-                   "--output", str(out / "metadata.json")]
+        command = [
+            sys.executable,
+            "-m",
+            "beam_pipeline.metadata",
+            "build",
+            "--wordnet",
+            "--wiki_unigrams",
+            str(root / "unigrams.txt"),
+            "--wiki_titles",
+            str(root / "titles.txt"),
+            "--output",
+            str(out / "metadata.json"),
+        ]
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        runs.append((out, subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        runs.append(
+            (
+                out,
+                subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            )
+        )
     for _, process in runs:
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
@@ -96,7 +111,9 @@ def test_nltk_data_dir_is_read_when_nltk_has_wordnet(tmp_path, monkeypatch):
 
     if not os.path.isfile(os.path.join(ms.DEBIAN_WORDNET_DIR, "data.noun")):
         pytest.skip(f"needs {ms.DEBIAN_WORDNET_DIR} (Debian's wordnet-base) to lay out a stand-in nltk_data")
-    ms._prepare_nltk_dir(ms.DEBIAN_WORDNET_DIR, str(tmp_path))  # nltk_data/corpora/wordnet, as nltk's downloader makes it
+    ms._prepare_nltk_dir(
+        ms.DEBIAN_WORDNET_DIR, str(tmp_path)
+    )  # nltk_data/corpora/wordnet, as nltk's downloader makes it
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
     location = ms.locate_wordnet()
     assert location.kind == "nltk"

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from helpers import write_jsonl
 
 from beam_pipeline import curate
+from helpers import write_jsonl
 from transforms.core.balancing import keep_decisions
 from transforms.core.hashing import key_hashes
 from transforms.handoff.online_balancing import (
@@ -90,7 +90,9 @@ def test_use_frequency_over_epochs_is_the_keep_probability(balancing):
 def test_epoch_draws_are_not_the_offline_subset(balancing):
     p, hashes = balancing.index.keep_probs, balancing.index.hashes
     offline = keep_decisions(p, hashes, SEED)
-    assert all(epoch_seed(SEED, e) != SEED for e in range(100)) and len({epoch_seed(SEED, e) for e in range(100)}) == 100
+    assert (
+        all(epoch_seed(SEED, e) != SEED for e in range(100)) and len({epoch_seed(SEED, e) for e in range(100)}) == 100
+    )
     overlap_mean, overlap_std = (p**2).sum(), np.sqrt((p**2 * (1 - p**2)).sum())
     assert _within((balancing.epoch_mask(0) & offline).sum(), overlap_mean, overlap_std)
 
@@ -117,14 +119,29 @@ def test_match_index_of_a_real_run_and_a_webdataset_loop(tmp_path):
     write_jsonl(tmp_path / "pool.jsonl", records)
     (tmp_path / "md.json").write_text(json.dumps(words))
     out = tmp_path / "out"
-    assert curate.run(["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--threshold", "60",
-                       "--seed", "9", "--output_dir", str(out)]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "pool.jsonl"),
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "60",
+                "--seed",
+                "9",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     index = MatchIndex.read(str(out))
     stats = json.loads((out / "stats.json").read_text())
     assert len(index) == stats["records_accepted"] == 400
     assert round(OnlineBalancing(index, 9).expected_epoch_size, 3) == pytest.approx(stats["expected_kept"], abs=1e-3)
     # The same functions with the run's own seed reproduce the offline subset exactly.
-    offline = {k for k, keep in zip(index.keys, keep_decisions(index.keep_probs, index.hashes, 9)) if keep}
+    offline = {k for k, keep in zip(index.keys, keep_decisions(index.keep_probs, index.hashes, 9), strict=True) if keep}
     assert offline == set(pq.read_table(out / "subset").column("key").to_pylist())
 
     # A webdataset pipeline filtered per epoch, the epoch shared as open_clip shares it.
@@ -133,8 +150,11 @@ def test_match_index_of_a_real_run_and_a_webdataset_loop(tmp_path):
             sink.write({"__key__": record["key"], "txt": record["text"], "cls": "0"})
     balancing = OnlineBalancing(index, seed=9)
     epoch = multiprocessing.Value("i", 0)
-    pipeline = wds.DataPipeline(wds.SimpleShardList([str(tmp_path / "000000.tar")]), wds.tarfile_to_samples(),
-                                webdataset_select(balancing, epoch))
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList([str(tmp_path / "000000.tar")]),
+        wds.tarfile_to_samples(),
+        webdataset_select(balancing, epoch),
+    )
     seen = []
     for e in range(3):
         epoch.value = e

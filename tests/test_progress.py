@@ -8,22 +8,28 @@ import time
 
 import apache_beam as beam
 import pyarrow as pa
-from helpers import beam_test_pipeline, write_jsonl
 
 from beam_pipeline import curate
 from beam_pipeline.progress import ProgressReporter, progress_line, spill_totals
+from helpers import beam_test_pipeline, write_jsonl
 from transforms.beam.spill import StoreBatches
 from transforms.core.columns import ENTRY_IDS, KEY
 
 
 def _matched_batch(n: int, with_entries: int) -> pa.RecordBatch:
     ids = [[1]] * with_entries + [[]] * (n - with_entries)
-    return pa.RecordBatch.from_arrays([pa.array([f"k{i}" for i in range(n)]), pa.array(ids, pa.list_(pa.int32()))], names=[KEY, ENTRY_IDS])
+    return pa.RecordBatch.from_arrays(
+        [pa.array([f"k{i}" for i in range(n)]), pa.array(ids, pa.list_(pa.int32()))], names=[KEY, ENTRY_IDS]
+    )
 
 
 def test_totals_come_from_the_spill_file_names(tmp_path):
     with beam_test_pipeline() as p:
-        _ = p | beam.Create([_matched_batch(10, 4), _matched_batch(7, 7)]) | StoreBatches(str(tmp_path / "matched"), "matched")
+        _ = (
+            p
+            | beam.Create([_matched_batch(10, 4), _matched_batch(7, 7)])
+            | StoreBatches(str(tmp_path / "matched"), "matched")
+        )
     totals = spill_totals(str(tmp_path))
     assert totals == {"matched": 17, "matched_with_entries": 11}
     line = progress_line(totals, 2.0)
@@ -65,8 +71,25 @@ def test_a_local_run_shows_progress_on_stderr(tmp_path, capsys):
     write_jsonl(pool, [{"key": f"k{i}", "text": "a dog" if i % 2 else "a cat"} for i in range(3000)])
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(["dog", "cat"]))
-    assert curate.run(["--input", str(pool), "--metadata", str(metadata), "--output_dir", str(tmp_path / "out"),
-                       "--threshold", "100", "--report", "false", "--progress", "0.05"]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(pool),
+                "--metadata",
+                str(metadata),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--threshold",
+                "100",
+                "--report",
+                "false",
+                "--progress",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     progress = [line for line in captured.err.splitlines() if line.startswith("[")]
     assert progress, captured.err

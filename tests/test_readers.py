@@ -14,11 +14,11 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import corrupt_row_group
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline import curate
+from helpers import corrupt_row_group
 from transforms.formats.compression import decompressed
 from transforms.formats.layout import InputLayout, infer_format
 from transforms.formats.readers import probe_layout, read_caption_file
@@ -47,15 +47,31 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 def test_infer_format():
     assert [infer_format(p) for p in ["a.jsonl", "b.json.gz", "c.parquet", "gs://x/d.tsv", "e.csv.bz2", "f.txt"]] == [
-        "jsonl", "jsonl", "parquet", "tsv", "csv", None]
+        "jsonl",
+        "jsonl",
+        "parquet",
+        "tsv",
+        "csv",
+        None,
+    ]
 
 
 def test_img2dataset_parquet_layout_with_field_choice():
-    table = pa.table({"url": ["u0", "u1", "u2"], "caption": ["a dog", None, "x" * 100], "key": ["000", "001", "002"],
-                      "width": pa.array([1, 2, 3], pa.int32())})
-    layout, rows, rejected = _read(_parquet_bytes(table), "parquet", text_field="caption", url_field="url", max_text_bytes=50)
+    table = pa.table(
+        {
+            "url": ["u0", "u1", "u2"],
+            "caption": ["a dog", None, "x" * 100],
+            "key": ["000", "001", "002"],
+            "width": pa.array([1, 2, 3], pa.int32()),
+        }
+    )
+    layout, rows, rejected = _read(
+        _parquet_bytes(table), "parquet", text_field="caption", url_field="url", max_text_bytes=50
+    )
     assert layout.passthrough == (("url", pa.string()), ("width", pa.int32()))
-    assert [(r["key"], r["text"], r["url"], r["width"], r["__source_file"], r["__source_row"]) for r in rows] == [("000", "a dog", "u0", 1, 3, 0)]
+    assert [(r["key"], r["text"], r["url"], r["width"], r["__source_file"], r["__source_row"]) for r in rows] == [
+        ("000", "a dog", "u0", 1, 3, 0)
+    ]
     assert [(r.row, r.reason) for r in rejected] == [(1, "null_text"), (2, "text_too_long")]
 
 
@@ -80,7 +96,10 @@ def test_parquet_text_column_of_wrong_type_rejects_each_row():
 def test_cc3m_tsv_without_header_selects_columns_by_name():
     data = 'a "quoted" dog\thttp://u/1\nsecond caption\thttp://u/2\nbroken row\n'.encode()
     layout, rows, rejected = _read(data, "tsv", column_names=("caption", "url"), text_field="caption", url_field="url")
-    assert [(r["key"], r["text"], r["url"]) for r in rows] == [("f:0", 'a "quoted" dog', "http://u/1"), ("f:1", "second caption", "http://u/2")]
+    assert [(r["key"], r["text"], r["url"]) for r in rows] == [
+        ("f:0", 'a "quoted" dog', "http://u/1"),
+        ("f:1", "second caption", "http://u/2"),
+    ]
     assert [(r.row, r.reason) for r in rejected] == [(2, "bad_column_count")]
 
 
@@ -127,8 +146,23 @@ def test_gzipped_jsonl_and_several_globs_through_the_command_line(tmp_path):
     (tmp_path / "b" / "1.jsonl").write_text(json.dumps({"key": "y", "text": "a cat"}) + "\n")
     (tmp_path / "md.json").write_text('["dog", "cat"]')
     out = tmp_path / "out"
-    assert curate.run(["--input", str(tmp_path / "a" / "*.jsonl.gz"), "--input", str(tmp_path / "b" / "*"),
-                       "--metadata", str(tmp_path / "md.json"), "--threshold", "5", "--output_dir", str(out)]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "a" / "*.jsonl.gz"),
+                "--input",
+                str(tmp_path / "b" / "*"),
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "5",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 1, "cat": 1}
     assert sorted(pq.read_table(out / "subset").column("key").to_pylist()) == ["x", "y"]
 
@@ -152,7 +186,9 @@ def _accounted(rows, rejections) -> int:
 def test_empty_files_are_rejected_as_empty_but_empty_tables_are_just_empty():
     for fmt in ["jsonl", "tsv", "csv", "parquet", "webdataset"]:
         rows, rejections = _items(b"", fmt, path="e")
-        assert rows == [] and [(r.file, r.row, r.reason, r.records) for r in rejections] == [("e", None, "empty_file", 0)], fmt
+        assert rows == [] and [(r.file, r.row, r.reason, r.records) for r in rejections] == [
+            ("e", None, "empty_file", 0)
+        ], fmt
     no_rows = _parquet_bytes(pa.table({"text": pa.array([], pa.string())}))
     assert _items(no_rows, "parquet") == ([], [])
     assert _items(b"text\n", "tsv") == ([], [])  # a header and no row
@@ -169,8 +205,13 @@ def test_corrupt_parquet_row_group_is_rejected_with_its_row_count_and_the_others
 
 def test_parquet_strings_that_are_not_utf8_reject_their_rows_only():
     bad = lambda values: pa.array(values, pa.binary()).view(pa.string())  # noqa: E731 - pyarrow does not check on read
-    table = pa.table({"key": bad([b"k0", b"k\xff1", b"k2", b"k3"]), "text": bad([b"ok", b"ok", b"caf\xe9", b"fine"]),
-                      "url": bad([b"u", b"u", b"u", b"\xc0"])})
+    table = pa.table(
+        {
+            "key": bad([b"k0", b"k\xff1", b"k2", b"k3"]),
+            "text": bad([b"ok", b"ok", b"caf\xe9", b"fine"]),
+            "url": bad([b"u", b"u", b"u", b"\xc0"]),
+        }
+    )
     layout, rows, rejections = _read(_parquet_bytes(table), "parquet")
     assert [r["key"] for r in rows] == ["k0"]
     assert [(r.row, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "invalid_utf8"), (3, "invalid_utf8")]
@@ -187,13 +228,15 @@ def test_dictionary_encoded_parquet_text_is_text():
 def test_parquet_key_column_that_cannot_be_a_string_rejects_its_batch():
     table = pa.table({"key": pa.array([{"a": 1}, {"a": 2}]), "text": ["x", "y"]})
     rows, rejections = _items(_parquet_bytes(table), "parquet")
-    assert rows == [] and [(r.row, r.reason, r.records, r.raw["column"]) for r in rejections] == [(0, "schema_mismatch", 2, "key")]
+    assert rows == [] and [(r.row, r.reason, r.records, r.raw["column"]) for r in rejections] == [
+        (0, "schema_mismatch", 2, "key")
+    ]
 
 
 def test_json_lone_surrogates_reject_the_record_not_the_file():
     data = b'{"text": "ok", "url": "u"}\n{"text": "bad \\ud800"}\n{"text": "x", "key": "\\udfff"}\n{"text": "y", "url": "\\ud83d"}\n{"text": "\\ud83d\\ude00"}\n'
     _, rows, rejections = _read(data, "jsonl")
-    assert [r["text"] for r in rows] == ["ok", "\U0001F600"]  # a surrogate pair is one character
+    assert [r["text"] for r in rows] == ["ok", "\U0001f600"]  # a surrogate pair is one character
     assert [(r.row, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "invalid_utf8"), (3, "invalid_utf8")]
     for rejection in rejections:  # rejected/ stays valid UTF-8 JSON
         line = rejection.to_json()
@@ -210,19 +253,33 @@ def test_json_nested_too_deeply_is_malformed_json():
 def test_csv_field_over_the_module_limit_is_a_long_text_not_a_broken_file():
     data = b"text\nshort\n" + b"x" * 200_000 + b"\nafter\n"
     rows, rejections = _items(data, "csv", max_text_bytes=1000)
-    assert [r["text"] for r in rows] == ["short", "after"] and [(r.row, r.reason) for r in rejections] == [(1, "text_too_long")]
+    assert [r["text"] for r in rows] == ["short", "after"] and [(r.row, r.reason) for r in rejections] == [
+        (1, "text_too_long")
+    ]
 
 
-@pytest.mark.parametrize("suffix, compress", [
-    (".gz", lambda d: gzip.compress(d, mtime=0)), (".bz2", bz2.compress), (".xz", lzma.compress), (".deflate", zlib.compress),
-    (".zst", lambda d: __import__("zstandard").ZstdCompressor().compress(d)),
-])
+@pytest.mark.parametrize(
+    "suffix, compress",
+    [
+        (".gz", lambda d: gzip.compress(d, mtime=0)),
+        (".bz2", bz2.compress),
+        (".xz", lzma.compress),
+        (".deflate", zlib.compress),
+        (".zst", lambda d: __import__("zstandard").ZstdCompressor().compress(d)),
+    ],
+)
 def test_truncated_compressed_file_keeps_its_whole_lines_and_is_rejected(suffix, compress):
-    data = b"".join(json.dumps({"key": f"k{i}", "text": f"caption {i} " + "w" * (i % 50)}).encode() + b"\n" for i in range(3000))
+    data = b"".join(
+        json.dumps({"key": f"k{i}", "text": f"caption {i} " + "w" * (i % 50)}).encode() + b"\n" for i in range(3000)
+    )
     packed = compress(data)
     assert decompressed(io.BytesIO(packed + packed), "a" + suffix).read() == data + data  # concatenated members
     cut = packed[: len(packed) * 2 // 3]
-    items = list(read_caption_file(decompressed(io.BytesIO(cut), "cut.jsonl" + suffix), "cut.jsonl" + suffix, 0, InputLayout(format="jsonl")))
+    items = list(
+        read_caption_file(
+            decompressed(io.BytesIO(cut), "cut.jsonl" + suffix), "cut.jsonl" + suffix, 0, InputLayout(format="jsonl")
+        )
+    )
     rows = [row for item in items if isinstance(item, pa.RecordBatch) for row in item.column("key").to_pylist()]
     assert rows == [f"k{i}" for i in range(len(rows))]  # a prefix, no half line
     assert [(r.row, r.reason, r.records) for r in items if isinstance(r, Rejection)] == [(None, "unreadable_file", 0)]
@@ -231,7 +288,11 @@ def test_truncated_compressed_file_keeps_its_whole_lines_and_is_rejected(suffix,
 
 def test_rows_accepted_before_a_fault_are_emitted_not_lost():
     data = gzip.compress(b"".join(b'{"text": "t%d"}\n' % i for i in range(50)), mtime=0)
-    items = list(read_caption_file(decompressed(io.BytesIO(data[:-8]), "x.gz"), "x.gz", 0, InputLayout(format="jsonl", batch_size=4096)))
+    items = list(
+        read_caption_file(
+            decompressed(io.BytesIO(data[:-8]), "x.gz"), "x.gz", 0, InputLayout(format="jsonl", batch_size=4096)
+        )
+    )
     assert sum(i.num_rows for i in items if isinstance(i, pa.RecordBatch)) == 50  # only the gzip trailer was cut
     assert items[-1].reason == "unreadable_file"
 
@@ -243,8 +304,11 @@ def test_strict_error_is_one_line_and_found_in_whatever_the_runner_raises():
     assert str(row) == "--strict: gs://b/pool/0.jsonl row 7: malformed_json"
     assert str(whole) == "--strict: odd\\x0aname.tar: unreadable_file"
     in_process = StrictRejectionError(str(row) + " [while running 'ReadCaptions/ParseFiles']")
-    remote = RuntimeError("Traceback (most recent call last):\\n  File ...\\ntransforms.formats.rejections.StrictRejectionError: "
-                          + str(whole) + " [while running 'X']\\n\\nDuring handling")
+    remote = RuntimeError(
+        "Traceback (most recent call last):\\n  File ...\\ntransforms.formats.rejections.StrictRejectionError: "
+        + str(whole)
+        + " [while running 'X']\\n\\nDuring handling"
+    )
     chained = RuntimeError("pipeline failed")
     chained.__cause__ = in_process
     assert strict_failure(in_process) == strict_failure(chained) == str(row)
@@ -254,17 +318,26 @@ def test_strict_error_is_one_line_and_found_in_whatever_the_runner_raises():
 
 # Arbitrary JSON values, text with any code point: lone surrogates, NULs, controls.
 _ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=30)
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _ANY_TEXT,
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ANY_TEXT, inner, max_size=3), max_leaves=8)
-_RECORDS = st.lists(st.dictionaries(st.sampled_from(["key", "text", "url", "x"]), _JSON, max_size=4) | _JSON, min_size=1, max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ANY_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+_RECORDS = st.lists(
+    st.dictionaries(st.sampled_from(["key", "text", "url", "x"]), _JSON, max_size=4) | _JSON, min_size=1, max_size=12
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(_RECORDS, st.integers(1, 5), st.integers(1, 40))
 def test_jsonl_of_arbitrary_values_accounts_for_every_line(records, batch_size, max_text_bytes):
     data = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in records).encode()
-    layout = InputLayout(format="jsonl", batch_size=batch_size, max_text_bytes=max_text_bytes,
-                         passthrough=(("url", pa.string()), ("x", pa.string())))
+    layout = InputLayout(
+        format="jsonl",
+        batch_size=batch_size,
+        max_text_bytes=max_text_bytes,
+        passthrough=(("url", pa.string()), ("x", pa.string())),
+    )
     items = list(read_caption_file(io.BytesIO(data), "fuzz", 0, layout))
     rows = sum(i.num_rows for i in items if isinstance(i, pa.RecordBatch))
     rejections = [i for i in items if isinstance(i, Rejection)]
@@ -275,7 +348,11 @@ def test_jsonl_of_arbitrary_values_accounts_for_every_line(records, batch_size, 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=400), st.sampled_from(["jsonl", "tsv", "csv"]), st.sampled_from([b"", b"text\n", b"key,text\n", b"key\ttext\n"]))
+@given(
+    st.binary(max_size=400),
+    st.sampled_from(["jsonl", "tsv", "csv"]),
+    st.sampled_from([b"", b"text\n", b"key,text\n", b"key\ttext\n"]),
+)
 def test_line_formats_account_for_every_line_of_arbitrary_bytes(data, fmt, header):
     """JSONL: one item per non-blank line; TSV/CSV: one per row the csv module sees after the header."""
     data = header + data
@@ -297,7 +374,9 @@ _CELLS = st.one_of(st.none(), st.binary(max_size=12), st.sampled_from([b"a dog",
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(_CELLS, _CELLS), max_size=25), st.integers(1, 8), st.booleans(), st.data())
-def test_parquet_with_arbitrary_bytes_in_string_columns_and_corruption_accounts_exactly(cells, group_size, as_string, data):
+def test_parquet_with_arbitrary_bytes_in_string_columns_and_corruption_accounts_exactly(
+    cells, group_size, as_string, data
+):
     texts = pa.array([c[0] for c in cells], pa.binary())
     keys = pa.array([c[1] for c in cells], pa.binary())
     table = pa.table({"key": keys.view(pa.string()), "text": texts.view(pa.string()) if as_string else texts})

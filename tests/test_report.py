@@ -78,7 +78,14 @@ def sampled_batches(pool, counts, threshold: int, seed: int, batch_rows: int):
         kept = keep_decisions(keep_prob, hashes, seed)
         batches.append(
             pa.RecordBatch.from_arrays(
-                [pa.array([r[0] for r in rows]), pa.array([r[1] for r in rows]), ids, pa.array(keep_prob), pa.array(hashes, pa.uint64()), pa.array(kept)],
+                [
+                    pa.array([r[0] for r in rows]),
+                    pa.array([r[1] for r in rows]),
+                    ids,
+                    pa.array(keep_prob),
+                    pa.array(hashes, pa.uint64()),
+                    pa.array(kept),
+                ],
                 names=[KEY, TEXT, ENTRY_IDS, KEEP_PROB, KEY_HASH, KEPT],
             )
         )
@@ -90,7 +97,7 @@ def independent_stats(pool, counts, threshold: int, seed: int, rejected: int) ->
     probs = entry_probabilities(counts, threshold)
     keep = [keep_probability(ids, probs) for _key, _text, ids in pool]
     draws = uniform_draws(key_hashes([key for key, _text, _ids in pool]), seed)
-    kept = sum(1 for p, u in zip(keep, draws) if u < p)
+    kept = sum(1 for p, u in zip(keep, draws, strict=True) if u < p)
     head = [c for c in counts.tolist() if c > threshold]
     return {
         "records_read": len(pool) + rejected,
@@ -118,7 +125,9 @@ def independent_stats(pool, counts, threshold: int, seed: int, rejected: int) ->
     }
 
 
-def build_output_dir(directory: Path, captions: int = 3000, entries: int = 300, threshold: int = 60, seed: int = 11, target_size=None) -> dict:
+def build_output_dir(
+    directory: Path, captions: int = 3000, entries: int = 300, threshold: int = 60, seed: int = 11, target_size=None
+) -> dict:
     """A curation output directory with the four files the report reads."""
     metadata, pool = synthetic_pool(captions, entries, seed=5)
     counts = np.bincount([i for _k, _t, ids in pool for i in ids], minlength=entries).astype(np.int64)
@@ -129,17 +138,27 @@ def build_output_dir(directory: Path, captions: int = 3000, entries: int = 300, 
     kept_counts = np.zeros(entries, dtype=np.int64)
     for batch in batches:
         offsets = batch.column(ENTRY_IDS).offsets.to_numpy()
-        fixed = add_fixed(fixed, expected_sizes_fixed(offsets, batch.column(ENTRY_IDS).flatten().to_numpy(), counts, grid))
+        fixed = add_fixed(
+            fixed, expected_sizes_fixed(offsets, batch.column(ENTRY_IDS).flatten().to_numpy(), counts, grid)
+        )
         kept_counts += kept_entry_counts(batch, entries)
-    table = list(zip(grid.tolist(), fixed_to_captions(fixed).tolist()))
+    table = list(zip(grid.tolist(), fixed_to_captions(fixed).tolist(), strict=True))
     merged = merge_figures(batch_figures(batch) for batch in batches)
     chosen = {"threshold": threshold, "target_size": target_size, "expected_kept": stats["expected_kept"]}
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "entry_counts.json").write_text(json.dumps(dict(zip(metadata, counts.tolist()))))
+    (directory / "entry_counts.json").write_text(json.dumps(dict(zip(metadata, counts.tolist(), strict=True))))
     (directory / "entry_counts_kept.json").write_text(json.dumps(kept_counts_document(metadata, kept_counts)))
     (directory / "figures.json").write_text(json.dumps(figures_document(merged, metadata, table, chosen)))
     (directory / "stats.json").write_text(json.dumps(stats))
-    return {"metadata": metadata, "pool": pool, "counts": counts, "batches": batches, "stats": stats, "kept_counts": kept_counts, "table": table}
+    return {
+        "metadata": metadata,
+        "pool": pool,
+        "counts": counts,
+        "batches": batches,
+        "stats": stats,
+        "kept_counts": kept_counts,
+        "table": table,
+    }
 
 
 class _Tables(HTMLParser):
@@ -207,11 +226,15 @@ def test_merge_is_independent_of_order_and_grouping():
     random.Random(1).shuffle(shuffled)
     tree = merge_figures([merge_figures(shuffled[:5]), empty_figures(), merge_figures(shuffled[5:])])
     for name in flat:
-        assert np.array_equal(flat[name], tree[name]) if isinstance(flat[name], np.ndarray) else flat[name] == tree[name]
+        assert (
+            np.array_equal(flat[name], tree[name]) if isinstance(flat[name], np.ndarray) else flat[name] == tree[name]
+        )
     # The same as one batch of everything.
     whole = batch_figures(sampled_batches(pool, counts, 25, 3, batch_rows=len(pool))[0])
     for name in flat:
-        assert np.array_equal(flat[name], whole[name]) if isinstance(flat[name], np.ndarray) else flat[name] == whole[name]
+        assert (
+            np.array_equal(flat[name], whole[name]) if isinstance(flat[name], np.ndarray) else flat[name] == whole[name]
+        )
 
 
 def test_examples_are_the_smallest_key_hashes_of_each_kind():
@@ -219,8 +242,16 @@ def test_examples_are_the_smallest_key_hashes_of_each_kind():
     counts = np.bincount([i for _k, _t, ids in pool for i in ids], minlength=80).astype(np.int64)
     batches = sampled_batches(pool, counts, 25, 3, batch_rows=128)
     merged = merge_figures(batch_figures(b) for b in batches)
-    rows = [row for b in batches for row in zip(*(b.column(c).to_pylist() for c in (KEY_HASH, KEY, KEPT, KEEP_PROB, ENTRY_IDS)))]
-    for kind, keep in (("kept", lambda r: r[2]), ("dropped", lambda r: not r[2] and r[3] > 0), ("unmatched", lambda r: r[3] == 0)):
+    rows = [
+        row
+        for b in batches
+        for row in zip(*(b.column(c).to_pylist() for c in (KEY_HASH, KEY, KEPT, KEEP_PROB, ENTRY_IDS)), strict=True)
+    ]
+    for kind, keep in (
+        ("kept", lambda r: r[2]),
+        ("dropped", lambda r: not r[2] and r[3] > 0),
+        ("unmatched", lambda r: r[3] == 0),
+    ):
         expected = sorted((h, k) for h, k, *_rest in filter(keep, rows))[:EXAMPLES]
         assert [(h, k) for h, k, *_rest in merged[kind]] == expected
         assert len(expected) == EXAMPLES
@@ -244,12 +275,14 @@ def test_histograms_and_kept_counts_equal_the_pool(run):
     at_t = [row["expected_kept"] for row in figures["size_vs_threshold"] if row["threshold"] == stats["threshold"]]
     assert at_t and round(at_t[0], 3) == stats["expected_kept"]
     assert figures["chosen"] == {"threshold": 60, "target_size": 1000, "expected_kept": stats["expected_kept"]}
-    assert figures["examples"]["kept"][0]["entries"] == [run["metadata"][i] for i in _example_ids(run, figures["examples"]["kept"][0]["key"])]
+    assert figures["examples"]["kept"][0]["entries"] == [
+        run["metadata"][i] for i in _example_ids(run, figures["examples"]["kept"][0]["key"])
+    ]
 
 
 def _kept_rows(run):
     for batch in run["batches"]:
-        yield from zip(batch.column(ENTRY_IDS).to_pylist(), batch.column(KEPT).to_pylist())
+        yield from zip(batch.column(ENTRY_IDS).to_pylist(), batch.column(KEPT).to_pylist(), strict=True)
 
 
 def _example_ids(run, key):
@@ -262,7 +295,14 @@ def _example_ids(run, key):
 def test_files_are_written_and_pngs_are_pngs(run):
     directory = run["dir"]
     names = {Path(p).relative_to(directory).as_posix() for p in run["written"]}
-    plots = {"entry_counts", "head_tail_share", "matches_per_caption", "kept_rate_by_matches", "caption_length", "size_vs_threshold"}
+    plots = {
+        "entry_counts",
+        "head_tail_share",
+        "matches_per_caption",
+        "kept_rate_by_matches",
+        "caption_length",
+        "size_vs_threshold",
+    }
     assert names == {f"plots/{p}.png" for p in plots} | {"size_vs_threshold.csv", "report.html"}
     for name in plots:
         data = (directory / "plots" / f"{name}.png").read_bytes()
@@ -298,7 +338,7 @@ def test_report_numbers_equal_stats_and_entry_counts(run):
     order = sorted((i for i in range(len(counts)) if counts[i] > t), key=lambda i: (-counts[i], i))[:30]
     rows = parsed.tables["top-entries"][1:]
     assert len(rows) == min(30, stats["entries_over_threshold"]) > 5
-    for row, i in zip(rows, order):
+    for row, i in zip(rows, order, strict=True):
         assert row[1] == run["metadata"][i]
         assert number(row[2]) == counts[i] and number(row[3]) == kept[i]
         assert number(row[4]) == pytest.approx(t / counts[i], abs=5e-5)
@@ -310,7 +350,9 @@ def test_report_numbers_equal_stats_and_entry_counts(run):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "beam_pipeline.report", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.report", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_rebuilds_the_report_and_refuses_a_run_without_figures(tmp_path, run):
@@ -320,8 +362,12 @@ def test_cli_rebuilds_the_report_and_refuses_a_run_without_figures(tmp_path, run
         (directory / name).write_bytes((run["dir"] / name).read_bytes())
     done = _cli(str(directory))
     assert done.returncode == 0, done.stderr
-    assert (directory / "report.html").read_bytes() == (run["dir"] / "report.html").read_bytes().replace(str(run["dir"]).encode(), str(directory).encode())
-    assert (directory / "plots" / "entry_counts.png").read_bytes() == (run["dir"] / "plots" / "entry_counts.png").read_bytes()
+    assert (directory / "report.html").read_bytes() == (run["dir"] / "report.html").read_bytes().replace(
+        str(run["dir"]).encode(), str(directory).encode()
+    )
+    assert (directory / "plots" / "entry_counts.png").read_bytes() == (
+        run["dir"] / "plots" / "entry_counts.png"
+    ).read_bytes()
 
     (directory / "figures.json").unlink()
     done = _cli(str(directory))
@@ -333,13 +379,19 @@ def test_cli_rebuilds_the_report_and_refuses_a_run_without_figures(tmp_path, run
 def test_a_run_without_matches_and_per_language_thresholds_still_reports(tmp_path):
     """Degenerate figures (nothing matched, nothing kept) and a non-scalar threshold draw without error."""
     metadata = ["cat", "dog"]
-    batch = sampled_batches([("a", "no entry here", []), ("b", "nor here", [])], np.zeros(2, dtype=np.int64), 5, 0, batch_rows=10)[0]
+    batch = sampled_batches(
+        [("a", "no entry here", []), ("b", "nor here", [])], np.zeros(2, dtype=np.int64), 5, 0, batch_rows=10
+    )[0]
     merged = merge_figures([batch_figures(batch)])
     stats = {"records_read": 2, "records_kept": 0, "threshold": {"en": 5, "de": 2}, "expected_kept": 0.0}
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     (tmp_path / "entry_counts.json").write_text(json.dumps({"cat": 0, "dog": 0}))
-    (tmp_path / "entry_counts_kept.json").write_text(json.dumps(kept_counts_document(metadata, kept_entry_counts(batch, 2))))
-    (tmp_path / "figures.json").write_text(json.dumps(figures_document(merged, metadata, [(1, 0.0)], {"threshold": None})))
+    (tmp_path / "entry_counts_kept.json").write_text(
+        json.dumps(kept_counts_document(metadata, kept_entry_counts(batch, 2)))
+    )
+    (tmp_path / "figures.json").write_text(
+        json.dumps(figures_document(merged, metadata, [(1, 0.0)], {"threshold": None}))
+    )
     from beam_pipeline.report import write_report
 
     written = write_report(str(tmp_path))
@@ -375,7 +427,7 @@ def test_rank_subset_draws_the_same_curve_with_at_most_limit_points(n, limit, se
     # Between two kept indices the line is exact (same run, or adjacent ranks) or spans less than one
     # spacing of the log grid: under a pixel across the plot.
     spacing = n ** (1 / (limit // 3 - 1))
-    for a, b in zip(kept[:-1].tolist(), kept[1:].tolist()):
+    for a, b in zip(kept[:-1].tolist(), kept[1:].tolist(), strict=True):
         assert values[a] == values[b] or b == a + 1 or b + 1 <= (a + 1) * spacing + 1, (a, b)
     # So every run longer than the spacing is drawn with both ends exact.
     long_runs = (ends + 1) >= (starts + 1) * spacing + 1
@@ -452,8 +504,11 @@ def test_metaclip2_counts_load_language_by_language(tmp_path, run):
     assert data["entries"] == ["en:cat", "en:dog", "de:Hund", "fr:chat"]
     assert data["counts"].tolist() == [80, 3, 9, 60] and data["kept_counts"].tolist() == [49, 3, 7, 50]
     assert data["entry_t"].tolist() == [50, 50, 7, 50]  # a language without its own t has English's
-    for wrong in ({"en": {"dog": 3, "cat": 49}, "de": {"Hund": 7}, "fr": {"chat": 50}}, {"en": {"cat": 49, "dog": 3}, "de": 7, "fr": {"chat": 50}},
-                  {"de": {"Hund": 7}, "en": {"cat": 49, "dog": 3}, "fr": {"chat": 50}}):
+    for wrong in (
+        {"en": {"dog": 3, "cat": 49}, "de": {"Hund": 7}, "fr": {"chat": 50}},
+        {"en": {"cat": 49, "dog": 3}, "de": 7, "fr": {"chat": 50}},
+        {"de": {"Hund": 7}, "en": {"cat": 49, "dog": 3}, "fr": {"chat": 50}},
+    ):
         (tmp_path / "entry_counts_kept.json").write_text(json.dumps(wrong))
         with pytest.raises(ReportError, match="same entries, in the same order"):
             load_inputs(str(tmp_path))

@@ -27,8 +27,23 @@ def demo_pool(tmp_path_factory):
 def test_report_files_equal_the_run_figures(demo_pool, tmp_path):
     metadata_path, pool = demo_pool
     out = tmp_path / "out"
-    assert curate.run(["--input", str(pool / "*.jsonl"), "--metadata", str(metadata_path), "--threshold", "500",
-                       "--output_dir", str(out), "--progress", "0"]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(pool / "*.jsonl"),
+                "--metadata",
+                str(metadata_path),
+                "--threshold",
+                "500",
+                "--output_dir",
+                str(out),
+                "--progress",
+                "0",
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     figures = json.loads((out / "figures.json").read_text())
     counts = json.loads((out / "entry_counts.json").read_text())
@@ -69,8 +84,27 @@ def test_target_size_picks_t_and_lands_on_the_target(demo_pool, tmp_path, capsys
     metadata_path, pool = demo_pool
     out = tmp_path / "out"
     target = 40_000
-    assert curate.run(["--input", str(pool / "*.jsonl"), "--metadata", str(metadata_path), "--target_size", str(target),
-                       "--output_dir", str(out), "--progress", "0", "--report", "false", "--seed", "11"]) == 0
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(pool / "*.jsonl"),
+                "--metadata",
+                str(metadata_path),
+                "--target_size",
+                str(target),
+                "--output_dir",
+                str(out),
+                "--progress",
+                "0",
+                "--report",
+                "false",
+                "--seed",
+                "11",
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     figures = json.loads((out / "figures.json").read_text())
     t = stats["threshold"]
@@ -89,14 +123,26 @@ def test_beam_metrics_carry_the_run_figures(demo_pool, tmp_path):
     """The counters any runner shows (Dataflow's UI, Flink's) equal stats.json."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
-    from helpers import local_runner, prepared_config
 
     from beam_pipeline.curation.graph import build_curation
+    from helpers import local_runner, prepared_config
 
     metadata_path, pool = demo_pool
     out = tmp_path / "out"
-    config, _ = prepared_config(["--input", str(pool / "part-00000.jsonl"), "--metadata", str(metadata_path),
-                                "--threshold", "300", "--output_dir", str(out), "--report", "false"])
+    config, _ = prepared_config(
+        [
+            "--input",
+            str(pool / "part-00000.jsonl"),
+            "--metadata",
+            str(metadata_path),
+            "--threshold",
+            "300",
+            "--output_dir",
+            str(out),
+            "--report",
+            "false",
+        ]
+    )
     pipeline = beam.Pipeline(runner=local_runner())
     build_curation(pipeline, config)
     result = pipeline.run()

@@ -38,10 +38,37 @@ from transforms.core.matching import match_entries_brute_force
 REPO = Path(__file__).resolve().parent.parent
 
 ENTRIES = [
-    "dog", "cat", "hot dog", "hot", "red car", "car", "new york", "new york city", "york city",
-    "golden retriever", "retriever", "beach", "sunset", "mountain", "river", "bridge", "café",
-    "東京", "t-shirt", "C++", "rock 'n' roll", "e-mail", "coffee", "book", "guitar", "tree",
-    "snow", "city", "night", "rain", "never matched entry",
+    "dog",
+    "cat",
+    "hot dog",
+    "hot",
+    "red car",
+    "car",
+    "new york",
+    "new york city",
+    "york city",
+    "golden retriever",
+    "retriever",
+    "beach",
+    "sunset",
+    "mountain",
+    "river",
+    "bridge",
+    "café",
+    "東京",
+    "t-shirt",
+    "C++",
+    "rock 'n' roll",
+    "e-mail",
+    "coffee",
+    "book",
+    "guitar",
+    "tree",
+    "snow",
+    "city",
+    "night",
+    "rain",
+    "never matched entry",
 ]
 FILLER = ["a", "the", "photo", "of", "with", "and", "in", "on", "my", "old", "big", "small", "at"]
 
@@ -87,7 +114,9 @@ exec(GUARD_SOURCE, _guard_namespace)  # noqa: S102 - our own constant source
 install_network_guard = _guard_namespace["install_network_guard"]
 
 # Runs the curation CLI under the guard; exit status 97 if it tried the network.
-CLI_UNDER_GUARD = GUARD_SOURCE + r'''
+CLI_UNDER_GUARD = (
+    GUARD_SOURCE
+    + r"""
 import runpy, sys
 attempts, _ = install_network_guard()
 sys.argv = ["beam_pipeline.curate"] + sys.argv[1:]
@@ -97,7 +126,8 @@ finally:
     if attempts:
         print("NETWORK ATTEMPTS:", attempts, file=sys.stderr)
         sys.exit(97)
-'''
+"""
+)
 
 
 @dataclass
@@ -131,7 +161,9 @@ def pool(tmp_path_factory) -> Pool:
         for row in range(count):
             key = f"{name.split('.')[0]}-{row:04d}"
             text = _caption(rng)
-            lines.append(json.dumps({"key": key, "text": text, "url": f"https://img.example/{key}.jpg"}, ensure_ascii=False))
+            lines.append(
+                json.dumps({"key": key, "text": text, "url": f"https://img.example/{key}.jpg"}, ensure_ascii=False)
+            )
             accepted.append(text)
         lines.insert(17, '{"key": "broken", "text": ')
         lines.insert(40, json.dumps({"key": f"{name}-empty", "text": "   ", "url": "u"}))
@@ -152,12 +184,18 @@ def curation_args(pool: Pool, output_dir: Path) -> list[str]:
     for path in pool.inputs:
         args += ["--input", str(path)]
     return args + [
-        "--metadata", str(pool.metadata),
-        "--threshold", str(THRESHOLD),
-        "--seed", str(SEED),
-        "--num_shards", str(NUM_SHARDS),
-        "--batch_size", str(BATCH_SIZE),
-        "--output_dir", str(output_dir),
+        "--metadata",
+        str(pool.metadata),
+        "--threshold",
+        str(THRESHOLD),
+        "--seed",
+        str(SEED),
+        "--num_shards",
+        str(NUM_SHARDS),
+        "--batch_size",
+        str(BATCH_SIZE),
+        "--output_dir",
+        str(output_dir),
     ]
 
 
@@ -203,11 +241,25 @@ def test_every_setup_finishes_here_without_touching_the_network(runs):
 
 def test_outputs_are_byte_identical_on_every_runner(runs):
     report_files = {"figures.json", "entry_counts_kept.json", "report.html", "size_vs_threshold.csv"} | {
-        f"plots/{name}.png" for name in ("entry_counts", "head_tail_share", "matches_per_caption", "kept_rate_by_matches",
-                                         "caption_length", "size_vs_threshold")}
-    expected_files = {"entry_counts.json", "stats.json", "rejected/part-00000-of-00001.jsonl"} | report_files | {
-        f"{kind}/part-{shard:05d}-of-{NUM_SHARDS:05d}.parquet" for kind in ("matches", "subset") for shard in range(NUM_SHARDS)
+        f"plots/{name}.png"
+        for name in (
+            "entry_counts",
+            "head_tail_share",
+            "matches_per_caption",
+            "kept_rate_by_matches",
+            "caption_length",
+            "size_vs_threshold",
+        )
     }
+    expected_files = (
+        {"entry_counts.json", "stats.json", "rejected/part-00000-of-00001.jsonl"}
+        | report_files
+        | {
+            f"{kind}/part-{shard:05d}-of-{NUM_SHARDS:05d}.parquet"
+            for kind in ("matches", "subset")
+            for shard in range(NUM_SHARDS)
+        }
+    )
     reference_name, *others = runs
     reference = tree(runs[reference_name].output_dir)
     assert set(reference) == expected_files  # no temporary file left behind either
@@ -258,10 +310,14 @@ def test_multi_processing_workers_get_the_pipeline_options(tmp_path):
 
         worker_options = FileSystems._pipeline_options  # the SDK worker sets them from the job's options
         seen = None if worker_options is None else worker_options.get_all_options().get("s3_endpoint_url")
-        Path(directory, f"worker-{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(), "s3_endpoint_url": seen}))
+        Path(directory, f"worker-{os.getpid()}.json").write_text(
+            json.dumps({"pid": os.getpid(), "s3_endpoint_url": seen})
+        )
 
     endpoint = "http://minio.invalid:9000"
-    options = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=1", f"--s3_endpoint_url={endpoint}"])
+    options = PipelineOptions(
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=1", f"--s3_endpoint_url={endpoint}"]
+    )
     with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
         _ = pipeline | beam.Create([str(tmp_path)]) | beam.Map(probe)
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("worker-*.json")]
@@ -278,9 +334,20 @@ def job_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("job_server")
     port_file, log = root / "port", (root / "log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
-         "--port", "0", "--port_file", str(port_file), "--staging_dir", str(root / "staging")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "apache_beam.runners.portability.local_job_service_main",
+            "--port",
+            "0",
+            "--port_file",
+            str(port_file),
+            "--staging_dir",
+            str(root / "staging"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
     )
     try:
         deadline = time.monotonic() + 60
@@ -314,7 +381,10 @@ def worker_pool():
 def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", CLI_UNDER_GUARD, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -331,8 +401,12 @@ def test_job_server_with_external_workers_gives_the_same_outputs(pool, runs, job
     out = tmp_path / "out"
     result = run_cli(
         curation_args(pool, out)
-        + ["--runner=PortableRunner", f"--job_endpoint={job_server}",
-           "--environment_type=EXTERNAL", f"--environment_config={worker_pool}"]
+        + [
+            "--runner=PortableRunner",
+            f"--job_endpoint={job_server}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config={worker_pool}",
+        ]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # The submitter may return before the job ends: the job lives in the job server and the pool.
@@ -343,7 +417,8 @@ def test_job_server_with_external_workers_gives_the_same_outputs(pool, runs, job
 def test_a_submitter_that_hosts_the_workers_waits_for_the_job(pool, job_server, tmp_path):
     out = tmp_path / "out"
     result = run_cli(
-        curation_args(pool, out) + ["--runner=PortableRunner", f"--job_endpoint={job_server}", "--environment_type=LOOPBACK"]
+        curation_args(pool, out)
+        + ["--runner=PortableRunner", f"--job_endpoint={job_server}", "--environment_type=LOOPBACK"]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "stats.json").exists(), "exit status 0, but the job died with the submitter: no stats.json"

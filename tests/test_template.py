@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipeline import options as curation_options_module
+from beam_pipeline.option_checks import HANDOFFS
 from beam_pipeline.options import (
     UsageError,
     add_curation_arguments,
@@ -75,7 +75,9 @@ def curation_options() -> dict[str, argparse.Action]:
     """The pipeline's own options, name (without --) -> argparse action."""
     parser = argparse.ArgumentParser(add_help=False)
     add_curation_arguments(parser)
-    return {option[2:]: action for action in parser._actions for option in action.option_strings if option.startswith("--")}
+    return {
+        option[2:]: action for action in parser._actions for option in action.option_strings if option.startswith("--")
+    }
 
 
 def template_parameters() -> list[dict]:
@@ -106,11 +108,15 @@ def test_parameter_texts_and_value_checks():
             if isinstance(default, str):
                 assert re.fullmatch(regex, default), f"{name}: {regex} refuses the option's default {default!r}"
     (format_regex,) = parameters["input_format"]["regexes"]
-    assert format_regex == "^(" + "|".join(FORMATS) + ")$", "input_format must offer exactly transforms.formats.layout.FORMATS"
+    assert format_regex == "^(" + "|".join(FORMATS) + ")$", (
+        "input_format must offer exactly transforms.formats.layout.FORMATS"
+    )
     (preset_regex,) = parameters["input_preset"]["regexes"]
-    assert preset_regex == "^(" + "|".join(PRESETS) + ")$", "input_preset must offer exactly transforms.formats.layout.PRESETS"
+    assert preset_regex == "^(" + "|".join(PRESETS) + ")$", (
+        "input_preset must offer exactly transforms.formats.layout.PRESETS"
+    )
     (handoff_regex,) = parameters["handoff"]["regexes"]
-    handoffs = curation_options_module.HANDOFFS
+    handoffs = HANDOFFS
     for name in handoffs:
         assert re.fullmatch(handoff_regex, name) and re.fullmatch(handoff_regex, f"{name},{handoffs[0]}"), name
     assert not re.fullmatch(handoff_regex, "webdataset,bogus")
@@ -125,7 +131,11 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
     values = {name: value for name, value in SAMPLE_VALUES.items() if name not in ("overwrite", "target_size")}
     args, beam_args = parse_curation_args(launcher_args(values))
     assert (args.input, args.metadata, args.threshold, args.column_names) == (
-        (SAMPLE_VALUES["input"],), SAMPLE_VALUES["metadata"], 20000, ("caption", "url"))
+        (SAMPLE_VALUES["input"],),
+        SAMPLE_VALUES["metadata"],
+        20000,
+        ("caption", "url"),
+    )
     assert beam_args == []
     for parameter in template_parameters():
         name = parameter["name"]
@@ -137,7 +147,9 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
             required = False
         except UsageError:
             required = True
-        assert parameter["isOptional"] is not required, f"{name}: isOptional is {parameter['isOptional']}, the pipeline says required={required}"
+        assert parameter["isOptional"] is not required, (
+            f"{name}: isOptional is {parameter['isOptional']}, the pipeline says required={required}"
+        )
 
 
 def test_overwrite_parameter_in_the_launchers_form():
@@ -158,7 +170,9 @@ def test_overwrite_parameter_in_the_launchers_form():
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of templates/Dockerfile, continuation lines joined."""
     text = (TEMPLATES / "Dockerfile").read_text()
-    lines = [line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in lines]
 
 
@@ -167,7 +181,9 @@ def dockerfile_args() -> dict[str, str]:
 
 
 def pinned_beam_version() -> str:
-    (pin,) = re.findall(r"^apache-beam(?:\[[^\]]*\])?==(\S+)\s*$", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    (pin,) = re.findall(
+        r"^apache-beam(?:\[[^\]]*\])?==(\S+)\s*$", (REPO / "requirements.txt").read_text(), re.MULTILINE
+    )
     return pin
 
 
@@ -176,7 +192,9 @@ def test_dockerfile_beam_version_equals_requirements():
     assert args["BEAM_VERSION"] == pinned_beam_version()
     froms = [value for kind, value in dockerfile_instructions() if kind == "FROM"]
     assert "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}" in froms, froms
-    assert not any(re.search(r"beam_python[\d.]+_sdk:\d", value) for value in froms), "a hard-coded Beam version in FROM"
+    assert not any(re.search(r"beam_python[\d.]+_sdk:\d", value) for value in froms), (
+        "a hard-coded Beam version in FROM"
+    )
     # Launcher and workers are one image: the launcher base must be of the same Python.
     assert f"python{args['PYTHON_VERSION'].replace('.', '')}-template-launcher-base" in args["LAUNCHER_IMAGE"]
 
@@ -217,16 +235,24 @@ def test_dockerfile_copies_what_setup_py_needs_and_runs_main_py():
     env = dict(value.split("=", 1) for kind, value in instructions if kind == "ENV")
     assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"].strip('"') == "/template/main.py"
     assert ("WORKDIR", "/template") in instructions and ("COPY", "templates/main.py ./main.py") in instructions
-    assert not {"FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE", "FLEX_TEMPLATE_PYTHON_SETUP_FILE"} & set(env), "a launch would reinstall"
+    assert not {"FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE", "FLEX_TEMPLATE_PYTHON_SETUP_FILE"} & set(env), (
+        "a launch would reinstall"
+    )
     assert instructions[-1] == ("ENTRYPOINT", '["/opt/apache/beam/boot"]'), "the image must start as an SDK worker"
     # The build context filter beside the Dockerfile lets every copied path through.
-    allowed = [line[1:] for line in (TEMPLATES / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:] for line in (TEMPLATES / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     for source in copied:
         files = [str(p.relative_to(REPO)) for p in REPO.glob(source)] if "[" in source else [source]
         for path in files:
-            inside = [str(p.relative_to(REPO)) for p in (REPO / path).rglob("*.py")] if (REPO / path).is_dir() else [path]
+            inside = (
+                [str(p.relative_to(REPO)) for p in (REPO / path).rglob("*.py")] if (REPO / path).is_dir() else [path]
+            )
             for file in inside:
-                assert any(fnmatch.fnmatch(file, pattern) for pattern in allowed), f"{file} is filtered out of the build context"
+                assert any(fnmatch.fnmatch(file, pattern) for pattern in allowed), (
+                    f"{file} is filtered out of the build context"
+                )
 
 
 # --- the launch --------------------------------------------------------------------------------
@@ -243,9 +269,16 @@ def test_launcher_defaults_never_override_explicit_flags():
     launcher_argv = load_main_py().launcher_argv
     image = "us-central1-docker.pkg.dev/p/r/balancebeam:abc"
     environ = {"BALANCEBEAM_SDK_CONTAINER_IMAGE": image}
-    assert launcher_argv(["--input=gs://b/x"], environ) == ["--input=gs://b/x", "--runner=DataflowRunner", f"--sdk_container_image={image}"]
+    assert launcher_argv(["--input=gs://b/x"], environ) == [
+        "--input=gs://b/x",
+        "--runner=DataflowRunner",
+        f"--sdk_container_image={image}",
+    ]
     assert launcher_argv(["--runner", "DirectRunner"], {}) == ["--runner", "DirectRunner"]
-    assert launcher_argv(["--sdk_container_image=other"], environ) == ["--sdk_container_image=other", "--runner=DataflowRunner"]
+    assert launcher_argv(["--sdk_container_image=other"], environ) == [
+        "--sdk_container_image=other",
+        "--runner=DataflowRunner",
+    ]
 
 
 def remove_staging_directories(result) -> None:
@@ -269,12 +302,17 @@ def test_a_flex_template_launch_submits_the_job_and_returns(tmp_path, monkeypatc
     image = "us-central1-docker.pkg.dev/dummy-project/balancebeam/balancebeam:test"
     # The launcher's own flags (sorted, as it passes them), then the job's parameters.
     argv = [
-        "--job_name=balancebeam-test", "--project=dummy-project", "--region=us-central1",
-        "--staging_location=gs://dummy-bucket/staging", "--temp_location=gs://dummy-bucket/tmp",
+        "--job_name=balancebeam-test",
+        "--project=dummy-project",
+        "--region=us-central1",
+        "--staging_location=gs://dummy-bucket/staging",
+        "--temp_location=gs://dummy-bucket/tmp",
         "--template_location=gs://dummy-bucket/staging/template_launches/job_object",
         "--dry_run=True",
-        f"--input={tmp_path / 'pool.jsonl'}", f"--metadata={tmp_path / 'metadata.json'}",
-        f"--output_dir={tmp_path / 'out'}", "--threshold=2",
+        f"--input={tmp_path / 'pool.jsonl'}",
+        f"--metadata={tmp_path / 'metadata.json'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--threshold=2",
     ]
     submitted = []
     submit = DataflowRunner.run_pipeline
@@ -314,7 +352,9 @@ def test_a_flex_template_launch_submits_the_job_and_returns(tmp_path, monkeypatc
 def flex_template_sh(*args: str, **settings: str) -> subprocess.CompletedProcess:
     environ = {key: value for key, value in os.environ.items() if key not in ("PROJECT", "REGION", "BUCKET", "TAG")}
     environ.update(DRY_RUN="1", **settings)
-    return subprocess.run(["bash", str(TEMPLATES / "flex_template.sh"), *args], capture_output=True, text=True, env=environ, timeout=60)
+    return subprocess.run(
+        ["bash", str(TEMPLATES / "flex_template.sh"), *args], capture_output=True, text=True, env=environ, timeout=60
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -340,8 +380,13 @@ def test_flex_template_script_prints_the_gcloud_commands():
     assert missing.returncode == 2 and "INPUT" in missing.stderr
 
     job = flex_template_sh(
-        "run", "--parameters", "overwrite=true",
-        INPUT="gs://my-bucket/pool/*.parquet", METADATA="gs://my-bucket/metadata.json", OUTPUT_DIR="gs://my-bucket/out", **settings,
+        "run",
+        "--parameters",
+        "overwrite=true",
+        INPUT="gs://my-bucket/pool/*.parquet",
+        METADATA="gs://my-bucket/metadata.json",
+        OUTPUT_DIR="gs://my-bucket/out",
+        **settings,
     )
     assert job.returncode == 0, job.stderr
     words = shlex.split(job.stdout)
@@ -350,4 +395,6 @@ def test_flex_template_script_prints_the_gcloud_commands():
     parameters = dict(words[i + 1].split("=", 1) for i, word in enumerate(words) if word == "--parameters")
     assert parameters["input"] == "gs://my-bucket/pool/*.parquet" and parameters["sdk_container_image"] == image
     declared = {parameter["name"] for parameter in template_parameters()}
-    assert set(parameters) - declared == {"sdk_container_image"}, "the script passes a parameter the template does not declare"
+    assert set(parameters) - declared == {"sdk_container_image"}, (
+        "the script passes a parameter the template does not declare"
+    )

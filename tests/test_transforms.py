@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from helpers import beam_test_pipeline, matching_cases, write_jsonl
 
+from helpers import beam_test_pipeline, matching_cases, write_jsonl
 from transforms.beam.count import CountEntries
 from transforms.beam.match import MatchEntries
 from transforms.beam.modes import MetaClip1
@@ -38,26 +38,33 @@ from transforms.metadata.lists import parse_metadata
 
 
 def _rows(batch: pa.RecordBatch, *columns):
-    return list(zip(*(batch.column(c).to_pylist() for c in columns)))
+    return list(zip(*(batch.column(c).to_pylist() for c in columns), strict=True))
 
 
 def _batch(keys, texts, entry_ids=None):
-    columns = {KEY: pa.array(keys, pa.string()), TEXT: pa.array(texts, pa.string()),
-               SOURCE_FILE: pa.array([0] * len(keys), pa.int32()), SOURCE_ROW: pa.array(range(len(keys)), pa.int64())}
+    columns = {
+        KEY: pa.array(keys, pa.string()),
+        TEXT: pa.array(texts, pa.string()),
+        SOURCE_FILE: pa.array([0] * len(keys), pa.int32()),
+        SOURCE_ROW: pa.array(range(len(keys)), pa.int64()),
+    }
     if entry_ids is not None:
         columns[ENTRY_IDS] = pa.array(entry_ids, pa.list_(pa.int32()))
     return pa.RecordBatch.from_pydict(columns)
 
 
 def test_read_captions_splits_good_rows_and_rejections(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [
-        {"key": "k1", "text": "dog", "url": "u1"},
-        {"text": "cat"},
-        {"key": "k3", "text": 5},
-        {"key": "k4", "text": None},
-        {"key": "k5"},
-        {"key": "k6", "text": " \t "},
-    ])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"key": "k1", "text": "dog", "url": "u1"},
+            {"text": "cat"},
+            {"key": "k3", "text": 5},
+            {"key": "k4", "text": None},
+            {"key": "k5"},
+            {"key": "k6", "text": " \t "},
+        ],
+    )
     with path.open("a") as f:
         f.write("{oops\n")
     layout = InputLayout(format="jsonl", passthrough=(("url", pa.string()),), batch_size=2)
@@ -66,8 +73,19 @@ def test_read_captions_splits_good_rows_and_rejections(tmp_path):
         rows = read.batches | beam.FlatMap(lambda b: _rows(b, KEY, TEXT, "url", SOURCE_ROW))
         assert_that(rows, equal_to([("k1", "dog", "u1", 0), ("a.jsonl:1", "cat", None, 1)]), label="rows")
         reasons = read.rejected | beam.Map(lambda r: (r.row, r.reason))
-        assert_that(reasons, equal_to([(2, "non_string_text"), (3, "null_text"), (4, "missing_text"),
-                                       (5, "empty_text"), (6, "malformed_json")]), label="rejected")
+        assert_that(
+            reasons,
+            equal_to(
+                [
+                    (2, "non_string_text"),
+                    (3, "null_text"),
+                    (4, "missing_text"),
+                    (5, "empty_text"),
+                    (6, "malformed_json"),
+                ]
+            ),
+            label="rejected",
+        )
 
 
 def test_match_entries_reproduces_reference_cases(tmp_path):
@@ -76,12 +94,16 @@ def test_match_entries_reproduces_reference_cases(tmp_path):
     path.write_text(json.dumps(metadata))
     sha = parse_metadata(path.read_bytes()).sha256
     texts = [c["text"] for c in cases]
-    batches = [_batch([str(i) for i in range(start, min(start + 10, len(texts)))], texts[start:start + 10])
-               for start in range(0, len(texts), 10)]
+    batches = [
+        _batch([str(i) for i in range(start, min(start + 10, len(texts)))], texts[start : start + 10])
+        for start in range(0, len(texts), 10)
+    ]
     with beam_test_pipeline() as p:
         matched = p | beam.Create(batches) | MatchEntries(MetaClip1(str(path), sha, len(metadata)))
-        assert_that(matched | beam.FlatMap(lambda b: _rows(b, KEY, ENTRY_IDS)),
-                    equal_to([(str(i), c["metaclip1"]) for i, c in enumerate(cases)]))
+        assert_that(
+            matched | beam.FlatMap(lambda b: _rows(b, KEY, ENTRY_IDS)),
+            equal_to([(str(i), c["metaclip1"]) for i, c in enumerate(cases)]),
+        )
 
 
 def test_count_entries_sums_across_batches_and_blocks():
@@ -108,7 +130,10 @@ def test_balanced_sample_adds_probability_hash_and_decision():
     keys = ["a", "b", "c", "d", "e"]
     probs = entry_probabilities(counts, 4)
     draws = uniform_draws(key_hashes(keys), 9)
-    expected = [(k, keep_probability(r, probs), bool(u < keep_probability(r, probs))) for k, r, u in zip(keys, ids, draws)]
+    expected = [
+        (k, keep_probability(r, probs), bool(u < keep_probability(r, probs)))
+        for k, r, u in zip(keys, ids, draws, strict=True)
+    ]
     with beam_test_pipeline() as p:
         plan = p | "Counts" >> beam.Create([counts]) | beam.Map(plan_for_threshold, 4)
         sampled = p | beam.Create([_batch(keys, ["x"] * 5, ids)]) | BalancedSample(plan, seed=9)
@@ -117,9 +142,11 @@ def test_balanced_sample_adds_probability_hash_and_decision():
 
 def _sampled_batch(keys, kept):
     batch = _batch(keys, [f"text {k}" for k in keys], [[0]] * len(keys))
-    return (batch.append_column(KEEP_PROB, pa.array([0.5] * len(keys), pa.float64()))
-            .append_column(KEY_HASH, pa.array(key_hashes(keys), pa.uint64()))
-            .append_column(KEPT, pa.array(kept, pa.bool_())))
+    return (
+        batch.append_column(KEEP_PROB, pa.array([0.5] * len(keys), pa.float64()))
+        .append_column(KEY_HASH, pa.array(key_hashes(keys), pa.uint64()))
+        .append_column(KEPT, pa.array(kept, pa.bool_()))
+    )
 
 
 @pytest.mark.parametrize("through_files", [False, True], ids=["shuffle", "spill"])
@@ -129,9 +156,15 @@ def test_write_parquet_shards_sorted_complete_and_every_shard_present(tmp_path, 
     schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
     spill_dir = str(tmp_path / "spill") if through_files else None
     with beam_test_pipeline() as p:
-        written = (p | beam.Create(batches) | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True, spill_dir=spill_dir)).written
-        assert_that(written | beam.Map(lambda path: path.rsplit("/", 1)[1]),
-                    equal_to([f"part-0000{i}-of-00004.parquet" for i in range(4)]))
+        written = (
+            p
+            | beam.Create(batches)
+            | WriteParquetShards(str(tmp_path / "subset"), 4, schema, kept_only=True, spill_dir=spill_dir)
+        ).written
+        assert_that(
+            written | beam.Map(lambda path: path.rsplit("/", 1)[1]),
+            equal_to([f"part-0000{i}-of-00004.parquet" for i in range(4)]),
+        )
     kept = {k for i, k in enumerate(keys[:35]) if i % 3 == 0} | set(keys[35:])
     seen = []
     for shard in sorted((tmp_path / "subset").glob("part-*.parquet")):
@@ -150,15 +183,21 @@ def test_write_parquet_shards_reports_duplicate_keys(tmp_path):
     with beam_test_pipeline() as p:
         out = p | beam.Create([_sampled_batch(keys, [True] * 6)]) | WriteParquetShards(str(tmp_path / "m"), 3, schema)
         found = out.figures | beam.Map(lambda d: (d["duplicate_keys"], d["examples"]))
-        assert_that(found | beam.combiners.ToList() | beam.Map(lambda xs: (sum(n for n, _ in xs), sorted(e for _, ex in xs for e in ex))),
-                    equal_to([(3, ["a", "b"])]))
+        assert_that(
+            found
+            | beam.combiners.ToList()
+            | beam.Map(lambda xs: (sum(n for n, _ in xs), sorted(e for _, ex in xs for e in ex))),
+            equal_to([(3, ["a", "b"])]),
+        )
 
 
 def test_write_json_lines_shards(tmp_path):
     lines = [Rejection(f"f{i % 3}", i, "empty_text").to_json() for i in range(10)]
     with beam_test_pipeline() as p:
         p | beam.Create(lines) | WriteJsonLinesShards(str(tmp_path / "rejected"), 2)
-    written = [line for f in sorted((tmp_path / "rejected").glob("part-*.jsonl")) for line in f.read_text().splitlines()]
+    written = [
+        line for f in sorted((tmp_path / "rejected").glob("part-*.jsonl")) for line in f.read_text().splitlines()
+    ]
     assert sorted(written) == sorted(lines) and len(list((tmp_path / "rejected").iterdir())) == 2
 
 
@@ -169,17 +208,22 @@ def test_spilled_batches_come_back_whole_and_the_files_hold_them(tmp_path):
         stored = p | beam.Create(batches) | StoreBatches(str(tmp_path), "matched")
         loaded = stored | LoadBatches(str(tmp_path))
         assert_that(loaded | beam.FlatMap(lambda b: b.column(KEY).to_pylist()), equal_to(expected))
-        assert_that(stored | beam.Map(lambda spill: spill.rows) | beam.CombineGlobally(sum), equal_to([11]), label="rows")
+        assert_that(
+            stored | beam.Map(lambda spill: spill.rows) | beam.CombineGlobally(sum), equal_to([11]), label="rows"
+        )
     # The name says how many rows a file holds (the progress display reads it).
     files = sorted(tmp_path.glob("matched-*.arrow"))
-    assert files and sum(int(f.name.rsplit("-", 1)[1][:-len("r.arrow")]) for f in files) == 11
+    assert files and sum(int(f.name.rsplit("-", 1)[1][: -len("r.arrow")]) for f in files) == 11
 
 
-@pytest.mark.parametrize("value", [
-    {"dog": 3, "hot dog": 0, "café": 7, "日本": 1, 'quote " and \\ backslash': 2},
-    {"lone \ud800 surrogate": 1},  # orjson refuses it: the json module writes it escaped
-    {"big": 2**70, "list": [1.5, None, True]},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"dog": 3, "hot dog": 0, "café": 7, "日本": 1, 'quote " and \\ backslash': 2},
+        {"lone \ud800 surrogate": 1},  # orjson refuses it: the json module writes it escaped
+        {"big": 2**70, "list": [1.5, None, True]},
+    ],
+)
 def test_json_documents_read_back_as_the_same_value(value):
     from transforms.core.documents import json_document
 

@@ -100,7 +100,7 @@ def test_written_members_read_back_byte_for_byte_with_fixed_metadata():
     names = ["x/0001.jpg", "é" * 120 + ".txt", "k.json"]  # a long non-ASCII name needs a PAX header
     payloads = [bytes(range(256)) * 3, "légende".encode(), b"{}"]
     buffer = io.BytesIO()
-    size = write_tar(buffer, [tar_member_bytes(n, d) for n, d in zip(names, payloads)])
+    size = write_tar(buffer, [tar_member_bytes(n, d) for n, d in zip(names, payloads, strict=True)])
     data = buffer.getvalue()
     assert size == len(data) and len(data) % tarfile.RECORDSIZE == 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -109,15 +109,31 @@ def test_written_members_read_back_byte_for_byte_with_fixed_metadata():
         assert [tar.extractfile(m).read() for m in members] == payloads
         assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
     again = io.BytesIO()
-    write_tar(again, [tar_member_bytes(n, d) for n, d in zip(names, payloads)])
+    write_tar(again, [tar_member_bytes(n, d) for n, d in zip(names, payloads, strict=True)])
     assert again.getvalue() == data
     assert tar_end(0) == b"\0" * tarfile.RECORDSIZE
 
 
-@pytest.mark.parametrize("pattern", [
-    "shards/{000000..000009}.tar", "{0..10}", "{8..10}", "{008..10}", "{10..8}", "a{1..7..3}b", "{a,b}{1..2}",
-    "x{a,{b,c}}y", "{a}", "{}", "{,a}", "{a..d}", "gs://b/{00..02}/{x,y}.tar", "no braces", "{a}{1,2}",
-])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "shards/{000000..000009}.tar",
+        "{0..10}",
+        "{8..10}",
+        "{008..10}",
+        "{10..8}",
+        "a{1..7..3}b",
+        "{a,b}{1..2}",
+        "x{a,{b,c}}y",
+        "{a}",
+        "{}",
+        "{,a}",
+        "{a..d}",
+        "gs://b/{00..02}/{x,y}.tar",
+        "no braces",
+        "{a}{1,2}",
+    ],
+)
 def test_brace_expansion_matches_braceexpand(pattern):
     assert expand_braces(pattern) == list(braceexpand.braceexpand(pattern))
     assert expand_braces("a{unclosed") == ["a{unclosed"]  # braceexpand raises; a path may hold a brace
@@ -134,27 +150,48 @@ def _read(data: bytes, **options):
 
 def test_webdataset_reader_keys_captions_and_rejections():
     members = [
-        ("s0.jpg", b"img"), ("s0.txt", b"a dog"), ("s0.json", b'{"uid": "u0", "url": "http://0", "caption": "json dog"}'),
-        ("s1.jpg", b"img"), ("s1.json", b'{"uid": "u1"}'),  # no .txt
-        ("s2.txt", b"bad \xff"), ("s3.txt", b"   "), ("s4.txt", b"a cat"), ("s4.json", b"{broken"),
+        ("s0.jpg", b"img"),
+        ("s0.txt", b"a dog"),
+        ("s0.json", b'{"uid": "u0", "url": "http://0", "caption": "json dog"}'),
+        ("s1.jpg", b"img"),
+        ("s1.json", b'{"uid": "u1"}'),  # no .txt
+        ("s2.txt", b"bad \xff"),
+        ("s3.txt", b"   "),
+        ("s4.txt", b"a cat"),
+        ("s4.json", b"{broken"),
     ]
     layout, rows, rejected = _read(tar_bytes(members))
     assert layout.passthrough == (("shard", pa.string()), ("wds_key", pa.string()))
     assert [(r["key"], r["text"], r["shard"], r["wds_key"], r["__source_file"], r["__source_row"]) for r in rows] == [
-        ("s0", "a dog", "pool/000007.tar", "s0", 2, 0), ("s4", "a cat", "pool/000007.tar", "s4", 2, 4)]
+        ("s0", "a dog", "pool/000007.tar", "s0", 2, 0),
+        ("s4", "a cat", "pool/000007.tar", "s4", 2, 4),
+    ]
     assert [(r.row, r.reason) for r in rejected] == [(1, NO_CAPTION_MEMBER), (2, INVALID_UTF8), (3, "empty_text")]
     assert rejected[0].raw == {"__key__": "s1", "members": ["jpg", "json"]}
 
     # Caption and key from the .json member (a DataComp shard: --key_field uid), url too.
     layout, rows, rejected = _read(tar_bytes(members), text_field="caption", key_field="uid", url_field="url")
     assert [(r["key"], r["text"], r["url"], r["wds_key"]) for r in rows] == [("u0", "json dog", "http://0", "s0")]
-    assert [(r.row, r.reason) for r in rejected] == [(1, MISSING_TEXT), (2, NO_CAPTION_MEMBER), (3, NO_CAPTION_MEMBER), (4, MALFORMED_JSON)]
+    assert [(r.row, r.reason) for r in rejected] == [
+        (1, MISSING_TEXT),
+        (2, NO_CAPTION_MEMBER),
+        (3, NO_CAPTION_MEMBER),
+        (4, MALFORMED_JSON),
+    ]
 
 
 def test_truncated_tar_keeps_the_samples_before_the_fault():
     data = tar_bytes([(f"{i:04d}.txt", f"caption {i}".encode()) for i in range(20)])
-    items = list(read_caption_file(io.BytesIO(data[: 512 * 21]), "cut.tar", 0, InputLayout(format="webdataset", text_field=".txt",
-                                                                                             passthrough=(("shard", pa.string()), ("wds_key", pa.string())))))
+    items = list(
+        read_caption_file(
+            io.BytesIO(data[: 512 * 21]),
+            "cut.tar",
+            0,
+            InputLayout(
+                format="webdataset", text_field=".txt", passthrough=(("shard", pa.string()), ("wds_key", pa.string()))
+            ),
+        )
+    )
     batches = [i for i in items if isinstance(i, pa.RecordBatch)]
     assert [r.reason for r in items if isinstance(r, Rejection)] == [UNREADABLE_FILE]
     assert 0 < sum(b.num_rows for b in batches) < 20
@@ -173,6 +210,8 @@ def test_format_inference_and_probe():
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=2048))
 def test_webdataset_reader_never_raises_on_arbitrary_bytes(data):
-    layout = InputLayout(format="webdataset", text_field=".txt", passthrough=(("shard", pa.string()), ("wds_key", pa.string())))
+    layout = InputLayout(
+        format="webdataset", text_field=".txt", passthrough=(("shard", pa.string()), ("wds_key", pa.string()))
+    )
     for item in read_caption_file(io.BytesIO(data), "fuzz.tar", 0, layout):
         assert isinstance(item, (pa.RecordBatch, Rejection))

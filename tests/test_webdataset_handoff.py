@@ -52,12 +52,16 @@ def make_pool(root: Path) -> dict:
                 if shard == 3:
                     caption = "nothing to see here"
                 else:
-                    caption = " ".join([rng.choice(HEAD), rng.choice(HEAD)] + ([rng.choice(TAIL)] if rng.random() < 0.3 else []))
+                    caption = " ".join(
+                        [rng.choice(HEAD), rng.choice(HEAD)] + ([rng.choice(TAIL)] if rng.random() < 0.3 else [])
+                    )
                 image_ext = "jpg" if position % 2 else "png"
                 members = {f"{key}.{image_ext}": _image(rng, "JPEG" if image_ext == "jpg" else "PNG")}
                 if position % 9 != 4:  # every ninth sample lacks its caption member
                     members[f"{key}.txt"] = caption.encode()
-                members[f"{key}.json"] = json.dumps({"uid": uid, "url": f"https://img.example/{key}.{image_ext}", "caption": caption}).encode()
+                members[f"{key}.json"] = json.dumps(
+                    {"uid": uid, "url": f"https://img.example/{key}.{image_ext}", "caption": caption}
+                ).encode()
                 if position % 5 == 0:
                     members[f"{key}.cls"] = str(position % 3).encode()
                 for name, data in members.items():
@@ -78,10 +82,24 @@ def curated(tmp_path_factory):
     root = tmp_path_factory.mktemp("wds")
     samples = make_pool(root / "pool")
     (root / "metadata.json").write_text(json.dumps(METADATA))
-    argv = ["--input", str(root / "pool" / "{000000..000004}.tar"), "--input_preset", "datacomp",
-            "--metadata", str(root / "metadata.json"), "--threshold", "6", "--seed", "3",
-            "--output_dir", str(root / "out"), "--reshard_dir", str(root / "shards"),
-            "--samples_per_shard", str(SAMPLES_PER_SHARD)]
+    argv = [
+        "--input",
+        str(root / "pool" / "{000000..000004}.tar"),
+        "--input_preset",
+        "datacomp",
+        "--metadata",
+        str(root / "metadata.json"),
+        "--threshold",
+        "6",
+        "--seed",
+        "3",
+        "--output_dir",
+        str(root / "out"),
+        "--reshard_dir",
+        str(root / "shards"),
+        "--samples_per_shard",
+        str(SAMPLES_PER_SHARD),
+    ]
     assert curate.run(argv) == 0
     return root, samples, argv
 
@@ -100,9 +118,13 @@ def test_subset_holds_uids_and_the_shard_of_each_sample(curated):
         assert row["key"] == uid and row["shard"] == str(root / "pool" / f"{shard:06d}.tar")
         assert row["url"].endswith(row["wds_key"] + (".jpg" if position % 2 else ".png"))
     assert not any(samples[row["wds_key"]][0] == 3 for row in kept)
-    rejected = [json.loads(line) for f in (root / "out" / "rejected").glob("*.jsonl") for line in f.read_text().splitlines()]
+    rejected = [
+        json.loads(line) for f in (root / "out" / "rejected").glob("*.jsonl") for line in f.read_text().splitlines()
+    ]
     no_caption = sorted((r["raw"]["__key__"], r["reason"]) for r in rejected)
-    assert no_caption == sorted((k, "no_caption_member") for k, (_, position, _, _) in samples.items() if position % 9 == 4)
+    assert no_caption == sorted(
+        (k, "no_caption_member") for k, (_, position, _, _) in samples.items() if position % 9 == 4
+    )
 
 
 def test_reshard_round_trip_with_webdataset(curated):
@@ -114,8 +136,14 @@ def test_reshard_round_trip_with_webdataset(curated):
     # Contiguous numbering, and the manifest's pattern names exactly those files.
     assert tars == [f"{i:06d}.tar" for i in range(n)] and manifest["num_shards"] == n
     assert list(braceexpand.braceexpand(manifest["train_data"])) == [str(root / "shards" / name) for name in tars]
-    assert manifest["open_clip_args"] == ["--dataset-type", "webdataset", "--train-data", manifest["train_data"],
-                                          "--train-num-samples", str(len(kept))]
+    assert manifest["open_clip_args"] == [
+        "--dataset-type",
+        "webdataset",
+        "--train-data",
+        manifest["train_data"],
+        "--train-num-samples",
+        str(len(kept)),
+    ]
     assert not (root / "shards" / ".fragments").exists()
 
     read = list(wds.WebDataset(manifest["train_data"], shardshuffle=False))
@@ -125,7 +153,8 @@ def test_reshard_round_trip_with_webdataset(curated):
     for sample in read:
         members = samples[sample["__key__"]][3]
         assert {k: v for k, v in sample.items() if not k.startswith("__")} == {
-            name.split(".", 1)[1]: data for name, data in members.items()}
+            name.split(".", 1)[1]: data for name, data in members.items()
+        }
         image = sample.get("jpg") or sample.get("png")
         assert Image.open(io.BytesIO(image)).size[0] >= 4  # still a decodable image
 
@@ -143,7 +172,9 @@ def test_kept_key_lists_per_input_shard(curated):
     root, samples, _ = curated
     kept = _kept(root / "out")
     index = json.loads((root / "out" / "webdataset" / "shards.json").read_text())
-    assert [s["shard"] for s in index["shards"]] == [str(root / "pool" / f"{i:06d}.tar") for i in range(len(SHARD_SIZES))]
+    assert [s["shard"] for s in index["shards"]] == [
+        str(root / "pool" / f"{i:06d}.tar") for i in range(len(SHARD_SIZES))
+    ]
     assert index["kept"] == len(kept)
     for i, entry in enumerate(index["shards"]):
         listed = (root / "out" / "webdataset" / entry["keys_file"]).read_text().splitlines()
@@ -159,7 +190,7 @@ def test_subset_uids_npy_as_datacomp_resharder_reads_it(curated):
     subset = np.load(root / "out" / "subset_uids.npy", mmap_mode="r")
     u16 = np.dtype("u8,u8")
     assert subset.dtype == u16 and subset.shape == (len(kept_uids),)
-    as_ints = [(int(a) << 64) | int(b) for a, b in zip(subset["f0"], subset["f1"])]
+    as_ints = [(int(a) << 64) | int(b) for a, b in zip(subset["f0"], subset["f1"], strict=True)]
     assert as_ints == sorted(set(as_ints)) == sorted(int(uid, 16) for uid in kept_uids)  # sorted, no repeats
     assert np.array_equal(np.sort(subset), subset)
     for _, _, uid, _ in samples.values():
@@ -171,10 +202,19 @@ def test_subset_uids_npy_as_datacomp_resharder_reads_it(curated):
 def test_other_sharding_gives_the_same_bytes_and_reruns_need_overwrite(curated, tmp_path, capsys):
     root, _, argv = curated
     first_shards, first_out = _files(root / "shards"), _files(root / "out")
-    other = [str(tmp_path / "out") if a == str(root / "out") else str(tmp_path / "shards") if a == str(root / "shards") else a for a in argv]
+    other = [
+        str(tmp_path / "out")
+        if a == str(root / "out")
+        else str(tmp_path / "shards")
+        if a == str(root / "shards")
+        else a
+        for a in argv
+    ]
     assert curate.run(other + ["--num_shards", "3"]) == 0
     again = _files(tmp_path / "shards")
-    assert {k: v for k, v in again.items() if k.endswith(".tar")} == {k: v for k, v in first_shards.items() if k.endswith(".tar")}
+    assert {k: v for k, v in again.items() if k.endswith(".tar")} == {
+        k: v for k, v in first_shards.items() if k.endswith(".tar")
+    }
     assert (tmp_path / "out" / "subset_uids.npy").read_bytes() == first_out["subset_uids.npy"]
     kept_lists = lambda files: {k: v for k, v in files.items() if k.startswith("webdataset/kept_keys/")}  # noqa: E731
     assert kept_lists(_files(tmp_path / "out")) == kept_lists(first_out)
@@ -222,8 +262,16 @@ def test_reshard_and_shard_list_refusals(curated, tmp_path, capsys):
 def test_plain_webdataset_keys_are_the_sample_keys(curated, tmp_path, capsys):
     root, samples, _ = curated
     out = tmp_path / "out"
-    base = ["--input", str(root / "pool" / "*.tar"), "--metadata", str(root / "metadata.json"), "--threshold", "6",
-            "--output_dir", str(out)]
+    base = [
+        "--input",
+        str(root / "pool" / "*.tar"),
+        "--metadata",
+        str(root / "metadata.json"),
+        "--threshold",
+        "6",
+        "--output_dir",
+        str(out),
+    ]
     assert curate.run(base + ["--handoff", "datacomp"]) == 2
     assert "needs every key to be a DataComp uid (32 hex digits), got '000000000'" in capsys.readouterr().err
     assert curate.run(base) == 0

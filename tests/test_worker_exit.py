@@ -7,7 +7,6 @@ import sys
 import types
 
 from helpers import REPO
-
 from transforms.runtime.worker_exit import SDK_WORKER_MODULE, running_as_sdk_worker
 
 SCRIPT = """

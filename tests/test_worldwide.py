@@ -10,10 +10,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers import matching_cases
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from helpers import matching_cases
 from transforms.core.balancing import entry_probabilities
 from transforms.core.matching import EntryMatcher
 from transforms.core.spacing import WRAPPED_PUNCTUATION
@@ -94,15 +94,19 @@ def test_cjk_entry_matches_inside_a_word_only_in_worldwide_mode():
 
 # Mixed scripts: Latin, CJK ideographs, kana, Hangul, Thai, ASCII punctuation
 # (wrapped and not), full-width marks, spaces, tabs and newlines.
-_CHARS = st.sampled_from(list("ab ,.;:?!`\t\n-()'") + ["東", "京", "タ", "ー", "한", "ก", "ข", "，", "。", "「", "」", "～", "\u3000"])
+_CHARS = st.sampled_from(
+    list("ab ,.;:?!`\t\n-()'") + ["東", "京", "タ", "ー", "한", "ก", "ข", "，", "。", "「", "」", "～", "\u3000"]
+)
 _TEXTS = st.text(_CHARS, max_size=30)
 _ENTRIES = st.lists(st.text(_CHARS, min_size=1, max_size=5), max_size=12, unique=True)
 _LANGUAGES = ["en", "ja", "th", "zh"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lists=st.fixed_dictionaries({lang: _ENTRIES for lang in _LANGUAGES}),
-       rows=st.lists(st.tuples(_TEXTS, st.sampled_from(_LANGUAGES + ["other"])), min_size=1, max_size=10))
+@given(
+    lists=st.fixed_dictionaries({lang: _ENTRIES for lang in _LANGUAGES}),
+    rows=st.lists(st.tuples(_TEXTS, st.sampled_from(_LANGUAGES + ["other"])), min_size=1, max_size=10),
+)
 def test_worldwide_matcher_equals_brute_force_oracle(lists, rows):
     lists = {lang: entries for lang, entries in lists.items() if entries}
     assume(lists)
@@ -174,52 +178,64 @@ def test_global_id_space():
 def test_object_and_directory_forms_give_the_same_set_and_digest():
     lists = {"en": ["dog", "cat"], "zh": ["東京"], "zh_yue": ["香港"]}
     from_object = parse_language_metadata_object(json.dumps(lists).encode(), "meta.json")
-    from_gzip = parse_language_metadata_object(gzip.compress(json.dumps(lists, ensure_ascii=False).encode()), "meta.json.gz")
-    from_files = parse_language_metadata_files({
-        "gs://bucket/meta/en.json": json.dumps(lists["en"]).encode(),
-        "gs://bucket/meta/zh.json.gz": gzip.compress(json.dumps(lists["zh"]).encode()),
-        "gs://bucket/meta/zh_yue.json": json.dumps(lists["zh_yue"]).encode(),
-    })
+    from_gzip = parse_language_metadata_object(
+        gzip.compress(json.dumps(lists, ensure_ascii=False).encode()), "meta.json.gz"
+    )
+    from_files = parse_language_metadata_files(
+        {
+            "gs://bucket/meta/en.json": json.dumps(lists["en"]).encode(),
+            "gs://bucket/meta/zh.json.gz": gzip.compress(json.dumps(lists["zh"]).encode()),
+            "gs://bucket/meta/zh_yue.json": json.dumps(lists["zh_yue"]).encode(),
+        }
+    )
     assert from_object == from_gzip == from_files
     assert from_object.sha256 == from_files.sha256 == hashlib.sha256(canonical_json(lists).encode("ascii")).hexdigest()
     assert dict(from_files.entries) == {lang: tuple(entries) for lang, entries in lists.items()}
-    reordered = parse_language_metadata_object(json.dumps({"en": ["cat", "dog"], "zh": ["東京"], "zh_yue": ["香港"]}).encode(), "m")
+    reordered = parse_language_metadata_object(
+        json.dumps({"en": ["cat", "dog"], "zh": ["東京"], "zh_yue": ["香港"]}).encode(), "m"
+    )
     assert reordered.sha256 != from_object.sha256  # ids moved: a different set
 
 
-@pytest.mark.parametrize("data, message", [
-    (b'["dog", "cat"]', "the --mode metaclip1 format"),
-    (b'"dog"', "must hold a JSON object"),
-    (b'{"en": "dog"}', "must map to a JSON list"),
-    (b'{"en": ["dog", "dog"]}', "duplicate entries"),
-    (b'{"en": ["dog", 3]}', "non-string entries"),
-    (b'{"en": []}', "empty list"),
-    (b'{"": ["dog"]}', "is not a language code"),
-    (b'{"en us": ["dog"]}', "is not a language code"),
-    (b'{"../en": ["dog"]}', "is not a language code"),
-    (b'{"en": ["dog"], "EN": ["cat"]}', "differ only in case"),
-    (b'{"zh_yue": ["a"], "zh-yue": ["b"]}', "differ only in case"),
-    (b'{"en": ["dog"], "en": ["cat"]}', "names 'en' twice"),
-    (b'{}', "holds no language"),
-    (b'{"en": ["dog"', "not valid JSON"),
-    (b"\x1f\x8bnot gzip", "not a readable gzip"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b'["dog", "cat"]', "the --mode metaclip1 format"),
+        (b'"dog"', "must hold a JSON object"),
+        (b'{"en": "dog"}', "must map to a JSON list"),
+        (b'{"en": ["dog", "dog"]}', "duplicate entries"),
+        (b'{"en": ["dog", 3]}', "non-string entries"),
+        (b'{"en": []}', "empty list"),
+        (b'{"": ["dog"]}', "is not a language code"),
+        (b'{"en us": ["dog"]}', "is not a language code"),
+        (b'{"../en": ["dog"]}', "is not a language code"),
+        (b'{"en": ["dog"], "EN": ["cat"]}', "differ only in case"),
+        (b'{"zh_yue": ["a"], "zh-yue": ["b"]}', "differ only in case"),
+        (b'{"en": ["dog"], "en": ["cat"]}', "names 'en' twice"),
+        (b"{}", "holds no language"),
+        (b'{"en": ["dog"', "not valid JSON"),
+        (b"\x1f\x8bnot gzip", "not a readable gzip"),
+    ],
+)
 def test_metadata_object_errors(data, message):
     with pytest.raises(MetadataError, match=message) as error:
         parse_language_metadata_object(data, "meta.json")
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("files, message", [
-    ({}, "holds no"),
-    ({"meta/README.md": b"[]"}, "is not named <language>.json"),
-    ({"meta/.json": b'["a"]'}, "is not named <language>.json"),
-    ({"meta/en.json": b'["a"]', "meta/en.json.gz": gzip.compress(b'["b"]')}, "two lists for language 'en'"),
-    ({"meta/en.json": b'{"a": 1}'}, "must hold a JSON list"),
-    ({"meta/en.json": b'["a", "a"]'}, "duplicate entries"),
-    ({"meta/en.json": b"[]"}, "empty list"),
-    ({"meta/e n.json": b'["a"]'}, "is not a language code"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({}, "holds no"),
+        ({"meta/README.md": b"[]"}, "is not named <language>.json"),
+        ({"meta/.json": b'["a"]'}, "is not named <language>.json"),
+        ({"meta/en.json": b'["a"]', "meta/en.json.gz": gzip.compress(b'["b"]')}, "two lists for language 'en'"),
+        ({"meta/en.json": b'{"a": 1}'}, "must hold a JSON list"),
+        ({"meta/en.json": b'["a", "a"]'}, "duplicate entries"),
+        ({"meta/en.json": b"[]"}, "empty list"),
+        ({"meta/e n.json": b'["a"]'}, "is not a language code"),
+    ],
+)
 def test_metadata_directory_errors(files, message):
     with pytest.raises(MetadataError, match=message):
         parse_language_metadata_files(files)
@@ -237,27 +253,39 @@ def test_language_map_parsing():
     assert LanguageMap.parse('{"zh-cn": "zh", "yue": "zh_yue"}').mapping == {"zh-cn": "zh", "yue": "zh_yue"}
     assert LanguageMap.parse(b'\xef\xbb\xbf{"iw": "he"}').mapping == {"iw": "he"}  # a file's bytes, BOM and all
     assert LanguageMap.parse(None).mapping == {} and LanguageMap.parse("  ").mapping == {}
-    for bad, message in [("zh-cn", "not CODE=LANGUAGE"), ("a=b=c", "not CODE=LANGUAGE"), ("=zh", "empty code"),
-                         ("a=", "must map to a language"), ('{"a": 1}', "must map to a language"),
-                         ('{"a": ', "not a valid JSON"), ("zh-cn=zh,ZH_CN=ja", "mapped twice"), ("[1]", "not CODE=LANGUAGE")]:
+    for bad, message in [
+        ("zh-cn", "not CODE=LANGUAGE"),
+        ("a=b=c", "not CODE=LANGUAGE"),
+        ("=zh", "empty code"),
+        ("a=", "must map to a language"),
+        ('{"a": 1}', "must map to a language"),
+        ('{"a": ', "not a valid JSON"),
+        ("zh-cn=zh,ZH_CN=ja", "mapped twice"),
+        ("[1]", "not CODE=LANGUAGE"),
+    ]:
         with pytest.raises(ValueError, match=message):
             LanguageMap.parse(bad)
 
 
-@pytest.mark.parametrize("code, expected", [
-    ("en", "en"),
-    ("zh-cn", "zh"),        # mapped
-    ("ZH_CN", "zh"),        # mapped, key matched case/separator-insensitively
-    ("yue", "zh_yue"),      # mapped to a listed language
-    ("iw", "other"),        # mapped to a language without a list: the default
-    ("EN", "en"),           # normalised
-    ("zh-yue", "zh_yue"),   # separator-insensitive
-    ("zh-Hans", "zh"),      # primary subtag
-    ("zh_Hant_TW", "zh"),
-    ("pt-BR", "pt"),
-    ("ko", "other"),        # not listed: the default
-    ("", "other"), ("  ", "other"), (None, "other"),
-])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        ("en", "en"),
+        ("zh-cn", "zh"),  # mapped
+        ("ZH_CN", "zh"),  # mapped, key matched case/separator-insensitively
+        ("yue", "zh_yue"),  # mapped to a listed language
+        ("iw", "other"),  # mapped to a language without a list: the default
+        ("EN", "en"),  # normalised
+        ("zh-yue", "zh_yue"),  # separator-insensitive
+        ("zh-Hans", "zh"),  # primary subtag
+        ("zh_Hant_TW", "zh"),
+        ("pt-BR", "pt"),
+        ("ko", "other"),  # not listed: the default
+        ("", "other"),
+        ("  ", "other"),
+        (None, "other"),
+    ],
+)
 def test_language_resolution(code, expected):
     language_map = LanguageMap.parse("zh-cn=zh,yue=zh_yue,iw=he")
     assert language_map.resolve(code, _AVAILABLE, "other") == expected
@@ -275,26 +303,30 @@ def test_mapping_wins_over_a_listed_code_and_default_need_not_be_listed():
 
 
 def _metadata_for(counts_by_language: dict[str, list[int]]) -> tuple[LanguageMetadata, np.ndarray]:
-    metadata = LanguageMetadata.from_lists({lang: [f"{lang}{i}" for i in range(len(c))] for lang, c in counts_by_language.items()})
+    metadata = LanguageMetadata.from_lists(
+        {lang: [f"{lang}{i}" for i in range(len(c))] for lang, c in counts_by_language.items()}
+    )
     counts = np.concatenate([np.asarray(counts_by_language[lang], dtype=np.int64) for lang in metadata.languages])
     return metadata, counts
 
 
 def test_language_thresholds_worked_by_hand():
-    metadata, counts = _metadata_for({
-        # English, t_en = 3: the entries kept whole hold 1 + 2 + 3 = 6 of 20 matches, share 0.30.
-        "en": [1, 2, 3, 4, 10],
-        # de: total 40. t=5 keeps 5+5 = 10 -> 0.25; t=10: 20 -> 0.50; t=20: 1.0. Closest to 0.30: t = 5.
-        "de": [5, 5, 10, 20, 0],
-        # fr: total 10. t=1: 4 -> 0.40; t=6: 1.0. Closest: t = 1.
-        "fr": [1, 1, 1, 1, 6],
-        # ko: total 9. t=2: 2 -> 0.222; t=3: 5 -> 0.556; t=4: 1.0. |0.222-0.3| < |0.556-0.3|: t = 2.
-        "ko": [2, 3, 4],
-        # xx: English's own counts: t = 3, English's t, with the very same entries kept whole.
-        "xx": [1, 2, 3, 4, 10],
-        # zz: no caption matched: t_en (it changes nothing).
-        "zz": [0, 0, 0],
-    })
+    metadata, counts = _metadata_for(
+        {
+            # English, t_en = 3: the entries kept whole hold 1 + 2 + 3 = 6 of 20 matches, share 0.30.
+            "en": [1, 2, 3, 4, 10],
+            # de: total 40. t=5 keeps 5+5 = 10 -> 0.25; t=10: 20 -> 0.50; t=20: 1.0. Closest to 0.30: t = 5.
+            "de": [5, 5, 10, 20, 0],
+            # fr: total 10. t=1: 4 -> 0.40; t=6: 1.0. Closest: t = 1.
+            "fr": [1, 1, 1, 1, 6],
+            # ko: total 9. t=2: 2 -> 0.222; t=3: 5 -> 0.556; t=4: 1.0. |0.222-0.3| < |0.556-0.3|: t = 2.
+            "ko": [2, 3, 4],
+            # xx: English's own counts: t = 3, English's t, with the very same entries kept whole.
+            "xx": [1, 2, 3, 4, 10],
+            # zz: no caption matched: t_en (it changes nothing).
+            "zz": [0, 0, 0],
+        }
+    )
     thresholds = language_thresholds(counts, metadata, 3)
     assert thresholds == {"en": 3, "de": 5, "fr": 1, "ko": 2, "xx": 2, "zz": 3}
     per_entry = entry_thresholds(metadata, thresholds)
@@ -340,8 +372,11 @@ def test_threshold_edge_cases():
 
 
 @settings(max_examples=200, deadline=None)
-@given(counts=st.lists(st.integers(0, 1_000), min_size=1, max_size=30),
-       numerator=st.integers(0, 50), extra=st.integers(0, 50))
+@given(
+    counts=st.lists(st.integers(0, 1_000), min_size=1, max_size=30),
+    numerator=st.integers(0, 50),
+    extra=st.integers(0, 50),
+)
 def test_chosen_t_is_the_closest_candidate(counts, numerator, extra):
     """Against an oracle in exact fractions over every distinct positive count."""
     denominator = numerator + extra
@@ -365,9 +400,11 @@ def _reference_style_threshold(counts, t_en_share):
 
 
 @settings(max_examples=200, deadline=None)
-@given(english=st.lists(st.integers(1, 10_000), min_size=1, max_size=20, unique=True),
-       other=st.lists(st.integers(1, 10_000), min_size=1, max_size=20, unique=True),
-       t_en=st.integers(1, 10_000))
+@given(
+    english=st.lists(st.integers(1, 10_000), min_size=1, max_size=20, unique=True),
+    other=st.lists(st.integers(1, 10_000), min_size=1, max_size=20, unique=True),
+    t_en=st.integers(1, 10_000),
+)
 def test_agrees_with_the_reference_where_it_is_well_defined(english, other, t_en):
     # Well defined: no zero or repeated count, no near-tie in floats.
     english_share = sum(c for c in english if c < t_en) / sum(english)

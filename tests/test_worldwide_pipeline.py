@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-from helpers import write_jsonl
 
 from beam_pipeline import curate
+from helpers import write_jsonl
 from transforms.core.balancing import entry_probabilities, keep_probability
 from transforms.worldwide.metadata import LanguageMetadata
 from transforms.worldwide.padding import match_entries_brute_force_worldwide
@@ -49,8 +49,25 @@ def _pool(tmp_path, with_field: bool = True):
 
 
 def _run(pool, metadata, out, *extra):
-    argv = ["--input", str(pool / "*.jsonl"), "--metadata", str(metadata), "--output_dir", str(out), "--mode", "metaclip2",
-            "--threshold", "10", "--seed", "3", "--report", "false", "--progress", "0", *extra]
+    argv = [
+        "--input",
+        str(pool / "*.jsonl"),
+        "--metadata",
+        str(metadata),
+        "--output_dir",
+        str(out),
+        "--mode",
+        "metaclip2",
+        "--threshold",
+        "10",
+        "--seed",
+        "3",
+        "--report",
+        "false",
+        "--progress",
+        "0",
+        *extra,
+    ]
     assert curate.run(argv) == 0
 
 
@@ -87,7 +104,9 @@ def test_each_caption_matches_only_its_language_and_t_follows_english(tmp_path):
             expected_counts[record["lang"]][LISTS[record["lang"]][entry_id]] += 1
     assert counts_doc == expected_counts
     metadata = LanguageMetadata.from_lists(LISTS)
-    counts = np.array([expected_counts[language][entry] for language in metadata.languages for entry in LISTS[language]])
+    counts = np.array(
+        [expected_counts[language][entry] for language in metadata.languages for entry in LISTS[language]]
+    )
     thresholds = language_thresholds(counts, metadata, 10)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["mode"] == "metaclip2" and stats["threshold"] == 10

@@ -40,9 +40,13 @@ def handoffs(args: CurationArgs, fmt: str, layout: InputLayout) -> frozenset:
     else:
         chosen = set(args.handoff)
     if "webdataset" in chosen and fmt != WEBDATASET:
-        raise UsageError(f"--handoff webdataset lists kept keys per input tar shard; the input is {fmt}, not webdataset")
+        raise UsageError(
+            f"--handoff webdataset lists kept keys per input tar shard; the input is {fmt}, not webdataset"
+        )
     if "img2dataset" in chosen and not any(name == "url" for name, _ in layout.passthrough):
-        raise UsageError("--handoff img2dataset needs image URLs: pass --url_field (or --input_preset datacomp|img2dataset)")
+        raise UsageError(
+            "--handoff img2dataset needs image URLs: pass --url_field (or --input_preset datacomp|img2dataset)"
+        )
     if args.reshard_dir is not None and fmt != WEBDATASET:
         raise UsageError(f"--reshard_dir writes new webdataset shards from webdataset input shards; the input is {fmt}")
     return frozenset(chosen)
@@ -92,19 +96,24 @@ def check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, o
         except Exception:  # noqa: BLE001 - unreadable: treat as finished by someone else
             source = None
         if source != output_dir or FileSystems.exists(FileSystems.join(output_dir, STATS_JSON)):
-            raise UsageError(f"--reshard_dir {reshard_dir} already holds a finished reshard ({MANIFEST}); "
-                             "pass --overwrite to replace it")
+            raise UsageError(
+                f"--reshard_dir {reshard_dir} already holds a finished reshard ({MANIFEST}); "
+                "pass --overwrite to replace it"
+            )
     ours = finished or FileSystems.exists(FileSystems.join(directory, RESHARD_MARKER))
     if not ours and FileSystems.exists(directory) and glob_paths(FileSystems.join(directory, "**")):
-        raise UsageError(f"--reshard_dir {reshard_dir} is not empty and is not a BalanceBeam reshard; "
-                         "choose an empty or new directory")
+        raise UsageError(
+            f"--reshard_dir {reshard_dir} is not empty and is not a BalanceBeam reshard; "
+            "choose an empty or new directory"
+        )
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse a finished run's directory (it holds stats.json) unless --overwrite."""
     if FileSystems.exists(FileSystems.join(output_dir, STATS_JSON)) and not overwrite:
-        raise UsageError(f"--output_dir {output_dir} already holds a finished run (stats.json); "
-                         "pass --overwrite to replace it")
+        raise UsageError(
+            f"--output_dir {output_dir} already holds a finished run (stats.json); pass --overwrite to replace it"
+        )
 
 
 def worldwide_settings(args: CurationArgs, layout: InputLayout) -> WorldwideSettings:
@@ -118,8 +127,9 @@ def worldwide_settings(args: CurationArgs, layout: InputLayout) -> WorldwideSett
             with FileSystems.open(language_map, compression_type="uncompressed") as handle:
                 language_map = handle.read().decode("utf-8")
         except Exception as error:  # noqa: BLE001 - one clear line
-            raise UsageError(f"--language_map {args.language_map!r} is neither A=B pairs nor a readable JSON file: "
-                             f"{error}") from None
+            raise UsageError(
+                f"--language_map {args.language_map!r} is neither A=B pairs nor a readable JSON file: {error}"
+            ) from None
     try:
         LanguageMap.parse(language_map)
         identifier = language_identifier(args.language_id, args.lang_field)

@@ -53,7 +53,9 @@ class CurationConfig:
 
     @property
     def subset_schema(self) -> pa.Schema:
-        return pa.schema([(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough])
+        return pa.schema(
+            [(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough]
+        )
 
     def output(self, *parts: str) -> str:
         return FileSystems.join(self.output_dir, *parts)
@@ -79,8 +81,12 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
     """
     paths, sizes = inputs.resolve_inputs(args.input)
     fmt = inputs.input_format(paths, args.input_format)
-    layout_options = dict(**inputs.fields(paths, fmt, args), column_names=args.column_names,
-                          max_text_bytes=args.max_text_bytes, batch_size=args.batch_size)
+    layout_options = dict(
+        **inputs.fields(paths, fmt, args),
+        column_names=args.column_names,
+        max_text_bytes=args.max_text_bytes,
+        batch_size=args.batch_size,
+    )
     layout = inputs.probe(paths, fmt, layout_options)
     handoff = checks.handoffs(args, fmt, layout)
     if "datacomp" in handoff:

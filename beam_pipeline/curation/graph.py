@@ -59,7 +59,8 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     """Add the curation to `pipeline`; return its main PCollections by name."""
     read = pipeline | "ReadCaptions" >> ReadCaptions(config.paths, config.layout, strict=config.strict)
     balanced = read.batches | "Balance" >> MetaClipBalance(
-        config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local)
+        config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local
+    )
     written = balanced.batches | "WriteOutputs" >> WriteOutputs(config, read, balanced)
     stats = _write_stats(pipeline, config, read, balanced, written)
     if config.report:
@@ -70,8 +71,13 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     if config.spill_dir:
         spill_dir = config.spill_dir
         stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
-    return {"batches": read.batches, "rejected": read.rejected, "counts": balanced.counts,
-            "sampled": balanced.batches, "stats": stats}
+    return {
+        "batches": read.batches,
+        "rejected": read.rejected,
+        "counts": balanced.counts,
+        "sampled": balanced.batches,
+        "stats": stats,
+    }
 
 
 class Written(NamedTuple):
@@ -100,11 +106,20 @@ class WriteOutputs(beam.PTransform):
         shards_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
         match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
         matches = match_rows | "WriteMatches" >> WriteParquetShards(
-            config.output("matches"), config.num_shards, mode.matches_schema, spill_dir=shards_dir,
-            spill_label="WriteMatches")
+            config.output("matches"),
+            config.num_shards,
+            mode.matches_schema,
+            spill_dir=shards_dir,
+            spill_label="WriteMatches",
+        )
         subset = sampled | "WriteSubset" >> WriteParquetShards(
-            config.output("subset"), config.num_shards, config.subset_schema, kept_only=True, spill_dir=shards_dir,
-            spill_label="WriteSubset")
+            config.output("subset"),
+            config.num_shards,
+            config.subset_schema,
+            kept_only=True,
+            spill_dir=shards_dir,
+            spill_label="WriteSubset",
+        )
         rejected = (
             self._read.rejected
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
@@ -116,8 +131,8 @@ class WriteOutputs(beam.PTransform):
         counts = self._balanced.counts
         files.append(
             sampled.pipeline
-            | "WriteEntryCounts" >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document,
-                                                  {"counts": counts})
+            | "WriteEntryCounts"
+            >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document, {"counts": counts})
         )
         return Written(files, matches.figures)
 
@@ -130,8 +145,12 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
     written = []
     if "webdataset" in config.handoff or config.reshard_dir:
         keep_lists = "webdataset" in config.handoff
-        source = {"output_dir": config.output_dir, "threshold": config.threshold, "seed": config.seed,
-                  "input_shards": len(config.paths)}
+        source = {
+            "output_dir": config.output_dir,
+            "threshold": config.threshold,
+            "seed": config.seed,
+            "input_shards": len(config.paths),
+        }
         written += sampled | "WebdatasetHandoff" >> WebdatasetHandoff(
             listed_files,
             config.output(KEPT_KEYS_DIR) if keep_lists else None,
@@ -145,11 +164,18 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
         written.append(sampled | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
     if "img2dataset" in config.handoff:
         spill_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
-        written.append((
-            sampled
-            | "WriteImg2dataset" >> WriteImg2datasetShards(config.output(IMG2DATASET_DIR), config.num_shards,
-                                                           config.img2dataset_key_column, spill_dir=spill_dir)
-        ).written)
+        written.append(
+            (
+                sampled
+                | "WriteImg2dataset"
+                >> WriteImg2datasetShards(
+                    config.output(IMG2DATASET_DIR),
+                    config.num_shards,
+                    config.img2dataset_key_column,
+                    spill_dir=spill_dir,
+                )
+            ).written
+        )
     return written
 
 
@@ -162,8 +188,9 @@ def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> l
     figures = sampled | "ReportFigures" >> ReportFigures()
     kept_counts = sampled | "KeptEntryCounts" >> KeptEntryCounts(mode.num_entries)
     if mode.single_threshold:
-        grid = plan | "SizeGrid" >> beam.Map(lambda plan, counts: threshold_grid(counts, extra=[plan.threshold]),
-                                             beam.pvalue.AsSingleton(counts))
+        grid = plan | "SizeGrid" >> beam.Map(
+            lambda plan, counts: threshold_grid(counts, extra=[plan.threshold]), beam.pvalue.AsSingleton(counts)
+        )
         sizes = sampled | "SizeVersusThreshold" >> ExpectedSizes(counts, grid)
     else:  # a t per language: E as a function of English's t is not computed
         grid = plan | "NoGrid" >> beam.Map(lambda _: np.zeros(0, dtype=np.int64))
@@ -176,19 +203,25 @@ def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> l
 
     return [
         sampled.pipeline
-        | "WriteFigures" >> WriteJsonFile(config.output("figures.json"), figures_json,
-                                          {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan}),
+        | "WriteFigures"
+        >> WriteJsonFile(
+            config.output("figures.json"),
+            figures_json,
+            {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan},
+        ),
         sampled.pipeline
-        | "WriteKeptEntryCounts" >> WriteJsonFile(config.output("entry_counts_kept.json"), mode.counts_document,
-                                                  {"counts": kept_counts}),
+        | "WriteKeptEntryCounts"
+        >> WriteJsonFile(config.output("entry_counts_kept.json"), mode.counts_document, {"counts": kept_counts}),
     ]
 
 
 def _write_stats(pipeline, config: CurationConfig, read: Read, balanced: Balanced, written: Written) -> PCollection:
     """stats.json, written after every other output: its presence marks a finished run."""
     batch_stats = (
-        (balanced.batches | "BatchFigures" >> beam.Map(batch_figures),
-         written.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures))
+        (
+            balanced.batches | "BatchFigures" >> beam.Map(batch_figures),
+            written.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures),
+        )
         | "AllBatchFigures" >> beam.Flatten()
         | "SumBatchFigures" >> beam.CombineGlobally(SumFigures())
     )
@@ -203,7 +236,8 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, balanced: Balance
         return stats_document(batch, rejected, counts, _with_plan(run_figures, plan), head=plan.entry_probs < 1.0)
 
     return pipeline | "WriteStats" >> WriteJsonFile(
-        config.output(STATS_JSON), document,
+        config.output(STATS_JSON),
+        document,
         {"batch": batch_stats, "rejected": rejected_stats, "counts": balanced.counts, "plan": balanced.plan},
         after=written.files,
     )

@@ -50,7 +50,8 @@ def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], dict[str, int]]:
             raise UsageError(f"--input {pattern!r} matches no file")
         if missing:
             raise UsageError(
-                f"--input {pattern!r}: {len(missing)} of its {len(names)} names match no file (first: {missing[0]})")
+                f"--input {pattern!r}: {len(missing)} of its {len(names)} names match no file (first: {missing[0]})"
+            )
     return sorted(sizes), sizes
 
 
@@ -125,4 +126,6 @@ def caption_bytes(paths: Sequence[str], sizes: dict, layout: InputLayout) -> int
         layout.url_field if name == "url" and layout.url_field else name for name, _ in layout.passthrough
     ]
     compression = CompressionTypes.UNCOMPRESSED
-    return data_bytes(paths, sizes, layout.format, columns, lambda path: FileSystems.open(path, compression_type=compression))
+    return data_bytes(
+        paths, sizes, layout.format, columns, lambda path: FileSystems.open(path, compression_type=compression)
+    )

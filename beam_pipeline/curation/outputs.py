@@ -15,8 +15,14 @@ from transforms.handoff.reshard import FRAGMENTS, MANIFEST, RESHARD_MARKER
 
 OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
 STATS_JSON = "stats.json"
-OUTPUT_FILES = ("entry_counts.json", STATS_JSON, "figures.json", "entry_counts_kept.json", "report.html",
-                "size_vs_threshold.csv")
+OUTPUT_FILES = (
+    "entry_counts.json",
+    STATS_JSON,
+    "figures.json",
+    "entry_counts_kept.json",
+    "report.html",
+    "size_vs_threshold.csv",
+)
 # Batches between the passes, on local engines (transforms.beam.spill); deleted at the end.
 SPILL_DIR = ".balancebeam-work"
 # Training hand-off outputs (docs/training-handoff.md), cleared like the others.
@@ -24,8 +30,14 @@ SUBSET_UIDS = "subset_uids.npy"
 IMG2DATASET_DIR = "img2dataset"
 KEPT_KEYS_DIR = "webdataset/kept_keys"
 SHARDS_JSON = "webdataset/shards.json"
-HANDOFF_GLOBS = ("img2dataset/part-*", "img2dataset/.part-*", "webdataset/kept_keys/*", ".subset_uids/*",
-                 "plots/*.png", "plots/.*.png.tmp-*")
+HANDOFF_GLOBS = (
+    "img2dataset/part-*",
+    "img2dataset/.part-*",
+    "webdataset/kept_keys/*",
+    ".subset_uids/*",
+    "plots/*.png",
+    "plots/.*.png.tmp-*",
+)
 HANDOFF_FILES = (SUBSET_UIDS, SHARDS_JSON)
 
 
@@ -67,8 +79,13 @@ def clear_reshard_dir(reshard_dir: str) -> None:
     """Remove an earlier reshard's shards, fragments and manifest; mark the directory ours."""
     directory = reshard_dir.rstrip("/")
     stale = []
-    for pattern in ("[0-9][0-9][0-9][0-9][0-9][0-9]*.tar", ".[0-9]*.tar.tmp-*", f"{FRAGMENTS}/*", MANIFEST,
-                    f".{MANIFEST}.tmp-*"):
+    for pattern in (
+        "[0-9][0-9][0-9][0-9][0-9][0-9]*.tar",
+        ".[0-9]*.tar.tmp-*",
+        f"{FRAGMENTS}/*",
+        MANIFEST,
+        f".{MANIFEST}.tmp-*",
+    ):
         stale += glob_paths(FileSystems.join(directory, pattern))
     if stale:
         FileSystems.delete(stale)

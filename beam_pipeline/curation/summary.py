@@ -33,14 +33,23 @@ def print_summary(config: CurationConfig, seconds: float) -> None:
         ("matched (>= 1 entry)", stats["records_matched"]),
         ("kept", stats["records_kept"]),
         ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
-        ("head entries (count > their language's t)" if per_language else f"head entries (count > {stats['threshold']})",
-         stats["entries_over_threshold"]),
+        (
+            "head entries (count > their language's t)"
+            if per_language
+            else f"head entries (count > {stats['threshold']})",
+            stats["entries_over_threshold"],
+        ),
         ("seconds", f"{seconds:.1f}"),
         ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
     ]
     if stats.get("target_size") is not None:
-        rows.insert(0, (f"t chosen for --target_size {stats['target_size']:,}",
-                        f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})"))
+        rows.insert(
+            0,
+            (
+                f"t chosen for --target_size {stats['target_size']:,}",
+                f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})",
+            ),
+        )
     if config.report:
         rows.append(("report", config.output("report.html")))
     if per_language:
@@ -59,12 +68,20 @@ def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
     rows = []
     if "webdataset" in config.handoff:
         shards = _read_json(config.output(SHARDS_JSON))
-        rows.append(("webdataset key lists",
-                     f"{shards['kept']:,} kept keys of {len(shards['shards'])} input shards in {KEPT_KEYS_DIR}/"))
+        rows.append(
+            (
+                "webdataset key lists",
+                f"{shards['kept']:,} kept keys of {len(shards['shards'])} input shards in {KEPT_KEYS_DIR}/",
+            )
+        )
     if config.reshard_dir:
         manifest = _read_json(FileSystems.join(config.reshard_dir, MANIFEST))
-        rows.append(("resharded",
-                     f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: {manifest['train_data']}"))
+        rows.append(
+            (
+                "resharded",
+                f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: {manifest['train_data']}",
+            )
+        )
     if "datacomp" in config.handoff:
         rows.append(("DataComp uids", config.output(SUBSET_UIDS)))
     if "img2dataset" in config.handoff:

@@ -60,17 +60,26 @@ def write_report(output_dir: str) -> list[str]:
     plots = make_plots(data)
     written = []
     for name, png in plots.items():
-        written.append(write_atomically(FileSystems.join(directory, "plots", name), lambda handle, png=png: handle.write(png)))
+        written.append(
+            write_atomically(FileSystems.join(directory, "plots", name), lambda handle, png=png: handle.write(png))
+        )
     csv = size_csv(data["figures"].get("size_vs_threshold") or []).encode("utf-8")
-    written.append(write_atomically(FileSystems.join(directory, "size_vs_threshold.csv"), lambda handle: handle.write(csv)))
+    written.append(
+        write_atomically(FileSystems.join(directory, "size_vs_threshold.csv"), lambda handle: handle.write(csv))
+    )
     page = render_html(data, plots).encode("utf-8")
     written.append(write_atomically(FileSystems.join(directory, "report.html"), lambda handle: handle.write(page)))
     return written
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report", description="Rebuild report.html and plots/ from a curation output directory.")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished curation's --output_dir (local or any Beam filesystem)")
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline.report",
+        description="Rebuild report.html and plots/ from a curation output directory.",
+    )
+    parser.add_argument(
+        "output_dir", metavar="OUTPUT_DIR", help="a finished curation's --output_dir (local or any Beam filesystem)"
+    )
     args = parser.parse_args(argv)
     try:
         written = write_report(args.output_dir)

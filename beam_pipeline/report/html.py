@@ -84,7 +84,11 @@ def _value_cell(value) -> str:
     if isinstance(value, dict):
         text = ", ".join(f"{k}: {_n(v)}" for k, v in value.items()) or "none"
     elif isinstance(value, list):
-        text = ", ".join(str(v) for v in value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "") if value else "none"
+        text = (
+            ", ".join(str(v) for v in value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "")
+            if value
+            else "none"
+        )
     else:
         text = str(value)
     return f"<td>{html.escape(text)}</td>"
@@ -94,7 +98,8 @@ def _stats_table(stats: dict) -> str:
     known = dict(_STAT_LABELS)
     keys = [key for key, _ in _STAT_LABELS if key in stats] + [key for key in stats if key not in known]
     rows = "".join(
-        f'<tr id="stat-{html.escape(key)}"><th>{html.escape(known.get(key, key))}</th>{_value_cell(stats[key])}</tr>' for key in keys
+        f'<tr id="stat-{html.escape(key)}"><th>{html.escape(known.get(key, key))}</th>{_value_cell(stats[key])}</tr>'
+        for key in keys
     )
     return f'<table class="kv" id="run-figures">{rows}</table>'
 
@@ -134,13 +139,20 @@ def _languages_table(stats: dict) -> str:
         f'<td class="n">{_n(records.get(language, {}).get("accepted", 0))}</td><td class="n">{_n(records.get(language, {}).get("kept", 0))}</td></tr>'
         for language, t in sorted(stats["thresholds_by_language"].items())
     )
-    head = '<thead><tr><th>language</th><th class="n">t</th><th class="n">records</th><th class="n">kept</th></tr></thead>'
-    return (f'<h3>t per language</h3><p class="sub">English keeps t = {_n(stats.get("threshold"))}; every other language the t '
-            f'whose tail share is closest to English\'s.</p><table id="languages">{head}<tbody>{body}</tbody></table>')
+    head = (
+        '<thead><tr><th>language</th><th class="n">t</th><th class="n">records</th><th class="n">kept</th></tr></thead>'
+    )
+    return (
+        f'<h3>t per language</h3><p class="sub">English keeps t = {_n(stats.get("threshold"))}; every other language the t '
+        f'whose tail share is closest to English\'s.</p><table id="languages">{head}<tbody>{body}</tbody></table>'
+    )
 
 
 def _size_table(table: list[dict]) -> str:
-    body = "".join(f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>' for row in table)
+    body = "".join(
+        f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>'
+        for row in table
+    )
     return f'<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -150,8 +162,8 @@ def _share_text(shares: dict) -> str:
 
     return (
         f'<p id="head-share">Head entries held <b>{share(shares["before_head"], shares["before_total"])}</b> of all entry matches '
-        f'before balancing ({_n(shares["before_head"])} of {_n(shares["before_total"])}) and '
-        f'<b>{share(shares["after_head"], shares["after_total"])}</b> after ({_n(shares["after_head"])} of {_n(shares["after_total"])}).</p>'
+        f"before balancing ({_n(shares['before_head'])} of {_n(shares['before_total'])}) and "
+        f"<b>{share(shares['after_head'], shares['after_total'])}</b> after ({_n(shares['after_head'])} of {_n(shares['after_total'])}).</p>"
     )
 
 
@@ -174,40 +186,78 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         t_text = f" at t = {threshold:,}" if threshold is not None else ""
         parts.append(f'<p class="lead">Kept <b>{kept:,}</b> of <b>{read:,}</b> records read{rate}{t_text}.')
         if chosen.get("target_size") is not None:
-            parts.append(f" t was chosen for a target size of {_n(chosen['target_size'])} (expected {_n(chosen.get('expected_kept'))}).")
+            parts.append(
+                f" t was chosen for a target size of {_n(chosen['target_size'])} (expected {_n(chosen.get('expected_kept'))})."
+            )
         parts.append("</p>")
     parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
 
     parts.append("<h2>Balancing</h2>")
-    parts.append(_img("entry_counts.png", plots["entry_counts.png"], "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched."))
+    parts.append(
+        _img(
+            "entry_counts.png",
+            plots["entry_counts.png"],
+            "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched.",
+        )
+    )
     if threshold is not None:
         head_t = head_threshold(data)
         if stats.get("thresholds_by_language"):
             parts.append(_languages_table(stats))
         shares = head_tail(data["counts"], data["kept_counts"], head_t)
         parts.append(_share_text(shares))
-        parts.append(_img("head_tail_share.png", plots["head_tail_share.png"], "Share of (caption, entry) matches in head entries (count > t before balancing) and in tail entries."))
+        parts.append(
+            _img(
+                "head_tail_share.png",
+                plots["head_tail_share.png"],
+                "Share of (caption, entry) matches in head entries (count > t before balancing) and in tail entries.",
+            )
+        )
         rows = top_entries(data["entries"], data["counts"], data["kept_counts"], head_t)
         parts.append(f"<h3>Top head entries ({len(rows)} of {int((data['counts'] > head_t).sum()):,} over t)</h3>")
-        parts.append(_top_table(rows) if rows else "<p>No entry has more than t captions: nothing was sampled down.</p>")
+        parts.append(
+            _top_table(rows) if rows else "<p>No entry has more than t captions: nothing was sampled down.</p>"
+        )
     else:
         parts.append("<p>stats.json has no single threshold; head and tail figures are left out.</p>")
 
-    parts.append("<h2>Captions</h2><div class=\"grid\">")
-    parts.append(_img("matches_per_caption.png", plots["matches_per_caption.png"], "Entries matched per caption (log scale); captions with no match are never kept."))
-    parts.append(_img("kept_rate_by_matches.png", plots["kept_rate_by_matches.png"], "Share of captions kept, by how many entries they match: more entries, more chances to hit a tail entry."))
+    parts.append('<h2>Captions</h2><div class="grid">')
+    parts.append(
+        _img(
+            "matches_per_caption.png",
+            plots["matches_per_caption.png"],
+            "Entries matched per caption (log scale); captions with no match are never kept.",
+        )
+    )
+    parts.append(
+        _img(
+            "kept_rate_by_matches.png",
+            plots["kept_rate_by_matches.png"],
+            "Share of captions kept, by how many entries they match: more entries, more chances to hit a tail entry.",
+        )
+    )
     parts.append(_img("caption_length.png", plots["caption_length.png"], "Caption length in characters (log scale)."))
     parts.append("</div>")
 
     table = figures.get("size_vs_threshold") or []
     if table:
         parts.append("<h2>Subset size versus threshold</h2>")
-        parts.append(_img("size_vs_threshold.png", plots["size_vs_threshold.png"], "E(t): expected captions kept for each t, exact from the match index (size_vs_threshold.csv)."))
+        parts.append(
+            _img(
+                "size_vs_threshold.png",
+                plots["size_vs_threshold.png"],
+                "E(t): expected captions kept for each t, exact from the match index (size_vs_threshold.csv).",
+            )
+        )
         parts.append(f"<details><summary>Table: {len(table)} thresholds</summary>{_size_table(table)}</details>")
 
     parts.append("<h2>Examples</h2>")
     examples = figures.get("examples") or {}
-    for kind, title in (("kept", "Kept"), ("dropped", "Dropped by the draw (matched)"), ("unmatched", "Not matched (never kept)")):
+    for kind, title in (
+        ("kept", "Kept"),
+        ("dropped", "Dropped by the draw (matched)"),
+        ("unmatched", "Not matched (never kept)"),
+    ):
         if kind in examples:
             parts.append(f"<h3>{title}</h3>{_examples_table(kind, examples[kind])}")
     parts.append("</main></body></html>\n")
@@ -215,4 +265,6 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
 
 
 def size_csv(table: list[dict]) -> str:
-    return "threshold,expected_kept\n" + "".join(f"{int(row['threshold'])},{float(row['expected_kept'])!r}\n" for row in table)
+    return "threshold,expected_kept\n" + "".join(
+        f"{int(row['threshold'])},{float(row['expected_kept'])!r}\n" for row in table
+    )

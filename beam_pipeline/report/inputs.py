@@ -23,7 +23,11 @@ class ReportError(Exception):
 def _read_json(output_dir: str, name: str):
     path = FileSystems.join(output_dir, name)
     if not FileSystems.exists(path):
-        hint = " (a run from before the report existed lacks it: rerun the curation)" if name != "stats.json" else " (not a finished curation run)"
+        hint = (
+            " (a run from before the report existed lacks it: rerun the curation)"
+            if name != "stats.json"
+            else " (not a finished curation run)"
+        )
         raise ReportError(f"{path} is missing{hint}")
     with FileSystems.open(path, compression_type="uncompressed") as handle:
         raw = handle.read()
@@ -55,19 +59,26 @@ def load_inputs(output_dir: str) -> dict:
         # dicts keyed "language:entry" doubled the time to load 500k entries.
         by_language = docs["stats.json"].get("thresholds_by_language") or {}
         default_t = docs["stats.json"].get("threshold", 0)
-        entry_t = np.repeat(np.array([by_language.get(language, default_t) for language in before], dtype=np.int64),
-                            [len(entries) for entries in before.values()])
+        entry_t = np.repeat(
+            np.array([by_language.get(language, default_t) for language in before], dtype=np.int64),
+            [len(entries) for entries in before.values()],
+        )
         same = list(before) == list(after) and all(
-            isinstance(after[language], dict) and list(entries) == list(after[language]) for language, entries in before.items()
+            isinstance(after[language], dict) and list(entries) == list(after[language])
+            for language, entries in before.items()
         )
         entries = [f"{language}:{entry}" for language, language_entries in before.items() for entry in language_entries]
-        counts, kept_counts = (itertools.chain.from_iterable(value.values() for value in document.values()) for document in (before, after))
+        counts, kept_counts = (
+            itertools.chain.from_iterable(value.values() for value in document.values()) for document in (before, after)
+        )
     else:
         entries = list(before)
         same = entries == list(after)  # one list comparison in C, not a Python loop over 500k keys
         counts, kept_counts = before.values(), after.values()
     if not same:
-        raise ReportError("entry_counts_kept.json does not list the same entries, in the same order, as entry_counts.json")
+        raise ReportError(
+            "entry_counts_kept.json does not list the same entries, in the same order, as entry_counts.json"
+        )
     return {
         "output_dir": output_dir,
         "stats": docs["stats.json"],
@@ -101,12 +112,19 @@ def head_tail(counts: np.ndarray, kept_counts: np.ndarray, threshold: int) -> di
     }
 
 
-def top_entries(entries: Sequence[str], counts: np.ndarray, kept_counts: np.ndarray, threshold: int, limit: int = TOP_ENTRIES) -> list[dict]:
+def top_entries(
+    entries: Sequence[str], counts: np.ndarray, kept_counts: np.ndarray, threshold: int, limit: int = TOP_ENTRIES
+) -> list[dict]:
     """The largest head entries (count > t), ties in metadata order, with kept count and p_e."""
     entry_t = np.broadcast_to(np.asarray(threshold), counts.shape)  # one t, or one per entry
     order = np.flatnonzero(counts > entry_t)
     order = order[np.argsort(-counts[order], kind="stable")][:limit]
     return [
-        {"entry": entries[i], "count": int(counts[i]), "kept": int(kept_counts[i]), "p_e": int(entry_t[i]) / int(counts[i])}
+        {
+            "entry": entries[i],
+            "count": int(counts[i]),
+            "kept": int(kept_counts[i]),
+            "p_e": int(entry_t[i]) / int(counts[i]),
+        }
         for i in order.tolist()
     ]

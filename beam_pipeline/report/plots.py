@@ -38,12 +38,17 @@ def plot_entry_counts(counts: np.ndarray, kept_counts: np.ndarray, threshold: Op
     figure = _figure(9.0, 4.6)
     axes = _axes(figure, "Captions per entry, sorted")
     # "before" drawn wider, beneath: in the tail the two curves coincide, and both stay visible.
-    curves = ((counts, "before balancing (all captions)", _BEFORE, 3.2), (kept_counts, "after balancing (kept captions)", _AFTER, 1.4))
+    curves = (
+        (counts, "before balancing (all captions)", _BEFORE, 3.2),
+        (kept_counts, "after balancing (kept captions)", _AFTER, 1.4),
+    )
     for values, label, color, width in curves:
         ordered = np.sort(values[values > 0])[::-1]
         if len(ordered):
             ranks = rank_subset(ordered)
-            axes.plot(ranks + 1, ordered[ranks], color=color, label=f"{label}: {len(ordered):,} entries", linewidth=width)
+            axes.plot(
+                ranks + 1, ordered[ranks], color=color, label=f"{label}: {len(ordered):,} entries", linewidth=width
+            )
     if not counts.any():
         axes.text(0.5, 0.5, "no entry matched any caption", ha="center", va="center", transform=axes.transAxes)
         _lay_out(figure, axes)
@@ -63,17 +68,32 @@ def plot_entry_counts(counts: np.ndarray, kept_counts: np.ndarray, threshold: Op
 def plot_head_tail(shares: dict, threshold: int) -> bytes:
     figure = _figure(9.0, 2.6)
     axes = _axes(figure, f"Matches in head and tail entries (t = {threshold:,})")
-    rows = (("after", shares["after_head"], shares["after_total"]), ("before", shares["before_head"], shares["before_total"]))
+    rows = (
+        ("after", shares["after_head"], shares["after_total"]),
+        ("before", shares["before_head"], shares["before_total"]),
+    )
     for y, (_label, head, total) in enumerate(rows):
         head_share = head / total if total else 0.0
         axes.barh(y, head_share, color=_BEFORE, label="head entries (count > t)" if y == 0 else None)
         axes.barh(y, 1 - head_share, left=head_share, color=_AFTER, label="tail entries" if y == 0 else None)
         # Percentages inside the bars, where a bar is wide enough to hold one.
         if total and head_share > 0.07:
-            axes.text(head_share / 2, y, f"{head_share:.1%}", ha="center", va="center", color="white", fontweight="bold")
+            axes.text(
+                head_share / 2, y, f"{head_share:.1%}", ha="center", va="center", color="white", fontweight="bold"
+            )
         if total and head_share < 0.93:
-            axes.text(head_share + (1 - head_share) / 2, y, f"{1 - head_share:.1%}", ha="center", va="center", color="black", fontweight="bold")
-    axes.set_yticks([0, 1], [f"after\n({shares['after_total']:,} matches)", f"before\n({shares['before_total']:,} matches)"])
+            axes.text(
+                head_share + (1 - head_share) / 2,
+                y,
+                f"{1 - head_share:.1%}",
+                ha="center",
+                va="center",
+                color="black",
+                fontweight="bold",
+            )
+    axes.set_yticks(
+        [0, 1], [f"after\n({shares['after_total']:,} matches)", f"before\n({shares['before_total']:,} matches)"]
+    )
     axes.set_xlim(0, 1)
     from matplotlib.ticker import PercentFormatter
 
@@ -111,7 +131,9 @@ def _bars(axes, x: np.ndarray, heights: np.ndarray, width: float, color: str, la
 
     left, right = x - width / 2, x + width / 2
     bottom, top = np.zeros(len(x)), np.asarray(heights, dtype=np.float64)
-    corners = np.stack([np.column_stack(corner) for corner in ((left, bottom), (left, top), (right, top), (right, bottom))], axis=1)
+    corners = np.stack(
+        [np.column_stack(corner) for corner in ((left, bottom), (left, top), (right, top), (right, bottom))], axis=1
+    )
     bars = PolyCollection(corners, facecolors=color, edgecolors="none", linewidths=0, label=label)
     bars.sticky_edges.y.append(0)  # as axes.bar: on a linear scale the bars stand on the x axis
     axes.add_collection(bars)
@@ -159,7 +181,9 @@ def plot_kept_rate(section: dict) -> bytes:
     return _png(figure)
 
 
-def plot_size_vs_threshold(table: list[dict], threshold: Optional[int], expected_kept: Optional[float], target: Optional[int]) -> bytes:
+def plot_size_vs_threshold(
+    table: list[dict], threshold: Optional[int], expected_kept: Optional[float], target: Optional[int]
+) -> bytes:
     figure = _figure(9.0, 4.4)
     axes = _axes(figure, "Expected subset size versus threshold")
     t = [row["threshold"] for row in table]
@@ -191,11 +215,17 @@ def make_plots(data: dict) -> dict[str, bytes]:
     chosen = figures.get("chosen") or {}
     plots = {"entry_counts.png": plot_entry_counts(data["counts"], data["kept_counts"], threshold)}
     if threshold is not None:
-        plots["head_tail_share.png"] = plot_head_tail(head_tail(data["counts"], data["kept_counts"], head_threshold(data)), threshold)
+        plots["head_tail_share.png"] = plot_head_tail(
+            head_tail(data["counts"], data["kept_counts"], head_threshold(data)), threshold
+        )
     matches = figures["matches_per_caption"]
-    plots["matches_per_caption.png"] = plot_histogram(matches, "Entries matched per caption", "entries matched", 11, rotate=False, trim_start=False)
+    plots["matches_per_caption.png"] = plot_histogram(
+        matches, "Entries matched per caption", "entries matched", 11, rotate=False, trim_start=False
+    )
     plots["kept_rate_by_matches.png"] = plot_kept_rate(matches)
-    plots["caption_length.png"] = plot_histogram(figures["caption_length"], "Caption length", "characters", 1, rotate=True, trim_start=True)
+    plots["caption_length.png"] = plot_histogram(
+        figures["caption_length"], "Caption length", "characters", 1, rotate=True, trim_start=True
+    )
     if figures.get("size_vs_threshold"):
         plots["size_vs_threshold.png"] = plot_size_vs_threshold(
             figures["size_vs_threshold"], threshold, stats.get("expected_kept"), chosen.get("target_size")

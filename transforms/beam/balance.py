@@ -41,8 +41,15 @@ class MetaClipBalance(beam.PTransform):
     (two more passes), instead of `threshold`.
     """
 
-    def __init__(self, mode: CurationMode, threshold: int, seed: int, target_size: Optional[int] = None,
-                 spill_dir: Optional[str] = None, local: Optional[LocalWorkers] = None):
+    def __init__(
+        self,
+        mode: CurationMode,
+        threshold: int,
+        seed: int,
+        target_size: Optional[int] = None,
+        spill_dir: Optional[str] = None,
+        local: Optional[LocalWorkers] = None,
+    ):
         super().__init__()
         self._mode = mode
         self._threshold = threshold
@@ -55,12 +62,16 @@ class MetaClipBalance(beam.PTransform):
         mode, spill_dir, threshold = self._mode, self._spill_dir, self._threshold
         matched = batches | "MatchEntries" >> MatchEntries(mode, self._local)
         counts = matched | "CountEntries" >> CountEntries(mode.num_entries)
-        stored = matched | "StoreMatched" >> StoreBatches(spill_dir and FileSystems.join(spill_dir, "matched"), "matched")
+        stored = matched | "StoreMatched" >> StoreBatches(
+            spill_dir and FileSystems.join(spill_dir, "matched"), "matched"
+        )
         if self._target_size is None:
             plan = counts | "PlanBalancing" >> beam.Map(lambda counts: mode.plan(counts, threshold))
         else:
             plan = _plan_for_target_size(stored, counts, mode, self._target_size, spill_dir)
-        sampled = stored | "LoadMatched" >> LoadBatches(spill_dir) | "BalancedSample" >> BalancedSample(plan, self._seed)
+        sampled = (
+            stored | "LoadMatched" >> LoadBatches(spill_dir) | "BalancedSample" >> BalancedSample(plan, self._seed)
+        )
         return Balanced(sampled, counts, plan)
 
 
@@ -72,13 +83,17 @@ def _plan_for_target_size(stored, counts, mode: CurationMode, target: int, spill
     closest (transforms.core.expected_size). Modes with one t for every entry only.
     """
     coarse_grid = counts | "CoarseGrid" >> beam.Map(threshold_grid)
-    coarse = stored | "LoadForCoarseSizes" >> LoadBatches(spill_dir) | "CoarseSizes" >> ExpectedSizes(counts, coarse_grid)
+    coarse = (
+        stored | "LoadForCoarseSizes" >> LoadBatches(spill_dir) | "CoarseSizes" >> ExpectedSizes(counts, coarse_grid)
+    )
     # Each derived singleton takes the LATEST of its inputs as its main input and the
     # earlier ones as side inputs: the FnApiRunner may otherwise run a stage whose
     # side input is not computed yet, and hand it an empty one.
     fine_grid = coarse | "FineGrid" >> beam.Map(
-        lambda sizes, grid: finer_grid(grid, sizes, target), beam.pvalue.AsSingleton(coarse_grid))
+        lambda sizes, grid: finer_grid(grid, sizes, target), beam.pvalue.AsSingleton(coarse_grid)
+    )
     fine = stored | "LoadForFineSizes" >> LoadBatches(spill_dir) | "FineSizes" >> ExpectedSizes(counts, fine_grid)
     chosen = fine | "ChooseThreshold" >> beam.Map(
-        lambda sizes, grid: threshold_for_target(grid, sizes, target), beam.pvalue.AsSingleton(fine_grid))
+        lambda sizes, grid: threshold_for_target(grid, sizes, target), beam.pvalue.AsSingleton(fine_grid)
+    )
     return chosen | "PlanBalancing" >> beam.Map(lambda t, counts: mode.plan(counts, t), beam.pvalue.AsSingleton(counts))

@@ -77,8 +77,7 @@ class CountEntries(beam.PTransform):
         block_size = self._block_size
         return (
             batches
-            | "SparseBlockCounts"
-            >> beam.FlatMap(lambda batch: sparse_block_counts(_flat_ids(batch), block_size))
+            | "SparseBlockCounts" >> beam.FlatMap(lambda batch: sparse_block_counts(_flat_ids(batch), block_size))
             | "SumPerBlock" >> beam.CombinePerKey(_BlockCountsFn(block_size))
             | "AssembleCounts" >> beam.CombineGlobally(_AssembleCountsFn(self._num_entries, block_size))
         )

@@ -61,8 +61,11 @@ def load_metadata(path: str, checked_sha256: str = ""):
 def load_language_metadata(path: str) -> LanguageMetadata:
     """A directory of <lang>.json lists, or one JSON object file, from any Beam filesystem."""
     try:
-        found = [m.path for pattern in ("*.json", "*.json.gz")
-                 for m in FileSystems.match([FileSystems.join(path.rstrip("/"), pattern)])[0].metadata_list]
+        found = [
+            m.path
+            for pattern in ("*.json", "*.json.gz")
+            for m in FileSystems.match([FileSystems.join(path.rstrip("/"), pattern)])[0].metadata_list
+        ]
     except Exception:  # noqa: BLE001 - not a directory (or nothing there): read it as a file
         found = []
     if not found:

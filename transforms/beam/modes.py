@@ -129,7 +129,7 @@ class MetaClip1:
 
     def counts_document(self, counts: np.ndarray) -> dict:
         """entry_counts.json: every entry -> its caption count, in metadata order."""
-        return dict(zip(self.entry_names(), counts.tolist()))
+        return dict(zip(self.entry_names(), counts.tolist(), strict=True))
 
     @property
     def matches_schema(self) -> pa.Schema:
@@ -170,7 +170,7 @@ class _WorldwideBatchMatcher:
             unknown = [i for i, code in enumerate(codes) if not (isinstance(code, str) and code.strip())]
             if unknown:
                 texts = batch.column(TEXT).to_pylist()
-                for i, code in zip(unknown, self.identifier.identify([texts[i] for i in unknown])):
+                for i, code in zip(unknown, self.identifier.identify([texts[i] for i in unknown]), strict=True):
                     codes[i] = code
         return [self.resolve(code) for code in codes]
 
@@ -201,7 +201,7 @@ class MetaClip2:
         """Read and check the lists now, English among them (raises MetadataError with one line)."""
         metadata = load_language_metadata(path)
         require_language(metadata, "en")
-        offsets = tuple(zip(metadata.languages, metadata.offsets))
+        offsets = tuple(zip(metadata.languages, metadata.offsets, strict=True))
         return cls(path, metadata.sha256, metadata.num_entries, offsets, settings)
 
     def load_matcher(self, cache_dir: Optional[str]) -> BatchMatcher:
@@ -223,7 +223,7 @@ class MetaClip2:
         document = {}
         for language in metadata.languages:
             span = metadata.entry_range(language)
-            document[language] = dict(zip(metadata.entries[language], counts[span.start : span.stop]))
+            document[language] = dict(zip(metadata.entries[language], counts[span.start : span.stop], strict=True))
         return document
 
     @property
@@ -235,12 +235,21 @@ class MetaClip2:
         offsets = dict(self.language_offsets)
         languages = batch.column(LANGUAGE).to_pylist()
         list_offsets, flat = list_layout(batch.column(ENTRY_IDS))
-        row_offsets = np.fromiter((offsets.get(language, 0) for language in languages), dtype=np.int64,
-                                  count=len(languages))
+        row_offsets = np.fromiter(
+            (offsets.get(language, 0) for language in languages), dtype=np.int64, count=len(languages)
+        )
         local = flat.astype(np.int64) - np.repeat(row_offsets, np.diff(list_offsets))
-        entry_ids = pa.ListArray.from_arrays(pa.array(list_offsets.astype(np.int32)),
-                                             pa.array(local.astype(np.int32), pa.int32()))
+        entry_ids = pa.ListArray.from_arrays(
+            pa.array(list_offsets.astype(np.int32)), pa.array(local.astype(np.int32), pa.int32())
+        )
         names = [KEY, LANG, ENTRY_IDS, KEEP_PROB, KEY_HASH, SOURCE_FILE, SOURCE_ROW]
-        columns = [batch.column(KEY), batch.column(LANGUAGE), entry_ids, batch.column(KEEP_PROB),
-                   batch.column(KEY_HASH), batch.column(SOURCE_FILE), batch.column(SOURCE_ROW)]
+        columns = [
+            batch.column(KEY),
+            batch.column(LANGUAGE),
+            entry_ids,
+            batch.column(KEEP_PROB),
+            batch.column(KEY_HASH),
+            batch.column(SOURCE_FILE),
+            batch.column(SOURCE_ROW),
+        ]
         return pa.RecordBatch.from_arrays(columns, names=names)

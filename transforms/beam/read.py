@@ -109,6 +109,7 @@ class ReadCaptions(beam.PTransform):
             listed_files
             # Spread the files over workers before the expensive per-file work.
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict)).with_outputs(REJECTED, main=BATCHES)
+            | "ParseFiles"
+            >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict)).with_outputs(REJECTED, main=BATCHES)
         )
         return Read(parsed[BATCHES], parsed[REJECTED], listed_files)

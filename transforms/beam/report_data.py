@@ -35,7 +35,11 @@ class ReportFigures(beam.PTransform):
     """Sampled batches -> one dict of mergeable figures (histograms, examples)."""
 
     def expand(self, sampled):
-        return sampled | "BatchFigures" >> beam.Map(batch_figures) | "MergeFigures" >> beam.CombineGlobally(_MergeFiguresFn())
+        return (
+            sampled
+            | "BatchFigures" >> beam.Map(batch_figures)
+            | "MergeFigures" >> beam.CombineGlobally(_MergeFiguresFn())
+        )
 
 
 class KeptEntryCounts(beam.PTransform):
@@ -96,6 +100,7 @@ class ExpectedSizes(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "BatchSizes" >> beam.Map(_batch_sizes, beam.pvalue.AsSingleton(self._counts), beam.pvalue.AsSingleton(self._grid))
+            | "BatchSizes"
+            >> beam.Map(_batch_sizes, beam.pvalue.AsSingleton(self._counts), beam.pvalue.AsSingleton(self._grid))
             | "SumSizes" >> beam.CombineGlobally(_AddFixedFn())
         )

@@ -88,8 +88,14 @@ class WriteShards(beam.PTransform):
     runner's memory; only Arrow record batches can be spilled.
     """
 
-    def __init__(self, directory: str, num_shards: int, fmt: ShardFormat, spill_dir: Optional[str] = None,
-                 spill_label: str = "rows"):
+    def __init__(
+        self,
+        directory: str,
+        num_shards: int,
+        fmt: ShardFormat,
+        spill_dir: Optional[str] = None,
+        spill_label: str = "rows",
+    ):
         super().__init__()
         self._directory = directory
         self._num_shards = num_shards
@@ -103,7 +109,7 @@ class WriteShards(beam.PTransform):
             elements
             | "SplitByShard" >> beam.ParDo(_SplitFn(fmt, num_shards))
             | "GroupShards" >> GroupBatchesByShard(self._spill_dir, self._spill_label, num_shards)
-            | "WriteShards" >> beam.ParDo(_WriteShardFn(fmt, self._directory, num_shards)).with_outputs(
-                _FIGURES, main=_WRITTEN)
+            | "WriteShards"
+            >> beam.ParDo(_WriteShardFn(fmt, self._directory, num_shards)).with_outputs(_FIGURES, main=_WRITTEN)
         )
         return ShardsWritten(written[_WRITTEN], written[_FIGURES])

@@ -227,4 +227,6 @@ class GroupBatchesByShard(beam.PTransform):
         grouped = (pairs, markers) | "WithEveryShard" >> beam.Flatten() | "GroupShards" >> beam.GroupByKey()
         if self._directory is not None:
             grouped = grouped | "LoadShardParts" >> beam.Map(_load_shard_parts)
-        return grouped | "DropMarkers" >> beam.Map(lambda shard_parts: (shard_parts[0], [p for p in shard_parts[1] if p is not None]))
+        return grouped | "DropMarkers" >> beam.Map(
+            lambda shard_parts: (shard_parts[0], [p for p in shard_parts[1] if p is not None])
+        )

@@ -8,6 +8,7 @@ line (they never span lines).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import apache_beam as beam
@@ -35,7 +36,7 @@ class _CountInBundle(beam.DoFn):
     def process(self, line):
         words = tokenize(line)
         self._counts.update((word,) for word in words)
-        self._counts.update(zip(words, words[1:]))
+        self._counts.update(itertools.pairwise(words))
         if len(self._counts) >= self._max_keys:
             yield from self._flush()
 
@@ -62,9 +63,7 @@ class CountWords(beam.PTransform):
 
     def expand(self, lines):
         counts = (
-            lines
-            | "CountInBundle" >> beam.ParDo(_CountInBundle(self._max_keys))
-            | "Sum" >> beam.CombinePerKey(sum)
+            lines | "CountInBundle" >> beam.ParDo(_CountInBundle(self._max_keys)) | "Sum" >> beam.CombinePerKey(sum)
         )
         unigrams, bigrams = counts | "SplitByLength" >> beam.Partition(lambda pair, _: len(pair[0]) - 1, 2)
         min_count = self._min_bigram_count

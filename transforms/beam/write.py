@@ -24,8 +24,15 @@ from transforms.core.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
 from transforms.core.hashing import shard_indices
 from transforms.core.stats import duplicate_keys
 
-__all__ = ["SORT_COLUMNS", "JsonLinesShards", "ParquetShards", "WriteJsonFile", "WriteJsonLinesShards",
-           "WriteParquetShards", "write_sorted_parquet"]
+__all__ = [
+    "SORT_COLUMNS",
+    "JsonLinesShards",
+    "ParquetShards",
+    "WriteJsonFile",
+    "WriteJsonLinesShards",
+    "WriteParquetShards",
+    "write_sorted_parquet",
+]
 
 # Row order inside every sorted output shard.
 SORT_COLUMNS = [(KEY, "ascending"), (SOURCE_FILE, "ascending"), (SOURCE_ROW, "ascending")]
@@ -38,7 +45,9 @@ def write_sorted_parquet(handle, table: pa.Table, order: pa.Array, schema: pa.Sc
     """`table`'s rows in `order`, as `schema`, zstd Parquet, one row group per ROW_GROUP_ROWS rows."""
     with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
         for start in range(0, len(order), ROW_GROUP_ROWS):
-            writer.write_table(table.take(order.slice(start, ROW_GROUP_ROWS)).cast(schema), row_group_size=ROW_GROUP_ROWS)
+            writer.write_table(
+                table.take(order.slice(start, ROW_GROUP_ROWS)).cast(schema), row_group_size=ROW_GROUP_ROWS
+            )
 
 
 class ParquetShards(ShardFormat):
@@ -54,8 +63,13 @@ class ParquetShards(ShardFormat):
 
     suffix = ".parquet"
 
-    def __init__(self, schema: pa.Schema, kept_only: bool = False, columns: Optional[Sequence[str]] = None,
-                 project: Optional[Callable[[pa.Table], pa.Table]] = None):
+    def __init__(
+        self,
+        schema: pa.Schema,
+        kept_only: bool = False,
+        columns: Optional[Sequence[str]] = None,
+        project: Optional[Callable[[pa.Table], pa.Table]] = None,
+    ):
         self._schema = schema
         self._kept_only = kept_only
         self._columns = list(dict.fromkeys(list(columns or schema.names) + [KEY, SOURCE_FILE, SOURCE_ROW]))
@@ -72,7 +86,7 @@ class ParquetShards(ShardFormat):
         order = np.argsort(shards, kind="stable")
         sorted_shards, rows = shards[order], rows[order]
         bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
-        for start, end in zip(bounds[:-1], bounds[1:]):
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
             # take() copies the rows (kept ones only: one copy, no filter first),
             # so what crosses the shuffle is just them.
             yield int(sorted_shards[start]), batch.take(pa.array(rows[start:end]))
@@ -97,8 +111,15 @@ class WriteParquetShards(WriteShards):
     the paths, and `figures`, one dict per shard with repeated keys.
     """
 
-    def __init__(self, directory: str, num_shards: int, schema: pa.Schema, kept_only: bool = False,
-                 spill_dir: Optional[str] = None, spill_label: str = "rows"):
+    def __init__(
+        self,
+        directory: str,
+        num_shards: int,
+        schema: pa.Schema,
+        kept_only: bool = False,
+        spill_dir: Optional[str] = None,
+        spill_label: str = "rows",
+    ):
         super().__init__(directory, num_shards, ParquetShards(schema, kept_only), spill_dir, spill_label)
 
 
@@ -139,8 +160,9 @@ class WriteJsonFile(beam.PTransform):
     Out: the path.
     """
 
-    def __init__(self, path: str, make_value: Callable[..., object], side_inputs: Optional[dict] = None,
-                 after: Sequence = ()):
+    def __init__(
+        self, path: str, make_value: Callable[..., object], side_inputs: Optional[dict] = None, after: Sequence = ()
+    ):
         super().__init__()
         self._path = path
         self._make_value = make_value

@@ -27,7 +27,7 @@ def sparse_block_counts(flat_ids: np.ndarray, block_size: int) -> Iterator[tuple
     blocks = ids // block_size
     starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
     ends = np.r_[starts[1:], len(ids)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         block = int(blocks[start])
         yield block, ((ids[start:end] - block * block_size).astype(np.int32), counts[start:end].astype(np.int64))
 

@@ -55,7 +55,9 @@ def threshold_grid(counts: np.ndarray, points: int = 64, extra: Iterable[int] = 
     return np.unique(np.array(anchors, dtype=np.int64))
 
 
-def expected_sizes_fixed(offsets: np.ndarray, flat_ids: np.ndarray, counts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def expected_sizes_fixed(
+    offsets: np.ndarray, flat_ids: np.ndarray, counts: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
     """For each t, sum over the batch's captions of rint(P_keep(t) * 2**40), as int64.
 
     (offsets, flat_ids) is Arrow list layout: caption i's entry ids are
@@ -77,7 +79,9 @@ def expected_sizes_fixed(offsets: np.ndarray, flat_ids: np.ndarray, counts: np.n
     thresholds = np.asarray(thresholds, dtype=np.int64)
     num_rows = len(offsets) - 1
     if num_rows > _MAX_BATCH_ROWS:
-        raise ValueError(f"a batch of {num_rows} captions could overflow the int64 sum; split it (at most {_MAX_BATCH_ROWS})")
+        raise ValueError(
+            f"a batch of {num_rows} captions could overflow the int64 sum; split it (at most {_MAX_BATCH_ROWS})"
+        )
     flat_ids = np.asarray(flat_ids, dtype=np.int64)[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
     totals = np.zeros(len(thresholds), dtype=np.int64)
@@ -101,8 +105,11 @@ def expected_sizes_fixed(offsets: np.ndarray, flat_ids: np.ndarray, counts: np.n
         hard = int(np.searchsorted(descending, -threshold, side="left"))  # captions with rarest > t
         total = (len(rarest) - hard) * PROB_SCALE
         if hard:
-            probs = keep_probabilities(prefix_offsets[: hard + 1], ordered_ids[: prefix_offsets[hard]],
-                                       entry_probabilities(used_counts, threshold))
+            probs = keep_probabilities(
+                prefix_offsets[: hard + 1],
+                ordered_ids[: prefix_offsets[hard]],
+                entry_probabilities(used_counts, threshold),
+            )
             total += int(np.rint(probs * PROB_SCALE).astype(np.int64).sum())
         totals[index] = total
     return totals
@@ -116,7 +123,7 @@ def add_fixed(a, b) -> list[int]:
     """
     if len(a) != len(b):
         raise ValueError(f"vectors of different lengths: {len(a)} and {len(b)}")
-    return [int(x) + int(y) for x, y in zip(a, b)]
+    return [int(x) + int(y) for x, y in zip(a, b, strict=True)]
 
 
 def fixed_to_captions(fixed) -> np.ndarray:
@@ -133,11 +140,13 @@ def choose_threshold(thresholds: np.ndarray, expected, target) -> int:
     """
     thresholds = np.asarray(thresholds, dtype=np.int64)
     if len(thresholds) == 0 or len(thresholds) != len(expected):
-        raise ValueError(f"need one expected size per threshold, got {len(thresholds)} thresholds and {len(expected)} sizes")
+        raise ValueError(
+            f"need one expected size per threshold, got {len(thresholds)} thresholds and {len(expected)} sizes"
+        )
     # Python numbers, so that fixed-point ints beyond int64 compare exactly.
     distances = [abs(value - target) for value in (v.item() if hasattr(v, "item") else v for v in expected)]
     best = min(distances)
-    return int(min(t for t, d in zip(thresholds.tolist(), distances) if d == best))
+    return int(min(t for t, d in zip(thresholds.tolist(), distances, strict=True) if d == best))
 
 
 def refine_grid(thresholds: np.ndarray, expected, target, points: int = 64) -> np.ndarray:
@@ -155,7 +164,9 @@ def refine_grid(thresholds: np.ndarray, expected, target, points: int = 64) -> n
     thresholds = np.asarray(thresholds, dtype=np.int64)
     values = [v.item() if hasattr(v, "item") else v for v in expected]
     if len(values) != len(thresholds) or len(values) == 0:
-        raise ValueError(f"need one expected size per threshold, got {len(thresholds)} thresholds and {len(values)} sizes")
+        raise ValueError(
+            f"need one expected size per threshold, got {len(thresholds)} thresholds and {len(values)} sizes"
+        )
     below = [i for i, v in enumerate(values) if v <= target]
     above = [i for i, v in enumerate(values) if v >= target]
     lo_index = below[-1] if below else 0

@@ -33,4 +33,6 @@ def plan_for_threshold(counts: np.ndarray, threshold: int) -> BalancingPlan:
 def plan_for_languages(counts: np.ndarray, metadata: LanguageMetadata, threshold: int) -> BalancingPlan:
     """MetaCLIP 2: English's t is `threshold`; every other language's keeps English's tail share."""
     thresholds = language_thresholds(counts, metadata, threshold)
-    return BalancingPlan(entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds)
+    return BalancingPlan(
+        entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds
+    )

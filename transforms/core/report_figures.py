@@ -81,7 +81,9 @@ def _truncate(text: str) -> str:
     return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
 
 
-def _examples(batch: pa.RecordBatch, rows: np.ndarray, hashes: np.ndarray, offsets: np.ndarray, flat: np.ndarray, k: int) -> list[tuple]:
+def _examples(
+    batch: pa.RecordBatch, rows: np.ndarray, hashes: np.ndarray, offsets: np.ndarray, flat: np.ndarray, k: int
+) -> list[tuple]:
     """The k smallest of `rows` as (key hash, key, text, entry ids, keep_prob) tuples.
 
     Ordered by the whole tuple, so duplicate keys (same hash, same key) still
@@ -171,13 +173,13 @@ def kept_counts_document(entries: Sequence[str], kept_counts: np.ndarray) -> dic
     """entry_counts_kept.json: entry -> kept captions, in metadata order (entry_counts.json's format)."""
     if len(entries) != len(kept_counts):
         raise ValueError(f"{len(entries)} entries but {len(kept_counts)} counts")
-    return dict(zip(entries, np.asarray(kept_counts, dtype=np.int64).tolist()))
+    return dict(zip(entries, np.asarray(kept_counts, dtype=np.int64).tolist(), strict=True))
 
 
 def length_labels() -> list[str]:
     """'0-3', '4-7', ..., '4096+' for LENGTH_EDGES."""
     bounds = list(LENGTH_EDGES)
-    return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds[:-1], bounds[1:])] + [f"{bounds[-1]}+"]
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)] + [f"{bounds[-1]}+"]
 
 
 def _example_rows(rows: Sequence[tuple], entries: Sequence[str]) -> list[dict]:
@@ -187,7 +189,9 @@ def _example_rows(rows: Sequence[tuple], entries: Sequence[str]) -> list[dict]:
     ]
 
 
-def figures_document(merged: dict, entries: Sequence[str], size_table: Sequence[tuple[int, float]], chosen: dict) -> dict:
+def figures_document(
+    merged: dict, entries: Sequence[str], size_table: Sequence[tuple[int, float]], chosen: dict
+) -> dict:
     """figures.json (schema in the module doc): JSON-able, keys in a fixed order."""
     chosen = dict(chosen)
     chosen.setdefault("target_size", None)
@@ -220,7 +224,7 @@ def size_table(grid: np.ndarray, sizes) -> list[tuple[int, float]]:
     """[(t, expected kept)] for figures.json; empty when there was nothing to sum."""
     if sizes is None:
         return []
-    return list(zip((int(t) for t in grid), fixed_to_captions(sizes).tolist()))
+    return list(zip((int(t) for t in grid), fixed_to_captions(sizes).tolist(), strict=True))
 
 
 def finer_grid(grid: np.ndarray, sizes, target: int) -> np.ndarray:

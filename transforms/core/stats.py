@@ -33,9 +33,9 @@ def batch_figures(batch: pa.RecordBatch) -> Counter:
     if LANGUAGE in batch.schema.names:  # --mode metaclip2: records per metadata language
         languages = batch.column(LANGUAGE)
         kept = batch.column(KEPT)
-        for name, rows in zip(*_value_counts(languages)):
+        for name, rows in zip(*_value_counts(languages), strict=True):
             figures[f"language.{name}.accepted"] += rows
-        for name, rows in zip(*_value_counts(languages.filter(kept))):
+        for name, rows in zip(*_value_counts(languages.filter(kept)), strict=True):
             figures[f"language.{name}.kept"] += rows
     return figures
 
@@ -53,7 +53,9 @@ def rejection_figures(rejection: Rejection) -> Counter:
 
 
 def duplicate_figures(found: dict) -> Counter:
-    return Counter(duplicate_keys=found["duplicate_keys"], **{f"duplicate_example.{key}": 1 for key in found["examples"]})
+    return Counter(
+        duplicate_keys=found["duplicate_keys"], **{f"duplicate_example.{key}": 1 for key in found["examples"]}
+    )
 
 
 def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict, head: np.ndarray = None) -> dict:
@@ -93,7 +95,7 @@ def _language_figures(batch: dict) -> dict:
     per_language: dict = {}
     for name, value in batch.items():
         if name.startswith("language."):
-            language, figure = name[len("language."):].rsplit(".", 1)
+            language, figure = name[len("language.") :].rsplit(".", 1)
             per_language.setdefault(language, {"accepted": 0, "kept": 0})[figure] = value
     return {"records_by_language": dict(sorted(per_language.items()))} if per_language else {}
 

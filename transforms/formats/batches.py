@@ -46,19 +46,23 @@ class _BatchBuilder:
         self.keys.append(key if key is not None else fallback_key(self.path, row))
         self.texts.append(text)
         self.rows.append(row)
-        for column, value in zip(self.extra, extra_values):
+        for column, value in zip(self.extra, extra_values, strict=True):
             column.append(value)
 
-    def add_columns(self, positions: Sequence[int], first_row: int, keys: list, texts: list, extras: list) -> Iterator[pa.RecordBatch]:
+    def add_columns(
+        self, positions: Sequence[int], first_row: int, keys: list, texts: list, extras: list
+    ) -> Iterator[pa.RecordBatch]:
         """Add the rows at `positions` of whole columns (row = first_row + position),
         emitting each batch as it fills: the bulk form of `add`, for columnar inputs."""
         start = 0
         while start < len(positions):
             chunk = positions[start : start + self.layout.batch_size - len(self.rows)]
-            self.keys.extend([keys[i] if keys[i] is not None else fallback_key(self.path, first_row + i) for i in chunk])
+            self.keys.extend(
+                [keys[i] if keys[i] is not None else fallback_key(self.path, first_row + i) for i in chunk]
+            )
             self.texts.extend([texts[i] for i in chunk])
             self.rows.extend([first_row + i for i in chunk])
-            for column, values in zip(self.extra, extras):
+            for column, values in zip(self.extra, extras, strict=True):
                 column.extend([values[i] for i in chunk])
             start += len(chunk)
             if self.full():
@@ -85,7 +89,13 @@ class _BatchBuilder:
         except UnicodeEncodeError:
             pass
         except Exception as error:  # noqa: BLE001 - a value the layout's type cannot hold
-            yield Rejection(self.path, rows[0], UNREADABLE_ROWS, {"rows": [rows[0], rows[-1]], "error": _describe(error)}, records=len(rows))
+            yield Rejection(
+                self.path,
+                rows[0],
+                UNREADABLE_ROWS,
+                {"rows": [rows[0], rows[-1]], "error": _describe(error)},
+                records=len(rows),
+            )
             return
         good = []
         for i, row in enumerate(rows):
@@ -93,7 +103,7 @@ class _BatchBuilder:
             if all(_encodable(value) for value in values if isinstance(value, str)):
                 good.append(i)
             else:
-                raw = dict(zip([KEY, TEXT] + [name for name, _ in self.layout.passthrough], values))
+                raw = dict(zip([KEY, TEXT] + [name for name, _ in self.layout.passthrough], values, strict=True))
                 yield Rejection(self.path, row, INVALID_UTF8, raw)
         if good:
             pick = lambda values: [values[i] for i in good]  # noqa: E731
@@ -103,7 +113,13 @@ class _BatchBuilder:
         try:
             yield self._batch(keys, texts, rows, extra)
         except Exception as error:  # noqa: BLE001 - a value the layout's type cannot hold
-            yield Rejection(self.path, rows[0], UNREADABLE_ROWS, {"rows": [rows[0], rows[-1]], "error": _describe(error)}, records=len(rows))
+            yield Rejection(
+                self.path,
+                rows[0],
+                UNREADABLE_ROWS,
+                {"rows": [rows[0], rows[-1]], "error": _describe(error)},
+                records=len(rows),
+            )
 
     def _batch(self, keys, texts, rows, extra) -> pa.RecordBatch:
         arrays = [
@@ -111,7 +127,7 @@ class _BatchBuilder:
             pa.array(texts, pa.string()),
             pa.array([self.file_index] * len(rows), pa.int32()),
             pa.array(rows, pa.int64()),
-        ] + [pa.array(values, dtype) for values, (_, dtype) in zip(extra, self.layout.passthrough)]
+        ] + [pa.array(values, dtype) for values, (_, dtype) in zip(extra, self.layout.passthrough, strict=True)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 

@@ -38,7 +38,13 @@ def _read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
         return  # an empty file holds no records
     position = {name: i for i, name in enumerate(names)}
     if layout.text_field not in position:
-        yield Rejection(path, None, SCHEMA_MISMATCH, {"columns": _unescape(names), "missing": layout.text_field}, records=sum(1 for _ in reader))
+        yield Rejection(
+            path,
+            None,
+            SCHEMA_MISMATCH,
+            {"columns": _unescape(names), "missing": layout.text_field},
+            records=sum(1 for _ in reader),
+        )
         return
     text_at = position[layout.text_field]
     key_at = position.get(layout.key_column)

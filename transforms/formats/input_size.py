@@ -55,8 +55,9 @@ def gzip_uncompressed_bytes(handle, size: int) -> int:
     return struct.unpack("<I", handle.read(4))[0]
 
 
-def data_bytes(paths: Sequence[str], sizes: Mapping[str, int], fmt: str, columns: Iterable[str],
-               open_file: Callable[[str], object]) -> int:
+def data_bytes(
+    paths: Sequence[str], sizes: Mapping[str, int], fmt: str, columns: Iterable[str], open_file: Callable[[str], object]
+) -> int:
     """The input's bytes of caption data: file sizes times the sampled files' expansion.
 
     Parquet: in-memory bytes of the `columns` read, per byte of file.

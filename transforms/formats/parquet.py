@@ -26,7 +26,7 @@ from transforms.formats.rejections import (
 
 
 def _text_kind(dtype: pa.DataType) -> Optional[str]:
-    """"string" or "binary" for a column that can hold captions (dictionary-encoded ones
+    """ "string" or "binary" for a column that can hold captions (dictionary-encoded ones
     too, as pandas categoricals are stored), None for any other type."""
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
@@ -83,7 +83,9 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, path: str, layout: Inp
     """
     source_names = [layout.url_field if name == "url" and layout.url_field else name for name, _ in layout.passthrough]
     # The key as a string, then the pass-through columns as the layout's types.
-    wanted = [(layout.key_column, pa.string())] + list(zip(source_names, (dtype for _, dtype in layout.passthrough)))
+    wanted = [(layout.key_column, pa.string())] + list(
+        zip(source_names, (dtype for _, dtype in layout.passthrough), strict=True)
+    )
     columns, bad_rows = [], set()
     for name, dtype in wanted:
         if name not in batch.schema.names:
@@ -92,7 +94,9 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, path: str, layout: Inp
         try:
             values, bad = _python_values(batch.column(name).cast(dtype))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:  # a column of a type that does not cast
-            rejection = Rejection(path, first_row, SCHEMA_MISMATCH, {"column": name, "error": str(error)}, records=batch.num_rows)
+            rejection = Rejection(
+                path, first_row, SCHEMA_MISMATCH, {"column": name, "error": str(error)}, records=batch.num_rows
+            )
             return [rejection], [], [], [], []
         columns.append(values)
         bad_rows |= bad
@@ -109,7 +113,9 @@ def _parquet_batch(batch: pa.RecordBatch, first_row: int, path: str, layout: Inp
             continue
         problem = text_problem(text, max_text_bytes) if (text_kind or text is None) else NON_STRING_TEXT
         if problem:
-            rejections.append(Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i)))
+            rejections.append(
+                Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i))
+            )
             continue
         accepted.append(i)
     return rejections, accepted, keys, texts, extras
@@ -128,8 +134,15 @@ def _valid_strings(array: pa.Array, dtype: pa.DataType) -> pa.Array:
     return array
 
 
-def _parquet_batch_columnar(batch: pa.RecordBatch, first_row: int, path: str, layout: InputLayout, text_kind: Optional[str],
-                            file_index: int, schema: pa.Schema) -> tuple[list, Optional[pa.RecordBatch]]:
+def _parquet_batch_columnar(
+    batch: pa.RecordBatch,
+    first_row: int,
+    path: str,
+    layout: InputLayout,
+    text_kind: Optional[str],
+    file_index: int,
+    schema: pa.Schema,
+) -> tuple[list, Optional[pa.RecordBatch]]:
     """`_parquet_batch` in Arrow compute: (rejections, the accepted rows as one batch of `schema`).
 
     The fast path for the common batch. Every caption is screened with vector
@@ -158,11 +171,20 @@ def _parquet_batch_columnar(batch: pa.RecordBatch, first_row: int, path: str, la
         problem = text_problem(texts[i].as_py(), layout.max_text_bytes)
         if problem:
             rejected[i] = True
-            rejections.append(Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i)))
+            rejections.append(
+                Rejection(path, first_row + i, problem, None if problem == TEXT_TOO_LONG else _row_dict(batch, i))
+            )
     if keys.null_count:
         values = keys.to_pylist()
-        keys = pa.array([key if key is not None else fallback_key(path, first_row + i) for i, key in enumerate(values)], pa.string())
-    columns = [keys, texts, pa.array(np.full(n, file_index, dtype=np.int32)), pa.array(np.arange(first_row, first_row + n, dtype=np.int64))] + extras
+        keys = pa.array(
+            [key if key is not None else fallback_key(path, first_row + i) for i, key in enumerate(values)], pa.string()
+        )
+    columns = [
+        keys,
+        texts,
+        pa.array(np.full(n, file_index, dtype=np.int32)),
+        pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+    ] + extras
     accepted = pa.RecordBatch.from_arrays(columns, schema=schema)
     if rejections:
         accepted = accepted.filter(pa.array(~rejected))
@@ -194,7 +216,13 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
     parquet = pq.ParquetFile(fileobj)
     columns = parquet.schema_arrow.names
     if layout.text_field not in columns:
-        yield Rejection(path, None, SCHEMA_MISMATCH, {"columns": columns, "missing": layout.text_field}, records=parquet.metadata.num_rows)
+        yield Rejection(
+            path,
+            None,
+            SCHEMA_MISMATCH,
+            {"columns": columns, "missing": layout.text_field},
+            records=parquet.metadata.num_rows,
+        )
         return
     text_kind = _text_kind(parquet.schema_arrow.field(layout.text_field).type)
     first_row = 0
@@ -214,7 +242,9 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
                 yield Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=group_rows - done)
                 break
             try:
-                rejections, columnar = _parquet_batch_columnar(batch, first_row + done, path, layout, text_kind, builder.file_index, builder.schema)
+                rejections, columnar = _parquet_batch_columnar(
+                    batch, first_row + done, path, layout, text_kind, builder.file_index, builder.schema
+                )
             except Exception:  # noqa: BLE001 - invalid UTF-8, a column that does not cast: row by row below
                 pass
             else:
@@ -224,10 +254,15 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
                 done += batch.num_rows
                 continue
             try:
-                rejections, accepted, keys, texts, extras = _parquet_batch(batch, first_row + done, path, layout, text_kind)
+                rejections, accepted, keys, texts, extras = _parquet_batch(
+                    batch, first_row + done, path, layout, text_kind
+                )
             except Exception as error:  # noqa: BLE001 - values that do not convert: this batch's rows
                 lost = {"row_group": group, "error": _describe(error)}
-                rejections, accepted = [Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=batch.num_rows)], []
+                rejections, accepted = (
+                    [Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=batch.num_rows)],
+                    [],
+                )
             yield from rejections
             if accepted:
                 yield from builder.add_columns(accepted, first_row + done, keys, texts, extras)

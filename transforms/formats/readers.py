@@ -72,7 +72,9 @@ def _probe_webdataset(fileobj: IO[bytes], layout: InputLayout, options: dict) ->
     if layout.column_names:
         raise InputError("--column_names names the columns of header-less TSV/CSV files; webdataset shards have none")
     if layout.text_field.startswith(".") and len(layout.text_field) < 2:
-        raise InputError("--text_field '.' names no member; use an extension such as .txt, or a field of the .json member")
+        raise InputError(
+            "--text_field '.' names no member; use an extension such as .txt, or a field of the .json member"
+        )
     tar = open_tar_stream(fileobj)  # raises on a file that is not a tar
     if tar.next() is None:
         return None  # an empty tar holds no samples
@@ -136,17 +138,25 @@ def probe_layout(fileobj: IO[bytes], fmt: str, **options) -> Optional[InputLayou
     if not names:
         return None
     if layout.text_field not in names:
-        raise InputError(f"--text_field {layout.text_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
+        raise InputError(
+            f"--text_field {layout.text_field!r} is not a column of the input (columns: {', '.join(map(str, names))})"
+        )
     if layout.key_field and layout.key_field not in names:
-        raise InputError(f"--key_field {layout.key_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
+        raise InputError(
+            f"--key_field {layout.key_field!r} is not a column of the input (columns: {', '.join(map(str, names))})"
+        )
     if layout.url_field and layout.url_field not in names:
-        raise InputError(f"--url_field {layout.url_field!r} is not a column of the input (columns: {', '.join(map(str, names))})")
+        raise InputError(
+            f"--url_field {layout.url_field!r} is not a column of the input (columns: {', '.join(map(str, names))})"
+        )
     passthrough = []
-    for name, dtype in zip(names, types):
+    for name, dtype in zip(names, types, strict=True):
         if name in (layout.text_field, layout.key_column):
             continue
         out = "url" if layout.url_field and name == layout.url_field else name
         if out in (KEY, TEXT, SOURCE_FILE, SOURCE_ROW) or any(out == seen for seen, _ in passthrough):
-            raise InputError(f"input column {name!r} would collide with the output column {out!r}; rename it or choose other fields")
+            raise InputError(
+                f"input column {name!r} would collide with the output column {out!r}; rename it or choose other fields"
+            )
         passthrough.append((out, dtype))
     return InputLayout(format=fmt, **options, passthrough=tuple(passthrough))

@@ -29,8 +29,20 @@ EMPTY_FILE = "empty_file"  # a file without a single byte (after decompression)
 # rejection's row is the first lost row and `records` the count from the file's footer.
 UNREADABLE_ROWS = "unreadable_rows"
 REASONS = (
-    MISSING_TEXT, NULL_TEXT, NON_STRING_TEXT, EMPTY_TEXT, TEXT_TOO_LONG, INVALID_UTF8, MALFORMED_JSON, NOT_AN_OBJECT,
-    BAD_COLUMN_COUNT, NO_CAPTION_MEMBER, SCHEMA_MISMATCH, UNREADABLE_ROWS, UNREADABLE_FILE, EMPTY_FILE,
+    MISSING_TEXT,
+    NULL_TEXT,
+    NON_STRING_TEXT,
+    EMPTY_TEXT,
+    TEXT_TOO_LONG,
+    INVALID_UTF8,
+    MALFORMED_JSON,
+    NOT_AN_OBJECT,
+    BAD_COLUMN_COUNT,
+    NO_CAPTION_MEMBER,
+    SCHEMA_MISMATCH,
+    UNREADABLE_ROWS,
+    UNREADABLE_FILE,
+    EMPTY_FILE,
 )
 
 

@@ -66,7 +66,9 @@ def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
             try:
                 record = _parse_json(json_member.data)
             except ValueError:  # UnicodeDecodeError included
-                yield Rejection(path, row, MALFORMED_JSON, {**about, "json": json_member.data.decode("utf-8", "replace")})
+                yield Rejection(
+                    path, row, MALFORMED_JSON, {**about, "json": json_member.data.decode("utf-8", "replace")}
+                )
                 continue
             if not isinstance(record, dict):
                 yield Rejection(path, row, NOT_AN_OBJECT, {**about, "json": record})

@@ -82,7 +82,9 @@ def output_shards_of_input(start: int, count: int, samples_per_shard: int) -> li
     return pieces
 
 
-def inputs_of_output_shard(shard: int, starts: Sequence[int], counts: Sequence[int], samples_per_shard: int) -> list[tuple[int, int]]:
+def inputs_of_output_shard(
+    shard: int, starts: Sequence[int], counts: Sequence[int], samples_per_shard: int
+) -> list[tuple[int, int]]:
     """(input index, samples) that fill output `shard`, in input order (binary search: the
     starts and ends of input shards are non-decreasing)."""
     starts = np.asarray(starts, dtype=np.int64)
@@ -110,7 +112,9 @@ def brace_pattern(directory: str, num_shards: int) -> Optional[str]:
     return f"{directory.rstrip('/')}/{name}"
 
 
-def reshard_manifest(directory: str, shard_sizes: Sequence[int], samples_per_shard: int, extra: Optional[dict] = None) -> dict:
+def reshard_manifest(
+    directory: str, shard_sizes: Sequence[int], samples_per_shard: int, extra: Optional[dict] = None
+) -> dict:
     """manifest.json of a reshard: the pattern and sample count to train on, and every shard."""
     total = int(sum(shard_sizes))
     pattern = brace_pattern(directory, len(shard_sizes))
@@ -120,7 +124,9 @@ def reshard_manifest(directory: str, shard_sizes: Sequence[int], samples_per_sha
         "num_shards": len(shard_sizes),
         "samples_per_shard": samples_per_shard,
         "open_clip_args": (
-            ["--dataset-type", "webdataset", "--train-data", pattern, "--train-num-samples", str(total)] if pattern else []
+            ["--dataset-type", "webdataset", "--train-data", pattern, "--train-num-samples", str(total)]
+            if pattern
+            else []
         ),
         "shards": [
             {"url": output_shard_name(i, len(shard_sizes)), "nsamples": int(size)} for i, size in enumerate(shard_sizes)

@@ -53,7 +53,7 @@ def pack_uids(keys: Sequence[str]) -> np.ndarray:
 
 def unpack_uids(packed: np.ndarray) -> list[str]:
     """The inverse of `pack_uids`, in lower-case hex."""
-    return [f"{int(a):016x}{int(b):016x}" for a, b in zip(packed["f0"], packed["f1"])]
+    return [f"{int(a):016x}{int(b):016x}" for a, b in zip(packed["f0"], packed["f1"], strict=True)]
 
 
 def sorted_unique_uids(packed: np.ndarray) -> np.ndarray:

@@ -47,14 +47,25 @@ def check_entries(items: Sequence[object], max_examples: int = 5) -> list[Findin
     if repeated:
         examples = [f"{entry!r} at ids {', '.join(map(str, ids))}" for entry, ids in repeated[:max_examples]]
         count = sum(len(ids) - 1 for _, ids in repeated)
-        findings.append(Finding("error", "duplicate", core_message("duplicate", f"{count} duplicate entries"), count, examples))
+        findings.append(
+            Finding("error", "duplicate", core_message("duplicate", f"{count} duplicate entries"), count, examples)
+        )
 
     strings = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
     warnings = (
-        ("empty", "empty", "(it matches every caption with two spaces in a row once spaced, e.g. any 'a, b')", lambda e: e == ""),
+        (
+            "empty",
+            "empty",
+            "(it matches every caption with two spaces in a row once spaced, e.g. any 'a, b')",
+            lambda e: e == "",
+        ),
         ("white_space", "", "with leading or trailing white space", lambda e: e != e.strip()),
-        ("never_matches", "", "that can never match (holding , . ; : ? ! ` without a space on each side, or a tab, newline or carriage return)",
-         lambda e: not can_ever_match(e)),
+        (
+            "never_matches",
+            "",
+            "that can never match (holding , . ; : ? ! ` without a space on each side, or a tab, newline or carriage return)",
+            lambda e: not can_ever_match(e),
+        ),
     )
     for kind, adjective, description, test in warnings:
         hits = [(i, entry) for i, entry in strings if test(entry)]

@@ -38,7 +38,9 @@ def id_corrupting_problems(items: Sequence[object]) -> list[str]:
     problems = []
     non_strings = [(i, item) for i, item in enumerate(items) if not isinstance(item, str)]
     if non_strings:
-        problems.append(f"{len(non_strings)} non-string entries (e.g. index {non_strings[0][0]}: {non_strings[0][1]!r})")
+        problems.append(
+            f"{len(non_strings)} non-string entries (e.g. index {non_strings[0][0]}: {non_strings[0][1]!r})"
+        )
     seen: set[str] = set()
     duplicates = []
     for item in items:
@@ -84,6 +86,8 @@ def parse_metadata(data: bytes, name: str = "metadata", checked_sha256: str = ""
         raise MetadataError(f"metadata file {name} holds an empty list: nothing could ever match")
     problems = [] if digest == checked_sha256 else id_corrupting_problems(items)
     if problems:
-        raise MetadataError(f"metadata file {name} would corrupt entry ids: {'; '.join(problems)} (run `python -m beam_pipeline.metadata validate {name}`)")
+        raise MetadataError(
+            f"metadata file {name} would corrupt entry ids: {'; '.join(problems)} (run `python -m beam_pipeline.metadata validate {name}`)"
+        )
     _last_parsed[0] = Metadata(items, digest)
     return _last_parsed[0]

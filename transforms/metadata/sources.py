@@ -81,7 +81,9 @@ def locate_wordnet(wordnet_dir: Optional[str] = None) -> WordNetLocation:
     if wordnet_dir:
         found = _database_dir(wordnet_dir)
         if found is None:
-            raise SourceError(f"--wordnet_dir {wordnet_dir} holds no WordNet database (no data.noun in it or in corpora/wordnet); {WORDNET_HOWTO}")
+            raise SourceError(
+                f"--wordnet_dir {wordnet_dir} holds no WordNet database (no data.noun in it or in corpora/wordnet); {WORDNET_HOWTO}"
+            )
         return WordNetLocation("directory", found)
     import nltk.data
 
@@ -93,7 +95,9 @@ def locate_wordnet(wordnet_dir: Optional[str] = None) -> WordNetLocation:
         return WordNetLocation("nltk", str(getattr(pointer, "path", pointer)))
     if _database_dir(DEBIAN_WORDNET_DIR):
         return WordNetLocation("directory", DEBIAN_WORDNET_DIR)
-    raise SourceError(f"WordNet not found (nltk has no wordnet data and {DEBIAN_WORDNET_DIR} is missing): {WORDNET_HOWTO}")
+    raise SourceError(
+        f"WordNet not found (nltk has no wordnet data and {DEBIAN_WORDNET_DIR} is missing): {WORDNET_HOWTO}"
+    )
 
 
 def _prepare_nltk_dir(database: str, root: str) -> str:
@@ -200,7 +204,9 @@ def read_counts(lines: Iterable[str], num_words: int, name: str) -> Counter:
             continue
         if len(fields) != num_words + 1 or not _is_count(fields[-1]):
             shape = " ".join(["word"] * num_words) + " count"
-            raise SourceError(f"{name}:{number}: expected `{shape}` (a non-negative integer count), got {line.rstrip()[:80]!r}")
+            raise SourceError(
+                f"{name}:{number}: expected `{shape}` (a non-negative integer count), got {line.rstrip()[:80]!r}"
+            )
         key = fields[0] if num_words == 1 else tuple(fields[:-1])
         counts[key] += int(fields[-1])
     return counts
@@ -218,7 +224,9 @@ def read_title_views(lines: Iterable[str], name: str) -> Counter:
         if not fields:
             continue
         if len(fields) != 2 or not _is_count(fields[1]):
-            raise SourceError(f"{name}:{number}: expected `title views` (a non-negative integer), got {line.rstrip()[:80]!r}")
+            raise SourceError(
+                f"{name}:{number}: expected `title views` (a non-negative integer), got {line.rstrip()[:80]!r}"
+            )
         views[fields[0].replace("_", " ").strip()] += int(fields[1])
     return views
 
@@ -239,7 +247,9 @@ class BigramSelection:
     below_min_count: int
 
 
-def select_bigrams(word_counts: Counter, bigram_counts: Counter, min_pmi: float = 30.0, min_bigram_count: int = 1) -> BigramSelection:
+def select_bigrams(
+    word_counts: Counter, bigram_counts: Counter, min_pmi: float = 30.0, min_bigram_count: int = 1
+) -> BigramSelection:
     """`w1 w2` for every bigram whose PMI is >= `min_pmi`, by nltk's finder.
 
     PMI = log2(n(w1 w2) * N / (n(w1) * n(w2))) with N the total of

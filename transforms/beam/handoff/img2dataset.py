@@ -36,5 +36,7 @@ class WriteImg2datasetShards(WriteShards):
 
     def __init__(self, directory: str, num_shards: int, key_column: str, spill_dir: Optional[str] = None):
         schema = img2dataset_schema(key_column)
-        fmt = ParquetShards(schema, kept_only=True, columns=["url", TEXT], project=functools.partial(_img2dataset_table, schema))
+        fmt = ParquetShards(
+            schema, kept_only=True, columns=["url", TEXT], project=functools.partial(_img2dataset_table, schema)
+        )
         super().__init__(directory, num_shards, fmt, spill_dir, spill_label="img2dataset")

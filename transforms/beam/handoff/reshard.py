@@ -53,7 +53,7 @@ class _WriteFragmentsFn(beam.DoFn):
     def _kept_samples(self, shard: ShardKept, start: int):
         """(global number, sample bytes) of the shard's kept samples, in tar order."""
         path = shard.path
-        wanted = {int(row): (g, key) for g, (row, key) in enumerate(zip(shard.rows, shard.keys), start)}
+        wanted = {int(row): (g, key) for g, (row, key) in enumerate(zip(shard.rows, shard.keys, strict=True), start)}
         found = 0
         with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
             for sample in iter_tar_samples(buffered(handle), lambda index, _: index in wanted):
@@ -61,7 +61,9 @@ class _WriteFragmentsFn(beam.DoFn):
                     continue
                 number, key = wanted[sample.index]
                 if sample.key != key:
-                    raise RuntimeError(f"{path} changed during the run: sample {sample.index} is {sample.key!r}, was {key!r}")
+                    raise RuntimeError(
+                        f"{path} changed during the run: sample {sample.index} is {sample.key!r}, was {key!r}"
+                    )
                 yield number, tar_sample_bytes(sample)
                 found += 1
                 if found == len(wanted):
@@ -80,7 +82,8 @@ class _WriteFragmentsFn(beam.DoFn):
             written = []
 
             def write(handle, group=group, written=written):
-                for _, data in group:
+                # write_atomically calls this once, while `group` is the groupby's current group.
+                for _, data in group:  # noqa: B031
                     handle.write(data)
                     written.append(1)
 
@@ -113,7 +116,9 @@ class _ConcatenateFragmentsFn(beam.DoFn):
         for index, samples in expected:
             n, path = available.get((output, index), (None, None))
             if n != samples:
-                raise RuntimeError(f"output shard {output}: input {index} should give {samples} samples, its fragment holds {n}")
+                raise RuntimeError(
+                    f"output shard {output}: input {index} should give {samples} samples, its fragment holds {n}"
+                )
             pieces.append(path)
         num_shards = num_output_shards(int(kept.sum()), self._per_shard)
 
@@ -160,7 +165,8 @@ class ReshardWebdataset(beam.PTransform):
         )
         shards = (
             counts
-            | "OutputShardNumbers" >> beam.FlatMap(lambda c: range(num_output_shards(sum(x[2] for x in c), per_shard_count)))
+            | "OutputShardNumbers"
+            >> beam.FlatMap(lambda c: range(num_output_shards(sum(x[2] for x in c), per_shard_count)))
             | "SpreadOutputShards" >> beam.Reshuffle()
             | "ConcatenateFragments"
             >> beam.ParDo(

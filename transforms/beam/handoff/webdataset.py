@@ -23,7 +23,12 @@ from transforms.handoff.reshard import (
 def shards_document(counts, keys_subdir: str, with_index: bool) -> dict:
     """webdataset/shards.json: per input shard, its kept-keys file and counts."""
     shards = [
-        {"shard": path, "keys_file": f"{keys_subdir}/{kept_key_file_name(path, index, with_index)}", "accepted": accepted, "kept": kept}
+        {
+            "shard": path,
+            "keys_file": f"{keys_subdir}/{kept_key_file_name(path, index, with_index)}",
+            "accepted": accepted,
+            "kept": kept,
+        }
         for index, accepted, kept, path in counts
     ]
     return {"kept": sum(s["kept"] for s in shards), "accepted": sum(s["accepted"] for s in shards), "shards": shards}
@@ -65,7 +70,9 @@ class WebdatasetHandoff(beam.PTransform):
             written.append(
                 kept_counts(per_shard)
                 | "WriteShardsJson"
-                >> beam.Map(lambda counts: write_json_atomically(shards_json, shards_document(counts, keys_subdir, with_index)))
+                >> beam.Map(
+                    lambda counts: write_json_atomically(shards_json, shards_document(counts, keys_subdir, with_index))
+                )
             )
         if self._reshard_dir is not None:
             written.append(per_shard | "Reshard" >> ReshardWebdataset(self._reshard_dir, self._per_shard, self._extra))
