@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps demo lint test test-unit test-pipeline test-e2e clean
 
 $(STAMP): requirements.txt requirements-test.txt requirements-bench.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,24 @@ demo: setup
 system-deps:
 	bash scripts/install-system-deps.sh
 
-test: setup system-deps
+# ruff's checks and layout (ruff.toml); `$(BIN)/ruff format .` applies the layout.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The whole suite, lint first. One tier at a time: make test-unit (pure functions),
+# make test-pipeline (TestPipeline), make test-e2e (command line, runners, template).
+test: lint system-deps
 	$(BIN)/python -m pytest -q tests
+
+test-unit: setup system-deps
+	$(BIN)/python -m pytest -q tests/unit
+
+test-pipeline: setup
+	$(BIN)/python -m pytest -q tests/pipeline
+
+test-e2e: setup system-deps
+	$(BIN)/python -m pytest -q tests/e2e
 
 clean:
 	rm -rf $(VENV) demo_output build dist *.egg-info .pytest_cache .hypothesis

@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     directory = Path(args.output_dir)
     metadata_path, pool = make_demo_data(directory, args.captions)
     print(
-        f"generated {args.captions:,} captions in {pool}/ and {metadata_path} ({len(json.loads(metadata_path.read_text())):,} entries)"
+        f"generated {args.captions:,} captions in {pool}/ and {metadata_path} "
+        f"({len(json.loads(metadata_path.read_text())):,} entries)"
     )
     curated = directory / "curated"
     status = curate.run(

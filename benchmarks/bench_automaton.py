@@ -236,8 +236,10 @@ def _run_child(args: list) -> dict:
 
 def format_report(results: dict) -> str:
     lines = [
-        f"metadata: {results['metadata']} ({results['entries']:,} padded entries); captions/s on {results['captions']:,} {results['source']} captions, one core",
-        f"{'library':<34} {'build s':>8} {'+RSS MiB':>9} {'pickled MiB':>12} {'load s':>7} {'load +MiB':>10} {'raw capt/s':>11} {'set capt/s':>11}",
+        f"metadata: {results['metadata']} ({results['entries']:,} padded entries); "
+        f"captions/s on {results['captions']:,} {results['source']} captions, one core",
+        f"{'library':<34} {'build s':>8} {'+RSS MiB':>9} {'pickled MiB':>12} {'load s':>7} {'load +MiB':>10} "
+        f"{'raw capt/s':>11} {'set capt/s':>11}",
     ]
     for r in results["libraries"]:
         name = r["library"] + ("" if r["implementation"] == "default" else f" ({r['implementation']})")
@@ -259,7 +261,8 @@ def format_report(results: dict) -> str:
         )
         for example in c["examples"]:
             lines.append(
-                f"  row {example['row']}: only pyahocorasick {example['only_pyahocorasick']}, only ahocorasick-rs {example['only_ahocorasick_rs']}"
+                f"  row {example['row']}: only pyahocorasick {example['only_pyahocorasick']}, "
+                f"only ahocorasick-rs {example['only_ahocorasick_rs']}"
             )
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """End-to-end curation throughput and memory, against the raw automaton loop of the same run.
 
-    python -m benchmarks.bench_e2e [--sizes 100k,1M,4M] [--cache_dir ~/.cache/balancebeam-bench] [--automaton_cache warm|cold] [--json bench_e2e.json]
+    python -m benchmarks.bench_e2e [--sizes 100k,1M,4M] [--cache_dir ~/.cache/balancebeam-bench]
+        [--automaton_cache warm|cold] [--json bench_e2e.json]
 
 For each size it writes (or reuses, with --cache_dir) a Parquet pool (benchmarks.make_pool:
 the 10k LAION alt-texts replicated with fresh keys, or --source synthetic), then runs the
@@ -416,16 +417,20 @@ def format_report(results: dict) -> str:
     raw = results["raw_loop"]
     lines = [
         f"machine: {results['machine']['cpu_model']}, {results['machine']['usable_cpus']} usable cpus, "
-        f"{results['machine']['memory_gib']} GiB; load average before {results['load_average_before']}, after {results['load_average_after']}",
-        f"metadata: {results['metadata']} ({results['entries']:,} entries); pools: {results['source']}; {results['workers']} SDK workers; "
+        f"{results['machine']['memory_gib']} GiB; load average before {results['load_average_before']}, "
+        f"after {results['load_average_after']}",
+        f"metadata: {results['metadata']} ({results['entries']:,} entries); pools: {results['source']}; "
+        f"{results['workers']} SDK workers; "
         f"automaton cache {results.get('automaton_cache', '?')}; --report {results.get('report', '?')}",
-        f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s (before {raw['before']['b_raw_loop']:,.0f}, "
+        f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s "
+        f"(before {raw['before']['b_raw_loop']:,.0f}, "
         f"after {raw['after']['b_raw_loop']:,.0f})"
         if raw.get("after")
         else f"(b) raw automaton loop, one core: {raw['b_raw_loop']:,.0f} captions/s",
         f"(a) match_batch {raw['before']['a_match_batch']:,.0f} captions/s, a/b = {raw['before']['a_over_b']:.2f}"
         + (
-            f"; (c) per-entry loop {raw['before']['c_per_entry_loop']:,.1f} captions/s, a/c = {raw['before']['a_over_c']:,.0f}"
+            f"; (c) per-entry loop {raw['before']['c_per_entry_loop']:,.1f} captions/s, "
+            f"a/c = {raw['before']['a_over_c']:,.0f}"
             if "c_per_entry_loop" in raw["before"]
             else ""
         ),
@@ -441,8 +446,10 @@ def format_report(results: dict) -> str:
             continue
         workers = ", ".join(f"{m:,.0f}" for m in r["peak_rss_workers_mib"])
         lines.append(
-            f"{r['captions']:>10,} {r['wall_s']:>8.1f} {r['pipeline_s'] or float('nan'):>8.1f} {r['captions_per_s']:>9,.0f} "
-            f"{r['ratio_to_b']:>5.2f} {r['ratio_to_b_per_core']:>9.2f} {r['cpu_s']:>8.1f} {r['wall_s'] / r['captions'] * 1e6:>8.1f} "
+            f"{r['captions']:>10,} {r['wall_s']:>8.1f} {r['pipeline_s'] or float('nan'):>8.1f} "
+            f"{r['captions_per_s']:>9,.0f} "
+            f"{r['ratio_to_b']:>5.2f} {r['ratio_to_b_per_core']:>9.2f} {r['cpu_s']:>8.1f} "
+            f"{r['wall_s'] / r['captions'] * 1e6:>8.1f} "
             f"{r['peak_rss_main_mib']:>9,.0f} {workers:>20} {r['peak_rss_tree_mib']:>9,.0f}"
         )
     s = results["scaling"]
@@ -458,13 +465,15 @@ def format_report(results: dict) -> str:
         )
         if "fit" in s:
             lines.append(
-                f"fit wall = fixed + N x c: fixed {s['fit']['fixed_s']:.1f} s, c = {s['fit']['per_caption_us']:.1f} us/caption"
+                f"fit wall = fixed + N x c: fixed {s['fit']['fixed_s']:.1f} s, "
+                f"c = {s['fit']['per_caption_us']:.1f} us/caption"
                 f" ({1e6 / s['fit']['per_caption_us']:,.0f} captions/s once started)"
                 if s["fit"]["per_caption_us"] > 0
                 else ""
             )
             lines.append(
-                f"fit CPU = fixed + N x c: fixed {s['cpu_fit']['fixed_s']:.1f} CPU-s, c = {s['cpu_fit']['per_caption_us']:.1f} CPU-us/caption"
+                f"fit CPU = fixed + N x c: fixed {s['cpu_fit']['fixed_s']:.1f} CPU-s, "
+                f"c = {s['cpu_fit']['per_caption_us']:.1f} CPU-us/caption"
             )
             cores = next((r["cores"] for r in results["runs"] if r.get("cores")), results["workers"])
             if s["fit"]["per_caption_us"] <= 0 or 1e6 / s["fit"]["per_caption_us"] > cores * raw["b_raw_loop"]:
@@ -475,11 +484,13 @@ def format_report(results: dict) -> str:
         verdict = lambda ok: "flat" if ok else "NOT flat"  # noqa: E731
         if "total_change" in s:
             lines.append(
-                f"total/N, largest vs smallest size: {s['total_change']:+.1%} ({verdict(s['total_flat'])} within {FLAT_TOLERANCE:.0%}; includes fixed start-up)"
+                f"total/N, largest vs smallest size: {s['total_change']:+.1%} "
+                f"({verdict(s['total_flat'])} within {FLAT_TOLERANCE:.0%}; includes fixed start-up)"
             )
         if "marginal_change" in s:
             lines.append(
-                f"marginal cost, last step vs first: {s['marginal_change']:+.1%} ({verdict(s['marginal_flat'])} within {FLAT_TOLERANCE:.0%})"
+                f"marginal cost, last step vs first: {s['marginal_change']:+.1%} "
+                f"({verdict(s['marginal_flat'])} within {FLAT_TOLERANCE:.0%})"
             )
     return "\n".join(lines)
 
@@ -585,7 +596,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         texts = PoolSource(args.source).texts(args.raw_captions)
         before = matcher_rates(entries, texts, args.oracle_captions)
         print(
-            f"(b) raw automaton loop before: {before['b_raw_loop']:,.0f} captions/s; (a) {before['a_match_batch']:,.0f}",
+            f"(b) raw automaton loop before: {before['b_raw_loop']:,.0f} captions/s; "
+            f"(a) {before['a_match_batch']:,.0f}",
             flush=True,
         )
         runs = []
@@ -627,7 +639,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 shutil.rmtree(output)
             if run["returncode"] == 0:
                 print(
-                    f"  {run['wall_s']:.1f} s wall, {size / run['wall_s']:,.0f} captions/s, workers' peak RSS {run['peak_rss_workers_mib']} MiB",
+                    f"  {run['wall_s']:.1f} s wall, {size / run['wall_s']:,.0f} captions/s, "
+                    f"workers' peak RSS {run['peak_rss_workers_mib']} MiB",
                     flush=True,
                 )
             else:

@@ -155,7 +155,8 @@ def estimate(
         "machines": machines,
         "assumptions": [
             "one Python SDK process per vCPU, each with its own automaton (Dataflow's default for Python)",
-            f"VM memory = vCPUs x SDK process peak RSS ({worker_peak_mib:,.0f} MiB measured) + {vm_overhead_gib} GiB operational memory",
+            f"VM memory = vCPUs x SDK process peak RSS ({worker_peak_mib:,.0f} MiB measured) "
+            f"+ {vm_overhead_gib} GiB operational memory",
             "one vCPU on Dataflow = one core of the measuring machine",
             "per-caption cost constant with size (see the scaling check); shuffle and I/O as measured locally",
             f"VM-hours, GiB-hours and worker counts use the {primary.replace('_', ' ')} rate per core",
@@ -188,15 +189,18 @@ def format_estimate(model: dict) -> str:
                 )
             )
             lines.append(
-                f"  {'per vCPU:' if first else '':<9} {label}: {rates[name]:,.0f} captions/s -> {hours[name]:,.0f} vCPU-hours{mark}"
+                f"  {'per vCPU:' if first else '':<9} {label}: {rates[name]:,.0f} captions/s "
+                f"-> {hours[name]:,.0f} vCPU-hours{mark}"
             )
             first = False
     lines.append(
-        f"{'':<11} raw automaton loop (b), the floor: {rates['raw_automaton_loop']:,.0f} captions/s -> {hours['raw_automaton_loop']:,.0f} vCPU-hours"
+        f"{'':<11} raw automaton loop (b), the floor: {rates['raw_automaton_loop']:,.0f} captions/s "
+        f"-> {hours['raw_automaton_loop']:,.0f} vCPU-hours"
     )
     lines.append(
         f"{'':<11} (* the rate the machine table below uses: the marginal one when the fixed start-up "
-        f"({model['fixed_start_up_s'] or 0:.0f} s fitted) is at most {MAX_FIXED_SHARE:.0%} of the largest run, else the total)"
+        f"({model['fixed_start_up_s'] or 0:.0f} s fitted) is at most {MAX_FIXED_SHARE:.0%} of the largest run, "
+        "else the total)"
     )
     lines.append(
         f"  memory: {model['sdk_worker_peak_rss_mib']:,.0f} MiB peak per SDK process (one per vCPU) -> at least "
@@ -210,17 +214,20 @@ def format_estimate(model: dict) -> str:
         )
         lines.append(f"  SDK worker peak RSS, largest vs smallest size: {model['worker_memory_growth']:+.0%} ({note})")
     lines.append(
-        f"  {'machine type':<16} {'vCPU':>4} {'GiB':>6} {'needs':>7} {'fits':>5} {'VM-hours':>9} {'GiB-hours':>10} {'VMs for ' + format(model['target_hours'], 'g') + ' h':>11}"
+        f"  {'machine type':<16} {'vCPU':>4} {'GiB':>6} {'needs':>7} {'fits':>5} {'VM-hours':>9} {'GiB-hours':>10} "
+        f"{'VMs for ' + format(model['target_hours'], 'g') + ' h':>11}"
         + ("  {:>9}".format("USD") if "usd" in model["machines"][0] else "")
     )
     for m in model["machines"]:
         lines.append(
-            f"  {m['machine_type']:<16} {m['vcpus']:>4} {m['memory_gib']:>6.1f} {m['needed_gib']:>7.1f} {'yes' if m['fits'] else 'NO':>5} "
+            f"  {m['machine_type']:<16} {m['vcpus']:>4} {m['memory_gib']:>6.1f} {m['needed_gib']:>7.1f} "
+            f"{'yes' if m['fits'] else 'NO':>5} "
             f"{m['vm_hours']:>9,.0f} {m['gib_hours']:>10,.0f} {m['workers_for_target']:>11,}"
             + (f"  {m['usd']:>9,.0f}" if "usd" in m else "")
         )
     lines.append(
-        f"  start-up: one ~2 s automaton build per SDK process, {model['startup_vcpu_hours']:.2f} vCPU-hours for {model['sdk_processes_for_target']:,} processes"
+        f"  start-up: one ~2 s automaton build per SDK process, {model['startup_vcpu_hours']:.2f} vCPU-hours "
+        f"for {model['sdk_processes_for_target']:,} processes"
     )
     lines.append("  assumptions: " + "; ".join(model["assumptions"]))
     return "\n".join(lines)

@@ -17,3 +17,15 @@ def _automaton_cache_in_a_temporary_directory(tmp_path_factory):
         os.environ.pop("BALANCEBEAM_CACHE_DIR", None)
     else:
         os.environ["BALANCEBEAM_CACHE_DIR"] = previous
+
+
+TIERS = ("unit", "pipeline", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier, the folder it is in (tests/unit, tests/pipeline, tests/e2e)."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.path}: every test file belongs in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))

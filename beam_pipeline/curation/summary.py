@@ -79,7 +79,8 @@ def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
         rows.append(
             (
                 "resharded",
-                f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: {manifest['train_data']}",
+                f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: "
+                f"{manifest['train_data']}",
             )
         )
     if "datacomp" in config.handoff:

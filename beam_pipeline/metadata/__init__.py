@@ -59,7 +59,10 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--wordnet_dir",
         metavar="DIR",
-        help="a WordNet 3.0 database directory (implies --wordnet); default: nltk's wordnet data if installed, else /usr/share/wordnet",
+        help=(
+            "a WordNet 3.0 database directory (implies --wordnet); "
+            "default: nltk's wordnet data if installed, else /usr/share/wordnet"
+        ),
     )
     build.add_argument(
         "--wiki_unigrams", metavar="GLOB", help="`word count` lines (also the word counts of the bigram PMI)"

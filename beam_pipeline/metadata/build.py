@@ -58,7 +58,9 @@ def _sources(args) -> Iterator[SourceEntries]:
             names = wordnet_head_names(reader)
             details = {
                 "input": location.path,
-                "reader": f"nltk ({'its own wordnet data' if location.kind == 'nltk' else 'WordNet database directory'})",
+                "reader": (
+                    f"nltk ({'its own wordnet data' if location.kind == 'nltk' else 'WordNet database directory'})"
+                ),
                 "wordnet_version": wordnet_version(reader),
             }
         yield SourceEntries("wordnet", names, details)
@@ -123,7 +125,10 @@ def build_command(args, _beam_args) -> int:
         "metadata": os.path.basename(args.output),
         "metadata_sha256": hashlib.sha256(written).hexdigest(),  # of the file, as `validate` and the curation report it
         "num_entries": len(entries),
-        "note": "ids first_id .. first_id + num_entries - 1 come from that source; an entry belongs to the first source that gives it",
+        "note": (
+            "ids first_id .. first_id + num_entries - 1 come from that source; "
+            "an entry belongs to the first source that gives it"
+        ),
         "sources": blocks,
     }
     write_file(sidecar_path, (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -32,7 +32,8 @@ def _clear_outputs(output_dir: str, overwrite: bool) -> None:
     ]
     if old and not overwrite:
         raise UsageError(
-            f"--output_dir {output_dir} already holds count files ({os.path.basename(old[0])} ...); pass --overwrite to replace them"
+            f"--output_dir {output_dir} already holds count files ({os.path.basename(old[0])} ...); "
+            "pass --overwrite to replace them"
         )
     if old:
         FileSystems.delete(old)
@@ -59,7 +60,8 @@ def count_command(args, beam_args) -> int:
     unigrams, bigrams = (FileSystems.join(args.output_dir, f"{name}-*.txt") for name in ("unigrams", "bigrams"))
     print(f"wrote {unigrams} and {bigrams}")
     print(
-        f"next: python -m beam_pipeline.metadata build --wiki_unigrams '{unigrams}' --wiki_bigrams '{bigrams}' --output metadata.json"
+        f"next: python -m beam_pipeline.metadata build --wiki_unigrams '{unigrams}' --wiki_bigrams '{bigrams}' "
+        "--output metadata.json"
     )
     return 0
 

@@ -64,7 +64,8 @@ def _take_unlabelled_minor_ticks(axes) -> list:
 
 
 def _add_minor_marks(axes, axis, locations: np.ndarray) -> None:
-    """The marks of minor ticks at `locations` as one artist, drawn as matplotlib's own (the plots have no minor grid)."""
+    """The marks of minor ticks at `locations` as one artist, drawn as matplotlib's own
+    (the plots have no minor grid)."""
     import matplotlib
     from matplotlib.lines import Line2D
     from matplotlib.markers import TICKDOWN, TICKLEFT

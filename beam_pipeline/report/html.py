@@ -39,32 +39,34 @@ _STAT_LABELS = (
 )
 
 
-_CSS = """
-body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #222; margin: 0; background: #f6f6f4; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 36px 0 10px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-h3 { font-size: 16px; margin: 22px 0 6px; }
-.sub { color: #666; margin: 0 0 16px; word-break: break-all; }
-.lead { font-size: 17px; background: #f0f4fa; border-left: 4px solid #4c72b0; padding: 10px 14px; }
-figure { margin: 12px 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
-figcaption { color: #555; font-size: 13px; margin-top: 4px; }
-.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
-table { border-collapse: collapse; font-size: 14px; margin: 6px 0 12px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
-thead th { background: #f3f3f3; border-bottom: 1px solid #ccc; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { font-weight: normal; color: #444; }
-table.examples { width: 100%; table-layout: fixed; }
-table.examples th:nth-child(1) { width: 14%; } table.examples th:nth-child(2) { width: 9%; }
-table.examples th:nth-child(3) { width: 27%; }
-td.text { max-width: 560px; overflow-wrap: anywhere; }
-td.entries { color: #444; max-width: 240px; overflow-wrap: anywhere; }
-td.key { max-width: 170px; overflow-wrap: anywhere; font-family: monospace; font-size: 12px; }
-.wrap { overflow-x: auto; }
-details summary { cursor: pointer; color: #4c72b0; }
-"""
+_CSS = (
+    "\n"
+    'body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; '
+    "color: #222; margin: 0; background: #f6f6f4; }\n"
+    "main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }\n"
+    "h1 { font-size: 26px; margin: 0 0 4px; }\n"
+    "h2 { font-size: 20px; margin: 36px 0 10px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }\n"
+    "h3 { font-size: 16px; margin: 22px 0 6px; }\n"
+    ".sub { color: #666; margin: 0 0 16px; word-break: break-all; }\n"
+    ".lead { font-size: 17px; background: #f0f4fa; border-left: 4px solid #4c72b0; padding: 10px 14px; }\n"
+    "figure { margin: 12px 0; }\n"
+    "figure img { max-width: 100%; height: auto; border: 1px solid #e4e4e4; }\n"
+    "figcaption { color: #555; font-size: 13px; margin-top: 4px; }\n"
+    ".grid { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }\n"
+    "table { border-collapse: collapse; font-size: 14px; margin: 6px 0 12px; }\n"
+    "th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }\n"
+    "thead th { background: #f3f3f3; border-bottom: 1px solid #ccc; }\n"
+    "td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }\n"
+    "table.kv th { font-weight: normal; color: #444; }\n"
+    "table.examples { width: 100%; table-layout: fixed; }\n"
+    "table.examples th:nth-child(1) { width: 14%; } table.examples th:nth-child(2) { width: 9%; }\n"
+    "table.examples th:nth-child(3) { width: 27%; }\n"
+    "td.text { max-width: 560px; overflow-wrap: anywhere; }\n"
+    "td.entries { color: #444; max-width: 240px; overflow-wrap: anywhere; }\n"
+    "td.key { max-width: 170px; overflow-wrap: anywhere; font-family: monospace; font-size: 12px; }\n"
+    ".wrap { overflow-x: auto; }\n"
+    "details summary { cursor: pointer; color: #4c72b0; }\n"
+)
 
 
 def _n(value) -> str:
@@ -106,16 +108,23 @@ def _stats_table(stats: dict) -> str:
 
 def _img(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _top_table(rows: list[dict]) -> str:
     body = "".join(
-        f'<tr><td class="n">{rank}</td><td class="entry">{html.escape(row["entry"])}</td><td class="n">{_n(row["count"])}</td>'
+        f'<tr><td class="n">{rank}</td><td class="entry">{html.escape(row["entry"])}</td>'
+        f'<td class="n">{_n(row["count"])}</td>'
         f'<td class="n">{_n(row["kept"])}</td><td class="n">{row["p_e"]:.4f}</td></tr>'
         for rank, row in enumerate(rows, 1)
     )
-    head = '<thead><tr><th class="n">#</th><th>entry</th><th class="n">captions</th><th class="n">kept</th><th class="n">p_e = t / count</th></tr></thead>'
+    head = (
+        '<thead><tr><th class="n">#</th><th>entry</th><th class="n">captions</th><th class="n">kept</th>'
+        '<th class="n">p_e = t / count</th></tr></thead>'
+    )
     return f'<table id="top-entries">{head}<tbody>{body}</tbody></table>'
 
 
@@ -124,7 +133,8 @@ def _examples_table(kind: str, rows: list[dict]) -> str:
         return "<p>none</p>"
     body = "".join(
         f'<tr><td class="key">{html.escape(row["key"])}</td><td class="n">{row["keep_prob"]:.4f}</td>'
-        f'<td class="entries">{html.escape(", ".join(row["entries"])) or "&mdash;"}</td><td class="text">{html.escape(row["text"])}</td></tr>'
+        f'<td class="entries">{html.escape(", ".join(row["entries"])) or "&mdash;"}</td>'
+        f'<td class="text">{html.escape(row["text"])}</td></tr>'
         for row in rows
     )
     head = '<thead><tr><th>key</th><th class="n">keep_prob</th><th>matched entries</th><th>caption</th></tr></thead>'
@@ -136,14 +146,16 @@ def _languages_table(stats: dict) -> str:
     records = stats.get("records_by_language") or {}
     body = "".join(
         f'<tr><td>{html.escape(language)}</td><td class="n">{_n(t)}</td>'
-        f'<td class="n">{_n(records.get(language, {}).get("accepted", 0))}</td><td class="n">{_n(records.get(language, {}).get("kept", 0))}</td></tr>'
+        f'<td class="n">{_n(records.get(language, {}).get("accepted", 0))}</td>'
+        f'<td class="n">{_n(records.get(language, {}).get("kept", 0))}</td></tr>'
         for language, t in sorted(stats["thresholds_by_language"].items())
     )
     head = (
         '<thead><tr><th>language</th><th class="n">t</th><th class="n">records</th><th class="n">kept</th></tr></thead>'
     )
     return (
-        f'<h3>t per language</h3><p class="sub">English keeps t = {_n(stats.get("threshold"))}; every other language the t '
+        '<h3>t per language</h3><p class="sub">'
+        f"English keeps t = {_n(stats.get('threshold'))}; every other language the t "
         f'whose tail share is closest to English\'s.</p><table id="languages">{head}<tbody>{body}</tbody></table>'
     )
 
@@ -153,7 +165,10 @@ def _size_table(table: list[dict]) -> str:
         f'<tr><td class="n">{_n(row["threshold"])}</td><td class="n">{_n(float(row["expected_kept"]))}</td></tr>'
         for row in table
     )
-    return f'<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead><tbody>{body}</tbody></table>'
+    return (
+        '<table id="size-table"><thead><tr><th class="n">t</th><th class="n">expected kept</th></tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _share_text(shares: dict) -> str:
@@ -161,9 +176,11 @@ def _share_text(shares: dict) -> str:
         return f"{head / total:.1%}" if total else "n/a"
 
     return (
-        f'<p id="head-share">Head entries held <b>{share(shares["before_head"], shares["before_total"])}</b> of all entry matches '
+        f'<p id="head-share">Head entries held <b>{share(shares["before_head"], shares["before_total"])}</b> '
+        "of all entry matches "
         f"before balancing ({_n(shares['before_head'])} of {_n(shares['before_total'])}) and "
-        f"<b>{share(shares['after_head'], shares['after_total'])}</b> after ({_n(shares['after_head'])} of {_n(shares['after_total'])}).</p>"
+        f"<b>{share(shares['after_head'], shares['after_total'])}</b> after "
+        f"({_n(shares['after_head'])} of {_n(shares['after_total'])}).</p>"
     )
 
 
@@ -177,9 +194,11 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # No path in the page: a run's outputs are the same bytes wherever they are written.
-        f"<title>Curation report (t = {stats.get('threshold')}, seed {stats.get('seed')})</title><style>{_CSS}</style></head><body><main>",
+        f"<title>Curation report (t = {stats.get('threshold')}, seed {stats.get('seed')})</title>"
+        f"<style>{_CSS}</style></head><body><main>",
         "<h1>Curation report</h1>",
-        f'<p class="sub">metadata sha256 {html.escape(str(stats.get("metadata_sha256", ""))[:12])}, {_n(stats.get("input_files"))} input files</p>',
+        f'<p class="sub">metadata sha256 {html.escape(str(stats.get("metadata_sha256", ""))[:12])}, '
+        f"{_n(stats.get('input_files'))} input files</p>",
     ]
     if isinstance(read, int) and isinstance(kept, int):
         rate = f" ({kept / read:.1%})" if read else ""
@@ -187,7 +206,8 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         parts.append(f'<p class="lead">Kept <b>{kept:,}</b> of <b>{read:,}</b> records read{rate}{t_text}.')
         if chosen.get("target_size") is not None:
             parts.append(
-                f" t was chosen for a target size of {_n(chosen['target_size'])} (expected {_n(chosen.get('expected_kept'))})."
+                f" t was chosen for a target size of {_n(chosen['target_size'])} "
+                f"(expected {_n(chosen.get('expected_kept'))})."
             )
         parts.append("</p>")
     parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
@@ -197,7 +217,8 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         _img(
             "entry_counts.png",
             plots["entry_counts.png"],
-            "Captions per entry before (all) and after (kept) balancing, each sorted largest first; the dashed line is t. Head entries are cut to about t, the tail is untouched.",
+            "Captions per entry before (all) and after (kept) balancing, each sorted largest first; "
+            "the dashed line is t. Head entries are cut to about t, the tail is untouched.",
         )
     )
     if threshold is not None:

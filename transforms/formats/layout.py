@@ -120,12 +120,14 @@ def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> di
         missing = [name for name in ("uid", "url", "text") if name not in names]
         if missing:
             raise InputError(
-                f"--input_preset datacomp needs the columns uid, url and text; {', '.join(missing)} missing (columns: {', '.join(map(str, names))})"
+                f"--input_preset datacomp needs the columns uid, url and text; {', '.join(missing)} missing "
+                f"(columns: {', '.join(map(str, names))})"
             )
         return {"text_field": "text", "key_field": "uid", "url_field": "url"}
     for url, caption in (("url", "caption"), ("URL", "TEXT")):
         if url in names and caption in names:
             return {"text_field": caption, "key_field": None, "url_field": url}
     raise InputError(
-        f"--input_preset img2dataset needs the columns url and caption (or URL and TEXT); columns: {', '.join(map(str, names))}"
+        "--input_preset img2dataset needs the columns url and caption (or URL and TEXT); "
+        f"columns: {', '.join(map(str, names))}"
     )

@@ -63,7 +63,10 @@ def check_entries(items: Sequence[object], max_examples: int = 5) -> list[Findin
         (
             "never_matches",
             "",
-            "that can never match (holding , . ; : ? ! ` without a space on each side, or a tab, newline or carriage return)",
+            (
+                "that can never match (holding , . ; : ? ! ` without a space on each side, "
+                "or a tab, newline or carriage return)"
+            ),
             lambda e: not can_ever_match(e),
         ),
     )

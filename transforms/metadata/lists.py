@@ -87,7 +87,8 @@ def parse_metadata(data: bytes, name: str = "metadata", checked_sha256: str = ""
     problems = [] if digest == checked_sha256 else id_corrupting_problems(items)
     if problems:
         raise MetadataError(
-            f"metadata file {name} would corrupt entry ids: {'; '.join(problems)} (run `python -m beam_pipeline.metadata validate {name}`)"
+            f"metadata file {name} would corrupt entry ids: {'; '.join(problems)} "
+            f"(run `python -m beam_pipeline.metadata validate {name}`)"
         )
     _last_parsed[0] = Metadata(items, digest)
     return _last_parsed[0]

@@ -82,7 +82,8 @@ def locate_wordnet(wordnet_dir: Optional[str] = None) -> WordNetLocation:
         found = _database_dir(wordnet_dir)
         if found is None:
             raise SourceError(
-                f"--wordnet_dir {wordnet_dir} holds no WordNet database (no data.noun in it or in corpora/wordnet); {WORDNET_HOWTO}"
+                f"--wordnet_dir {wordnet_dir} holds no WordNet database "
+                f"(no data.noun in it or in corpora/wordnet); {WORDNET_HOWTO}"
             )
         return WordNetLocation("directory", found)
     import nltk.data

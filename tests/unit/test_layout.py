@@ -31,7 +31,10 @@ def _beam_free_modules() -> list[str]:
     return [name for name in _modules("transforms") if not (name + ".").startswith("transforms.beam.")]
 
 
-_IMPORTS_BEAM = "import importlib, sys; importlib.import_module(sys.argv[1]); print(any(m.split('.')[0] == 'apache_beam' for m in sys.modules))"
+_IMPORTS_BEAM = (
+    "import importlib, sys; importlib.import_module(sys.argv[1]); "
+    "print(any(m.split('.')[0] == 'apache_beam' for m in sys.modules))"
+)
 
 
 def test_no_module_outside_transforms_beam_and_beam_pipeline_imports_beam():

@@ -33,9 +33,9 @@ from beam_pipeline.options import (
     add_curation_arguments,
     parse_curation_args,
 )
+from helpers import REPO
 from transforms.formats.layout import FORMATS, PRESETS
 
-REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 
 # A value for every parameter, in the form the launcher passes it (--name=value).

@@ -33,9 +33,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline.curate import run
+from helpers import REPO
 from transforms.core.matching import match_entries_brute_force
-
-REPO = Path(__file__).resolve().parent.parent
 
 ENTRIES = [
     "dog",

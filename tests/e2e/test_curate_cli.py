@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -121,19 +122,40 @@ def test_other_seed_other_subset(cases_run, tmp_path):
     assert keys(other) != keys(out)
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"--threshold": "0"}, "--threshold must be >= 1, got 0"),
-        ({"--threshold": "lots"}, "--threshold must be an integer, got 'lots'"),
-        ({"--seed": "-1"}, "--seed must be >= 0"),
-        ({"--input": "/nonexistent/*.jsonl"}, "matches no file"),
-        ({"--metadata": "/nonexistent/metadata.json"}, "cannot read metadata file /nonexistent/metadata.json"),
-        ({"--input_format": "xml"}, "invalid choice: 'xml'"),
-        ({"--text_field": "caption"}, "--text_field 'caption' is not a column of the input"),
-        ({"--thresold": "5"}, "unrecognised option --thresold (did you mean --threshold?)"),
-    ],
-)
+# Every bad option value, input or flag: one line naming it, exit status 2, no work done.
+BAD_OPTIONS = [
+    ({"--threshold": "0"}, "--threshold must be >= 1, got 0"),
+    ({"--threshold": "lots"}, "--threshold must be an integer, got 'lots'"),
+    ({"--seed": "-1"}, "--seed must be >= 0"),
+    ({"--seed": str(2**64)}, f"--seed must be below 2**64, got {2**64}"),
+    ({"--batch_size": "x"}, "--batch_size must be an integer, got 'x'"),
+    ({"--batch_size": "0"}, "--batch_size must be >= 1, got 0"),
+    ({"--max_text_bytes": "0"}, "--max_text_bytes must be >= 1, got 0"),
+    ({"--num_shards": "-1"}, "--num_shards must be >= 0, got -1"),
+    ({"--target_size": "0"}, "--target_size must be >= 1, got 0"),
+    ({"--samples_per_shard": "0"}, "--samples_per_shard must be >= 1, got 0"),
+    ({"--progress": "-1"}, "--progress must be a finite number of seconds >= 0, got '-1'"),
+    ({"--progress": "nan"}, "--progress must be a finite number of seconds >= 0, got 'nan'"),
+    ({"--strict": "maybe"}, "--strict must be true or false, got 'maybe'"),
+    ({"--overwrite": "maybe"}, "--overwrite must be true or false, got 'maybe'"),
+    ({"--report": "perhaps"}, "--report must be true or false, got 'perhaps'"),
+    ({"--handoff": "bogus"}, "--handoff takes auto, none, or a comma-separated list of"),
+    ({"--handoff": "webdataset"}, "--handoff webdataset lists kept keys per input tar shard; the input is jsonl"),
+    ({"--column_names": "a,,b"}, "--column_names must be distinct non-empty names separated by commas, got 'a,,b'"),
+    ({"--mode": "bogus"}, "argument --mode: invalid choice: 'bogus'"),
+    ({"--input_format": "xml"}, "invalid choice: 'xml'"),
+    ({"--input_preset": "bogus"}, "argument --input_preset: invalid choice: 'bogus'"),
+    ({"--lang_field": "lang"}, "--lang_field is for --mode metaclip2"),
+    ({"--input": "/nonexistent/*.jsonl"}, "matches no file"),
+    ({"--metadata": "/nonexistent/metadata.json"}, "cannot read metadata file /nonexistent/metadata.json"),
+    ({"--text_field": "caption"}, "--text_field 'caption' is not a column of the input"),
+    ({"--key_field": "uid"}, "--key_field 'uid' is not a column of the input"),
+    ({"--url_field": "link"}, "--url_field 'link' is not a column of the input"),
+    ({"--thresold": "5"}, "unrecognised option --thresold (did you mean --threshold?)"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_OPTIONS, ids=[" ".join(next(iter(c.items()))) for c, _ in BAD_OPTIONS])
 def test_bad_options_fail_before_any_work_with_one_line(tmp_path, capsys, change, message):
     write_jsonl(tmp_path / "pool.jsonl", [{"text": "dog"}])
     (tmp_path / "md.json").write_text('["dog"]')
@@ -284,3 +306,32 @@ def test_input_order_and_glob_spelling_do_not_change_a_byte(tmp_path):
     assert curate.run(one + common + ["--output_dir", str(tmp_path / "one")]) == 0
     assert curate.run(other + common + ["--output_dir", str(tmp_path / "other")]) == 0
     assert _output_files(tmp_path / "one") == _output_files(tmp_path / "other")
+
+
+def test_gzipped_jsonl_and_several_globs_through_the_command_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with gzip.open(tmp_path / "a" / "0.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"key": "x", "text": "a dog"}) + "\n")
+    (tmp_path / "b" / "1.jsonl").write_text(json.dumps({"key": "y", "text": "a cat"}) + "\n")
+    (tmp_path / "md.json").write_text('["dog", "cat"]')
+    out = tmp_path / "out"
+    assert (
+        curate.run(
+            [
+                "--input",
+                str(tmp_path / "a" / "*.jsonl.gz"),
+                "--input",
+                str(tmp_path / "b" / "*"),
+                "--metadata",
+                str(tmp_path / "md.json"),
+                "--threshold",
+                "5",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 1, "cat": 1}
+    assert sorted(pq.read_table(out / "subset").column("key").to_pylist()) == ["x", "y"]

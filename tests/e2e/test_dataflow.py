@@ -29,9 +29,7 @@ from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 from beam_pipeline import curate
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.runners import make_runner
-from helpers import prepared_config
-
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, prepared_config
 
 # The chain of stages (beam_pipeline/curation/graph.py), and what each holds.
 EXPECTED_STEPS = ["ReadCaptions", "Balance", "WriteOutputs", "WriteStats"]

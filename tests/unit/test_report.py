@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from helpers import REPO
 from transforms.core.balancing import (
     entry_probabilities,
     keep_decisions,
@@ -42,7 +43,6 @@ from transforms.core.report_figures import (
     merge_figures,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline import curate
 from helpers import corrupt_row_group
 from transforms.formats.compression import decompressed
 from transforms.formats.layout import InputLayout, infer_format
@@ -138,35 +137,6 @@ def test_readers_never_raise_on_arbitrary_bytes(data, fmt):
         assert isinstance(item, (pa.RecordBatch, Rejection))
 
 
-def test_gzipped_jsonl_and_several_globs_through_the_command_line(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    with gzip.open(tmp_path / "a" / "0.jsonl.gz", "wt") as f:
-        f.write(json.dumps({"key": "x", "text": "a dog"}) + "\n")
-    (tmp_path / "b" / "1.jsonl").write_text(json.dumps({"key": "y", "text": "a cat"}) + "\n")
-    (tmp_path / "md.json").write_text('["dog", "cat"]')
-    out = tmp_path / "out"
-    assert (
-        curate.run(
-            [
-                "--input",
-                str(tmp_path / "a" / "*.jsonl.gz"),
-                "--input",
-                str(tmp_path / "b" / "*"),
-                "--metadata",
-                str(tmp_path / "md.json"),
-                "--threshold",
-                "5",
-                "--output_dir",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 1, "cat": 1}
-    assert sorted(pq.read_table(out / "subset").column("key").to_pylist()) == ["x", "y"]
-
-
 # --- faults: every record counted once, whatever is wrong with it or its file -------------
 
 
@@ -234,7 +204,10 @@ def test_parquet_key_column_that_cannot_be_a_string_rejects_its_batch():
 
 
 def test_json_lone_surrogates_reject_the_record_not_the_file():
-    data = b'{"text": "ok", "url": "u"}\n{"text": "bad \\ud800"}\n{"text": "x", "key": "\\udfff"}\n{"text": "y", "url": "\\ud83d"}\n{"text": "\\ud83d\\ude00"}\n'
+    data = (
+        b'{"text": "ok", "url": "u"}\n{"text": "bad \\ud800"}\n{"text": "x", "key": "\\udfff"}\n'
+        b'{"text": "y", "url": "\\ud83d"}\n{"text": "\\ud83d\\ude00"}\n'
+    )
     _, rows, rejections = _read(data, "jsonl")
     assert [r["text"] for r in rows] == ["ok", "\U0001f600"]  # a surrogate pair is one character
     assert [(r.row, r.reason) for r in rejections] == [(1, "invalid_utf8"), (2, "invalid_utf8"), (3, "invalid_utf8")]

@@ -1,4 +1,4 @@
-"""Spacing and matching against the reference cases and a brute-force oracle."""
+"""Spacing and matching against the reference cases, and on any text against a brute-force oracle."""
 
 from __future__ import annotations
 
@@ -72,3 +72,62 @@ def test_overlapping_multiword_entries(words, seps):
     entries = ["new york", "york city", "new york city", "hot dog", "a", "hot", "dog", "the the", "the"]
     text = "".join(w + s for w, s in zip(words, seps, strict=False))  # seps: one per word, the rest unused
     assert EntryMatcher(entries).match(text) == match_entries_brute_force(text, entries)
+
+
+# Pieces that stress the spacing and the automaton: separators, white space str.strip()
+# removes (NEL, U+2028, U+3000, U+001C), NUL, lone surrogates (JSON can carry "\ud800"),
+# astral characters, and entry-like words.
+_PIECES = [
+    "dog",
+    "hot dog",
+    "a",
+    " ",
+    "  ",
+    ",",
+    ".",
+    "!",
+    "`",
+    "\t",
+    "\n",
+    "\r",
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\U0001f642",
+    "é",
+    "東京",
+    "\u00a0",
+    "\u3000",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "C++",
+    "'",
+]
+
+
+_ANY_CHAR = st.characters(codec=None, exclude_categories=())
+
+
+_PIECE_TEXT = st.lists(st.sampled_from(_PIECES) | st.text(_ANY_CHAR, max_size=3), max_size=12).map("".join)
+
+
+_ENTRIES = st.lists(_PIECE_TEXT.filter(lambda e: len(e) <= 12), max_size=20, unique=True)
+
+
+_HUGE = st.builds(lambda piece, n: piece * n, st.sampled_from(_PIECES + ["dog ", "a, "]), st.integers(500, 20_000))
+
+
+_TEXTS = st.lists(_PIECE_TEXT | st.text(_ANY_CHAR, max_size=40) | _HUGE, min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(entries=_ENTRIES, texts=_TEXTS)
+def test_matcher_on_any_text_equals_the_brute_force_oracle(entries, texts):
+    matcher = EntryMatcher(entries)
+    offsets, flat = matcher.match_batch(texts)
+    assert len(offsets) == len(texts) + 1
+    for i, text in enumerate(texts):
+        expected = match_entries_brute_force(text, entries)
+        assert matcher.match(text) == expected
+        assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
