@@ -20,7 +20,8 @@ def runner_name(options: PipelineOptions) -> str:
 def make_runner(options: PipelineOptions) -> Optional[object]:
     """The DirectRunner's own engine, the Python FnApiRunner, chosen explicitly.
 
-    Left to itself the DirectRunner first tries to download a Prism binary,
+    Left to itself the DirectRunner first tries to download a Prism binary
+    (docs/environment-facts.md, Runners),
     which waits on the network where there is none; every other runner is
     used as given (None: Beam picks it from --runner). As the DirectRunner does,
     the runner hands the pipeline options to the SDK worker processes of

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline import curate
-from helpers import REPO, matching_cases, write_jsonl
+from helpers import REPO, matching_cases, prepared_config, write_jsonl
 
 
 def _output_files(directory: Path) -> dict[str, bytes]:
@@ -335,3 +335,20 @@ def test_gzipped_jsonl_and_several_globs_through_the_command_line(tmp_path):
     )
     assert json.loads((out / "entry_counts.json").read_text()) == {"dog": 1, "cat": 1}
     assert sorted(pq.read_table(out / "subset").column("key").to_pylist()) == ["x", "y"]
+
+
+def test_checking_a_run_deletes_nothing_and_the_run_clears_an_unfinished_ones_leftovers(tmp_path):
+    """config.prepare only reads; outputs.clear_outputs, called by run, is what deletes."""
+    write_jsonl(tmp_path / "pool.jsonl", [{"key": "a", "text": "a dog"}])
+    (tmp_path / "md.json").write_text('["dog"]')
+    out = tmp_path / "out"
+    leftovers = [out / "matches" / "part-00003-of-00009.parquet", out / ".stats.json.tmp-0f0f", out / "figures.json"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"from a killed run")
+    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json"), "--output_dir", str(out)]
+    config, _ = prepared_config(argv)
+    assert config.num_shards == 1 and all(path.read_bytes() == b"from a killed run" for path in leftovers)
+    assert curate.run(argv + ["--report", "false"]) == 0
+    assert not leftovers[0].exists() and not leftovers[1].exists()
+    assert (out / "stats.json").exists() and leftovers[2].read_bytes() != b"from a killed run"

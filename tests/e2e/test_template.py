@@ -94,7 +94,7 @@ def test_template_parameters_are_exactly_the_curation_options():
     options = set(curation_options())
     assert set(names) - options == set(), "metadata.json declares parameters the pipeline does not define"
     assert options - set(names) == set(), "the pipeline has options that templates/metadata.json lacks"
-    assert set(SAMPLE_VALUES) == options, "tests/test_template.py needs a sample value for each option"
+    assert set(SAMPLE_VALUES) == options, "tests/e2e/test_template.py needs a sample value for each option"
 
 
 def test_parameter_texts_and_value_checks():

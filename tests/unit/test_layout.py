@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import re
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,18 @@ def test_the_wheel_holds_every_module(tmp_path):
         shipped = {name for name in archive.namelist() if name.endswith(".py")}
     sources = {str(p.relative_to(REPO)) for package in PACKAGES for p in (REPO / package).rglob("*.py")}
     assert sources - shipped == set()
+
+
+def test_the_readmes_map_names_every_package_and_module():
+    """README.md's Repository table has a row per package folder naming each of its modules."""
+    readme = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_/]+)/` \| (.*) \|$", readme, re.M))
+    for package in PACKAGES:
+        for init in sorted((REPO / package).rglob("__init__.py")):
+            folder = init.parent
+            modules = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "__main__"))
+            if not modules:
+                continue
+            name = str(folder.relative_to(REPO))
+            assert name in rows, f"README.md's map has no row for {name}/"
+            assert [m for m in modules if f"`{m}`" not in rows[name]] == [], f"README.md's {name}/ row misses modules"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.pvalue import PCollection
 
 from transforms.core.columns import ENTRY_IDS
 from transforms.core.counting import (
@@ -12,6 +13,8 @@ from transforms.core.counting import (
     assemble_counts,
     sparse_block_counts,
 )
+
+__all__ = ["CountEntries"]
 
 
 class _BlockCountsFn(beam.CombineFn):
@@ -73,7 +76,7 @@ class CountEntries(beam.PTransform):
         self._num_entries = num_entries
         self._block_size = block_size
 
-    def expand(self, batches):
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> PCollection[np.ndarray]:
         block_size = self._block_size
         return (
             batches

@@ -21,6 +21,19 @@ from transforms.worldwide.metadata import (
     parse_language_metadata_object,
 )
 
+__all__ = [
+    "copy_file",
+    "delete_quietly",
+    "glob_paths",
+    "load_language_metadata",
+    "load_metadata",
+    "open_input",
+    "read_bytes",
+    "remove_empty_local_dir",
+    "write_atomically",
+    "write_json_atomically",
+]
+
 
 def glob_paths(pattern: str) -> list[str]:
     """The paths a glob matches now (none is fine)."""

@@ -11,13 +11,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection
 from apache_beam.utils import shared
 
+from transforms.beam import metrics
 from transforms.beam.modes import CurationMode
 from transforms.core.columns import ENTRY_IDS
 from transforms.runtime.worker_exit import exit_quickly_at_end
 
 __all__ = ["LocalWorkers", "MatchEntries"]
-
-METRICS_NAMESPACE = "curation"
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,8 @@ class _MatchEntriesFn(beam.DoFn):
         self._mode = mode
         self._handle = matcher_handle
         self._local = local
-        self._matched = Metrics.counter(METRICS_NAMESPACE, "records_matched")
-        self._matches = Metrics.counter(METRICS_NAMESPACE, "entry_matches")
+        self._matched = Metrics.counter(metrics.CURATION, "records_matched")
+        self._matches = Metrics.counter(metrics.CURATION, "entry_matches")
 
     def setup(self):
         # One matcher per worker process, shared by every DoFn instance and
@@ -59,7 +58,7 @@ class MatchEntries(beam.PTransform):
     """Match every caption against the metadata of `mode` (transforms.beam.modes).
 
     In: pa.RecordBatch with a `text` column. Out: the same batches with an
-    `entry_ids` column (list<int32>, ascending ids, the curation-spec's match
+    `entry_ids` column (list<int32>, ascending ids, docs/curation-spec.md section 3: the match
     set). The metadata is read from its path once per worker process.
     With MetaClip2 each caption is matched against its language's list only;
     the ids are global (languages' lists concatenated in sorted order) and an

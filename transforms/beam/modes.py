@@ -42,6 +42,8 @@ from transforms.worldwide.language_map import LanguageMap
 from transforms.worldwide.matcher import WorldwideMatcher
 from transforms.worldwide.metadata import require_language
 
+__all__ = ["CurationMode", "MetaClip1", "MetaClip2", "WorldwideSettings"]
+
 MATCHES_SCHEMA = pa.schema([(KEY, pa.string()), (ENTRY_IDS, pa.list_(pa.int32())), (KEEP_PROB, pa.float64())])
 # metaclip2: the language each caption was matched against; entry ids index that language's list.
 WORLDWIDE_MATCHES_SCHEMA = pa.schema(

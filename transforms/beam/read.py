@@ -11,18 +11,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PBegin, PCollection
 
+from transforms.beam import metrics
 from transforms.formats.compression import decompressed
 from transforms.formats.layout import InputLayout
 from transforms.formats.readers import read_caption_file
 from transforms.formats.rejections import UNREADABLE_FILE, Rejection, strict_error
 
+__all__ = ["Read", "ReadCaptions"]
+
 BATCHES = "batches"
 REJECTED = "rejected"
-# Beam metric namespaces: per reject reason, the records rejected ("rejected") and the
-# whole files rejected ("rejected_files"); the run's totals are in "curation".
-REJECTED_RECORDS_NAMESPACE = "rejected"
-REJECTED_FILES_NAMESPACE = "rejected_files"
-METRICS_NAMESPACE = "curation"
 
 
 class _ReadCaptionFileFn(beam.DoFn):
@@ -34,10 +32,10 @@ class _ReadCaptionFileFn(beam.DoFn):
     def __init__(self, layout: InputLayout, strict: bool = False):
         self._layout = layout
         self._strict = strict
-        self._files = Metrics.counter(METRICS_NAMESPACE, "files_read")
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rejected = Metrics.counter(METRICS_NAMESPACE, "records_rejected")
-        self._files_rejected = Metrics.counter(METRICS_NAMESPACE, "files_rejected")
+        self._files = Metrics.counter(metrics.CURATION, "files_read")
+        self._records = Metrics.counter(metrics.CURATION, "records_read")
+        self._rejected = Metrics.counter(metrics.CURATION, "records_rejected")
+        self._files_rejected = Metrics.counter(metrics.CURATION, "files_rejected")
 
     def process(self, indexed_path):
         file_index, path = indexed_path
@@ -65,10 +63,10 @@ class _ReadCaptionFileFn(beam.DoFn):
             raise strict_error(rejection)
         self._records.inc(rejection.records)
         self._rejected.inc(rejection.records)
-        Metrics.counter(REJECTED_RECORDS_NAMESPACE, rejection.reason).inc(rejection.records)
+        Metrics.counter(metrics.REJECTED_RECORDS, rejection.reason).inc(rejection.records)
         if rejection.row is None:
             self._files_rejected.inc()
-            Metrics.counter(REJECTED_FILES_NAMESPACE, rejection.reason).inc()
+            Metrics.counter(metrics.REJECTED_FILES, rejection.reason).inc()
         return beam.pvalue.TaggedOutput(REJECTED, rejection)
 
 

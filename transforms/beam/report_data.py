@@ -9,12 +9,15 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.pvalue import PCollection
 
 from transforms.beam.count import CountEntries
 from transforms.core.arrow import list_layout
 from transforms.core.columns import ENTRY_IDS, KEPT
 from transforms.core.expected_size import add_fixed, expected_sizes_fixed
 from transforms.core.report_figures import batch_figures, empty_figures, merge_figures
+
+__all__ = ["ExpectedSizes", "KeptEntryCounts", "ReportFigures"]
 
 
 class _MergeFiguresFn(beam.CombineFn):
@@ -34,7 +37,7 @@ class _MergeFiguresFn(beam.CombineFn):
 class ReportFigures(beam.PTransform):
     """Sampled batches -> one dict of mergeable figures (histograms, examples)."""
 
-    def expand(self, sampled):
+    def expand(self, sampled: PCollection[pa.RecordBatch]) -> PCollection[dict]:
         return (
             sampled
             | "BatchFigures" >> beam.Map(batch_figures)
@@ -49,7 +52,7 @@ class KeptEntryCounts(beam.PTransform):
         super().__init__()
         self._num_entries = num_entries
 
-    def expand(self, sampled):
+    def expand(self, sampled: PCollection[pa.RecordBatch]) -> PCollection[np.ndarray]:
         return (
             sampled
             # Only the entry ids are counted: filter them alone, not the captions' text.
@@ -97,7 +100,7 @@ class ExpectedSizes(beam.PTransform):
         self._counts = counts
         self._grid = grid
 
-    def expand(self, batches):
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> PCollection[list]:
         return (
             batches
             | "BatchSizes"

@@ -5,12 +5,16 @@ from __future__ import annotations
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
+from transforms.beam import metrics
 from transforms.core.arrow import list_layout
 from transforms.core.balancing import keep_decisions, keep_probabilities
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, KEY_HASH
 from transforms.core.hashing import key_hashes
 from transforms.core.plan import BalancingPlan
+
+__all__ = ["BalancedSample"]
 
 
 class _SampleFn(beam.DoFn):
@@ -18,8 +22,8 @@ class _SampleFn(beam.DoFn):
 
     def __init__(self, seed: int):
         self._seed = seed
-        self._kept = Metrics.counter("curation", "records_kept")
-        self._sampled = Metrics.counter("curation", "records_sampled")
+        self._kept = Metrics.counter(metrics.CURATION, "records_kept")
+        self._sampled = Metrics.counter(metrics.CURATION, "records_sampled")
 
     def process(self, batch: pa.RecordBatch, plan: BalancingPlan):
         offsets, flat_ids = list_layout(batch.column(ENTRY_IDS))
@@ -49,5 +53,5 @@ class BalancedSample(beam.PTransform):
         self._plan = plan
         self._seed = seed
 
-    def expand(self, batches):
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> PCollection[pa.RecordBatch]:
         return batches | "KeepOrDrop" >> beam.ParDo(_SampleFn(self._seed), plan=beam.pvalue.AsSingleton(self._plan))

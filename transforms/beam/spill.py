@@ -24,11 +24,14 @@ from typing import Iterable, NamedTuple, Optional
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.core.columns import ENTRY_IDS
+
+__all__ = ["GroupBatchesByShard", "LoadBatches", "SpillFile", "StoreBatches", "delete_spill_dir"]
 
 # A bundle's batches are written out when this many bytes are buffered: large
 # enough for few files (~70k LAION captions each), small enough that a worker's
@@ -135,7 +138,7 @@ class StoreBatches(beam.PTransform):
         self._directory = directory
         self._label = label
 
-    def expand(self, batches):
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> PCollection:
         if self._directory is None:
             return batches
         return batches | "SpillBatches" >> beam.ParDo(_SpillBatchesFn(self._directory, self._label))
@@ -151,7 +154,7 @@ class LoadBatches(beam.PTransform):
         super().__init__()
         self._directory = directory
 
-    def expand(self, stored):
+    def expand(self, stored: PCollection) -> PCollection[pa.RecordBatch]:
         if self._directory is None:
             return stored
         return (
@@ -217,7 +220,7 @@ class GroupBatchesByShard(beam.PTransform):
         self._label = label
         self._num_shards = num_shards
 
-    def expand(self, pairs):
+    def expand(self, pairs: PCollection[tuple[int, object]]) -> PCollection[tuple[int, list]]:
         if self._directory is not None:
             # Before the Flatten below: the FnApiRunner materialises a Flatten's
             # inputs, and these should be file names, not batches.

@@ -6,8 +6,12 @@ from collections import Counter
 
 import apache_beam as beam
 
+__all__ = ["SumFigures"]
+
 
 class SumFigures(beam.CombineFn):
+    """Figures (Counters of integers) in, their sum as one dict out: exact, in any order of addition."""
+
     def create_accumulator(self):
         return Counter()
 

@@ -12,11 +12,14 @@ import itertools
 from collections import Counter
 
 import apache_beam as beam
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.metadata.sources import tokenize
+
+__all__ = ["CountWords"]
 
 
 class _CountInBundle(beam.DoFn):
@@ -61,7 +64,7 @@ class CountWords(beam.PTransform):
         self._min_bigram_count = min_bigram_count
         self._max_keys = max_keys_per_bundle
 
-    def expand(self, lines):
+    def expand(self, lines: PCollection[str]) -> dict:
         counts = (
             lines | "CountInBundle" >> beam.ParDo(_CountInBundle(self._max_keys)) | "Sum" >> beam.CombinePerKey(sum)
         )

@@ -1,6 +1,6 @@
 """Balancing: MetaCLIP's entry and caption keep probabilities, and the draw.
 
-Pure Python and numpy, no Beam import (curation-spec.md, section 6). The
+Pure Python and numpy, no Beam import (docs/curation-spec.md, section 6). The
 pipeline's sampler and the training-time loader call these same functions.
 """
 

@@ -1,4 +1,4 @@
-"""The balancing plan: p_e of every entry once the counts are known (curation-spec section 5)."""
+"""The balancing plan: p_e of every entry once the counts are known (docs/curation-spec.md, section 6)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Caption spacing: the text normalisation MetaCLIP applies before matching.
 
 Pure Python, no Beam import: the pipeline, the tests, the benchmarks and the
-training-time loader all call this very function (curation-spec.md, section 2).
+training-time loader all call this very function (docs/curation-spec.md, section 2).
 """
 
 # The seven ASCII characters MetaCLIP wraps in spaces, and the three white-space

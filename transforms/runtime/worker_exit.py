@@ -38,7 +38,7 @@ def _exit_now() -> None:
     # The hooks registered before this one (logging's flush, weakref finalizers)
     # would run after it: run them now, then skip only the heap teardown. The
     # interpreter has flushed sys.stdout and sys.stderr before any exit hook
-    # (tests/test_worker_exit.py checks that no output is lost).
+    # (tests/unit/test_worker_exit.py checks that no output is lost).
     atexit.unregister(_exit_now)
     atexit._run_exitfuncs()
     os._exit(exit_status())

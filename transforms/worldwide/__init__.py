@@ -1,6 +1,6 @@
 """MetaCLIP 2 "worldwide" mode: per-language metadata, CJK-aware padding, a t per language.
 
-Pure Python and numpy, no Beam import (curation-spec.md, sections 4 and 6;
+Pure Python and numpy, no Beam import (docs/curation-spec.md, sections 4 and 6;
 docs/worldwide.md). The pipeline, the tests and any training-time loader call
 these same functions. One module per part; this file imports and re-exports
 nothing, so import each name from its own module:

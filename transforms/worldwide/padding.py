@@ -1,4 +1,4 @@
-"""MetaCLIP 2 worldwide mode: CJK-aware padding of entries (curation-spec.md, section 4).
+"""MetaCLIP 2 worldwide mode: CJK-aware padding of entries (docs/curation-spec.md, section 4).
 
 Pure Python, no Beam import (docs/worldwide.md). An entry gets a space on a side
 only when the character at that end is not a CJK ideograph, Thai, Lao, Burmese,

@@ -1,4 +1,4 @@
-"""MetaCLIP 2 worldwide mode: a t per language (curation-spec.md, section 6).
+"""MetaCLIP 2 worldwide mode: a t per language (docs/curation-spec.md, section 6).
 
 Pure Python and numpy, no Beam import (docs/worldwide.md). English keeps `t_en`;
 every other language gets the t among its own counts whose tail share is closest

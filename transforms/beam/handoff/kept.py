@@ -21,6 +21,8 @@ from transforms.handoff.reshard import (
     kept_key_file_name,
 )
 
+__all__ = ["ShardKept", "kept_counts", "kept_per_shard"]
+
 
 class ShardKept(NamedTuple):
     """The kept samples of one input shard: positions in the tar (ascending) and __key__s."""

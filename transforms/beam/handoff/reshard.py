@@ -17,7 +17,9 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import PCollection
 
+from transforms.beam import metrics
 from transforms.beam.handoff.kept import ShardKept, kept_counts
 from transforms.beam.io import (
     copy_file,
@@ -39,6 +41,8 @@ from transforms.handoff.reshard import (
     shard_starts,
 )
 
+__all__ = ["ReshardWebdataset"]
+
 
 class _WriteFragmentsFn(beam.DoFn):
     """ShardKept -> fragments (output shard, input index, samples, path), one pass over its tar."""
@@ -46,7 +50,7 @@ class _WriteFragmentsFn(beam.DoFn):
     def __init__(self, fragments_dir: str, samples_per_shard: int):
         self._dir = fragments_dir
         self._per_shard = samples_per_shard
-        self._copied = Metrics.counter("curation", "reshard_samples_copied")
+        self._copied = Metrics.counter(metrics.CURATION, "reshard_samples_copied")
         self._counts_seen = None
         self._starts = None
 
@@ -151,7 +155,7 @@ class ReshardWebdataset(beam.PTransform):
         self._per_shard = samples_per_shard
         self._extra = dict(extra or {})
 
-    def expand(self, per_shard):
+    def expand(self, per_shard: PCollection[ShardKept]) -> PCollection[str]:
         directory, per_shard_count = self._dir, self._per_shard
         counts = kept_counts(per_shard)
         fragments = (

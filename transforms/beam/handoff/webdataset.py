@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Optional
 
 import apache_beam as beam
+import pyarrow as pa
+from apache_beam.pvalue import PCollection
 
 from transforms.beam.handoff.kept import kept_counts, kept_per_shard
 from transforms.beam.handoff.reshard import ReshardWebdataset
@@ -18,6 +20,8 @@ from transforms.beam.io import (
 from transforms.handoff.reshard import (
     kept_key_file_name,
 )
+
+__all__ = ["WebdatasetHandoff", "shards_document"]
 
 
 def shards_document(counts, keys_subdir: str, with_index: bool) -> dict:
@@ -61,7 +65,7 @@ class WebdatasetHandoff(beam.PTransform):
         self._per_shard = samples_per_shard
         self._extra = manifest_extra
 
-    def expand(self, sampled):
+    def expand(self, sampled: PCollection[pa.RecordBatch]) -> list:
         per_shard = kept_per_shard(sampled, self._listed_files, self._keys_dir, self._with_index)
         written = []
         if self._keys_dir is not None:
