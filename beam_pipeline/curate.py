@@ -70,7 +70,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
                 )
                 return 0
             result.wait_until_finish()
-    except Exception as error:  # noqa: BLE001 - only a --strict rejection is handled
+    except Exception as error:  # only a --strict rejection is handled; anything else is raised again
         message = strict_failure(error) if config.strict else None
         if message is None:
             raise

@@ -371,7 +371,7 @@ def beam_option_names() -> set[str]:
 
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        cls._add_argparse_args(parser)
     return {option for action in parser._actions for option in action.option_strings}
 
 

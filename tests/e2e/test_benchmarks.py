@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an
 # psutil and ahocorasick-rs are the benchmarks' own requirements (requirements-bench.txt).
 pytest.importorskip("psutil", reason="the benchmarks need psutil: pip install -r requirements-bench.txt")
 
-from benchmarks import bench_automaton, bench_e2e, cost_model, make_pool  # noqa: E402
+from benchmarks import bench_automaton, bench_e2e, cost_model, make_pool
 
 
 def read_pool(pool: make_pool.Pool) -> pa.Table:

@@ -109,7 +109,7 @@ def install_network_guard():
     return attempts, uninstall
 '''
 _guard_namespace: dict = {}
-exec(GUARD_SOURCE, _guard_namespace)  # noqa: S102 - our own constant source
+exec(GUARD_SOURCE, _guard_namespace)  # our own constant source
 install_network_guard = _guard_namespace["install_network_guard"]
 
 # Runs the curation CLI under the guard; exit status 97 if it tried the network.
