@@ -8,6 +8,7 @@ whether metaclip2's language options fit the input.
 from __future__ import annotations
 
 import json
+import os
 from typing import Sequence
 
 import pyarrow as pa
@@ -83,9 +84,9 @@ def check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, o
     """Refuse a directory that holds inputs, files of someone else, or a reshard finished by
     another run (without --overwrite). A reshard of this very output directory whose run
     did not finish (no stats.json) is a leftover, replaced like the other outputs."""
-    directory = reshard_dir.rstrip("/")
+    directory = absolute_path(reshard_dir.rstrip("/"))
     for path in paths:
-        if path.startswith(directory + "/"):
+        if absolute_path(path).startswith(directory + "/"):
             raise UsageError(f"--reshard_dir {reshard_dir} holds input shards ({path}); choose a new directory")
     manifest = FileSystems.join(directory, MANIFEST)
     finished = FileSystems.exists(manifest)
@@ -95,7 +96,9 @@ def check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, o
                 source = json.load(handle).get("source", {}).get("output_dir")
         except Exception:  # noqa: BLE001 - unreadable: treat as finished by someone else
             source = None
-        if source != output_dir or FileSystems.exists(FileSystems.join(output_dir, STATS_JSON)):
+        if source not in (output_dir, absolute_path(output_dir)) or FileSystems.exists(
+            FileSystems.join(output_dir, STATS_JSON)
+        ):
             raise UsageError(
                 f"--reshard_dir {reshard_dir} already holds a finished reshard ({MANIFEST}); "
                 "pass --overwrite to replace it"
@@ -106,6 +109,11 @@ def check_reshard_dir(reshard_dir: str, paths: Sequence[str], output_dir: str, o
             f"--reshard_dir {reshard_dir} is not empty and is not a BalanceBeam reshard; "
             "choose an empty or new directory"
         )
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute (what a manifest must hold to be read from anywhere); a URI as it is."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:

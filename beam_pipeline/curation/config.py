@@ -18,7 +18,7 @@ from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.match import LocalWorkers
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
 from transforms.core.columns import KEY, TEXT
-from transforms.formats.layout import InputLayout
+from transforms.formats.layout import InputLayout, key_root
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import default_cache_dir
 
@@ -87,7 +87,8 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         max_text_bytes=args.max_text_bytes,
         batch_size=args.batch_size,
     )
-    layout = inputs.probe(paths, fmt, layout_options)
+    # Keys of records without one name their file below the inputs' common folder.
+    layout = dataclasses.replace(inputs.probe(paths, fmt, layout_options), key_root=key_root(paths))
     handoff = checks.handoffs(args, fmt, layout)
     if "datacomp" in handoff:
         checks.check_uid_keys(paths, layout)
@@ -106,7 +107,8 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         output_dir=args.output_dir,
         num_shards=num_shards,
         handoff=handoff,
-        reshard_dir=args.reshard_dir.rstrip("/") if args.reshard_dir else None,
+        # Absolute: manifest.json's train_data must be readable from any working directory.
+        reshard_dir=checks.absolute_path(args.reshard_dir.rstrip("/")) if args.reshard_dir else None,
         samples_per_shard=args.samples_per_shard,
         img2dataset_key_column=checks.img2dataset_key_column(layout),
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if local else None,

@@ -22,6 +22,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
 
+from beam_pipeline.curation.checks import absolute_path
 from beam_pipeline.curation.config import CurationConfig
 from beam_pipeline.curation.outputs import (
     IMG2DATASET_DIR,
@@ -146,7 +147,7 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
     if "webdataset" in config.handoff or config.reshard_dir:
         keep_lists = "webdataset" in config.handoff
         source = {
-            "output_dir": config.output_dir,
+            "output_dir": absolute_path(config.output_dir),
             "threshold": config.threshold,
             "seed": config.seed,
             "input_shards": len(config.paths),

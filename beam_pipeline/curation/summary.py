@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -14,6 +15,7 @@ from beam_pipeline.curation.outputs import (
     STATS_JSON,
     SUBSET_UIDS,
 )
+from transforms.handoff.img2dataset import img2dataset_command
 from transforms.handoff.reshard import MANIFEST
 
 
@@ -58,10 +60,27 @@ def print_summary(config: CurationConfig, seconds: float) -> None:
         listed = ", ".join(f"{lang} {t}" for lang, t in shown)
         rows.append(("t per language", listed + (f", ... ({more} more in stats.json)" if more > 0 else "")))
     rows += _handoff_rows(config)
+    duplicates = _duplicates_warning(stats)
+    if duplicates:
+        rows.append(("WARNING", duplicates))
+        print(f"warning: {duplicates}", file=sys.stderr)
     width = max(len(name) for name, _ in rows)
     print(f"curation finished: {config.output_dir}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+
+
+def _duplicates_warning(stats: dict) -> str:
+    """One line on records that share a key, or "" when every key is unique."""
+    count = stats.get("duplicate_keys", 0)
+    if not count:
+        return ""
+    examples = ", ".join(repr(key) for key in stats.get("duplicate_key_examples", [])[:3])
+    return (
+        f"{count:,} records have the key of an earlier record (e.g. {examples}): such records share one keep "
+        "draw, and training-time tools that look samples up by key see them as one; see stats.json's "
+        "duplicate_keys, and give records unique keys (--key_field)"
+    )
 
 
 def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
@@ -80,11 +99,13 @@ def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
             (
                 "resharded",
                 f"{manifest['train_num_samples']:,} samples in {manifest['num_shards']} shards: "
-                f"{manifest['train_data']}",
+                f"{manifest['train_data']} (open_clip needs --workers x GPUs <= {manifest['num_shards']})",
             )
         )
     if "datacomp" in config.handoff:
         rows.append(("DataComp uids", config.output(SUBSET_UIDS)))
     if "img2dataset" in config.handoff:
         rows.append(("img2dataset list", config.output(IMG2DATASET_DIR, "*.parquet")))
+        command = img2dataset_command(config.output(IMG2DATASET_DIR), config.img2dataset_key_column)
+        rows.append(("download with", command))
     return rows

@@ -15,6 +15,7 @@ import pytest
 from transforms.core.balancing import keep_decisions
 from transforms.core.hashing import key_hashes
 from transforms.handoff.online_balancing import (
+    EpochFilter,
     MatchIndex,
     OnlineBalancing,
     epoch_seed,
@@ -102,3 +103,18 @@ def test_repeated_keys_are_one_sample_with_the_largest_probability():
     index = MatchIndex(["a", "b", "a", "c", "a"], [0.1, 0.5, 0.9, 0.0, 0.3])
     assert index.keys == ["a", "b", "c"] and index.keep_probs.tolist() == [0.9, 0.5, 0.0]
     assert index.probability("a") == 0.9 and index.probability("zz") == 0.0
+
+
+def test_a_key_fn_that_finds_no_key_fails_loudly_instead_of_passing_nothing(balancing):
+    samples = [{"__key__": f"sample-{i:06d}", "json": b"{}"} for i in range(200)]
+    wrong = EpochFilter(balancing, 0, key_fn=lambda sample: "uid-" + sample["__key__"], check_after=100)
+    with pytest.raises(LookupError, match="key_fn must give the curation key"):
+        list(wrong.filter(samples))
+    # The right key_fn: no error, and the filter passes this epoch's draw of these samples.
+    right = EpochFilter(balancing, 3, check_after=100)
+    assert [s["__key__"] for s in right.filter(samples)] == [
+        s["__key__"] for s in samples if balancing.keeps(s["__key__"], 3)
+    ]
+    # Once one key is known, unknown keys later on are just not used (rejected records).
+    late = EpochFilter(balancing, 3, check_after=2)
+    assert late(samples[0]) in (True, False) and not any(late({"__key__": f"gone-{i}"}) for i in range(10))

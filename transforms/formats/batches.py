@@ -43,7 +43,7 @@ class _BatchBuilder:
         self.extra = [[] for _ in self.layout.passthrough]
 
     def add(self, key: Optional[str], text: str, row: int, extra_values: Sequence[object]) -> None:
-        self.keys.append(key if key is not None else fallback_key(self.path, row))
+        self.keys.append(key if key is not None else fallback_key(self.path, row, self.layout.key_root))
         self.texts.append(text)
         self.rows.append(row)
         for column, value in zip(self.extra, extra_values, strict=True):
@@ -58,7 +58,10 @@ class _BatchBuilder:
         while start < len(positions):
             chunk = positions[start : start + self.layout.batch_size - len(self.rows)]
             self.keys.extend(
-                [keys[i] if keys[i] is not None else fallback_key(self.path, first_row + i) for i in chunk]
+                [
+                    keys[i] if keys[i] is not None else fallback_key(self.path, first_row + i, self.layout.key_root)
+                    for i in chunk
+                ]
             )
             self.texts.extend([texts[i] for i in chunk])
             self.rows.extend([first_row + i for i in chunk])

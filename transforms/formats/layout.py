@@ -72,6 +72,9 @@ class InputLayout:
     passthrough: tuple[tuple[str, pa.DataType], ...] = ()
     max_text_bytes: int = 65536
     batch_size: int = 4096
+    # The folder every input is in (key_root): a record without a key gets the key
+    # `<its file's path below this folder>:<row>`, unique across the inputs.
+    key_root: str = ""
 
     @property
     def key_column(self) -> str:
@@ -98,9 +101,22 @@ def text_problem(value: object, max_text_bytes: int) -> Optional[str]:
     return None
 
 
-def fallback_key(path: str, row: int) -> str:
-    """The key of a record without one: `<file name>:<row number>`."""
-    return f"{posixpath.basename(path)}:{row}"
+def key_root(paths: Sequence[str]) -> str:
+    """The deepest folder (ending in "/") that holds every path; "" when they share none.
+
+    Keys made from the paths below it are unique across the inputs, and for inputs that
+    all sit in one folder they are just the file names.
+    """
+    folders = [path[: path.rfind("/") + 1] for path in paths]
+    common = posixpath.commonprefix(folders) if folders else ""
+    return common[: common.rfind("/") + 1]
+
+
+def fallback_key(path: str, row: int, root: str = "") -> str:
+    """The key of a record without one: `<path below root>:<row number>` (the file name when root is
+    the file's own folder, or when the path is not below root)."""
+    name = path[len(root) :] if root and path.startswith(root) else posixpath.basename(path)
+    return f"{name}:{row}"
 
 
 def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> dict:

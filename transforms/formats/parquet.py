@@ -177,7 +177,11 @@ def _parquet_batch_columnar(
     if keys.null_count:
         values = keys.to_pylist()
         keys = pa.array(
-            [key if key is not None else fallback_key(path, first_row + i) for i, key in enumerate(values)], pa.string()
+            [
+                key if key is not None else fallback_key(path, first_row + i, layout.key_root)
+                for i, key in enumerate(values)
+            ],
+            pa.string(),
         )
     columns = [
         keys,

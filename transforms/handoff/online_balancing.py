@@ -104,6 +104,9 @@ class MatchIndex:
     def __len__(self) -> int:
         return len(self.key_array)
 
+    def __contains__(self, key: str) -> bool:
+        return self._position(key_hashes([key])[0]) is not None
+
     def probability(self, key: str) -> float:
         """The keep probability of `key`; 0 for a key the index does not hold."""
         position = self._position(key_hashes([key])[0])
@@ -203,23 +206,56 @@ class EpochFilter:
     `key_fn` maps a sample to its curation key: `__key__` by default; for DataComp
     shards curated by uid, e.g. `lambda s: json.loads(s["json"])["uid"]`.
     Picklable (when its parts are), so DataLoader workers get a copy.
+
+    A wrong `key_fn` would silently pass no sample at all (no key is in the index): if
+    none of the first `check_after` samples has a key the index knows, the filter raises
+    LookupError instead.
     """
 
-    def __init__(self, balancing: OnlineBalancing, epoch: EpochSource, key_fn: Callable[[dict], str] = webdataset_key):
+    def __init__(
+        self,
+        balancing: OnlineBalancing,
+        epoch: EpochSource,
+        key_fn: Callable[[dict], str] = webdataset_key,
+        check_after: int = 1000,
+    ):
         self.balancing = balancing
         self.epoch = epoch
         self.key_fn = key_fn
+        self.check_after = check_after
+        self._unknown = 0  # samples seen before the first known key; -1 once one is known
 
     def __call__(self, sample: dict) -> bool:
-        return self.balancing.keeps(self.key_fn(sample), _current_epoch(self.epoch))
+        key = self.key_fn(sample)
+        if self._unknown >= 0:
+            self._check_key(key, sample)
+        return self.balancing.keeps(key, _current_epoch(self.epoch))
+
+    def _check_key(self, key: str, sample: dict) -> None:
+        if key in self.balancing.index:
+            self._unknown = -1
+            return
+        self._unknown += 1
+        if self._unknown >= self.check_after:
+            raise LookupError(
+                f"none of the first {self._unknown} samples has a key of the match index (the last: {key!r}, "
+                f"from __key__ {sample.get('__key__')!r}): key_fn must give the curation key, e.g. "
+                "key_fn=lambda s: json.loads(s['json'])['uid'] for shards curated with --key_field uid "
+                "(--input_preset datacomp)"
+            )
 
     def filter(self, samples: Iterable[dict]) -> Iterator[dict]:
         return (sample for sample in samples if self(sample))
 
 
-def webdataset_select(balancing: OnlineBalancing, epoch: EpochSource, key_fn: Callable[[dict], str] = webdataset_key):
+def webdataset_select(
+    balancing: OnlineBalancing,
+    epoch: EpochSource,
+    key_fn: Callable[[dict], str] = webdataset_key,
+    check_after: int = 1000,
+):
     """`wds.select(EpochFilter(...))`: a stage to put right after `wds.tarfile_to_samples()`
     (before decoding, so dropped samples are never decoded). Needs webdataset installed."""
     import webdataset as wds
 
-    return wds.select(EpochFilter(balancing, epoch, key_fn))
+    return wds.select(EpochFilter(balancing, epoch, key_fn, check_after))
