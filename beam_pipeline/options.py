@@ -82,7 +82,8 @@ def add_curation_arguments(parser, checked: bool = True) -> None:
         inputs,
         "--key_field",
         default=None,
-        help="field or column holding the sample key; default: 'key' if present, else <file name>:<row>; "
+        help="field or column holding the sample key; default: 'key' if present, else <file>:<row>, <file> "
+        "being the file's path below the inputs' common folder; "
         "webdataset: a field of the .json member, default the sample's __key__",
     )
     add(

@@ -352,3 +352,39 @@ def test_checking_a_run_deletes_nothing_and_the_run_clears_an_unfinished_ones_le
     assert curate.run(argv + ["--report", "false"]) == 0
     assert not leftovers[0].exists() and not leftovers[1].exists()
     assert (out / "stats.json").exists() and leftovers[2].read_bytes() != b"from a killed run"
+
+
+def _keyless_parquet(path, texts):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts}), path)
+
+
+def test_default_keys_name_the_file_below_the_inputs_common_folder(tmp_path, capsys):
+    """Two download folders that both start at part-00000: their rows must not share keys (or keep draws)."""
+    texts = [f"a dog number {i}" for i in range(20)]
+    for folder in ("a", "b"):
+        _keyless_parquet(tmp_path / "pool" / folder / "part-00000.parquet", texts)
+    _keyless_parquet(tmp_path / "single" / "part-00000.parquet", texts)
+    (tmp_path / "md.json").write_text('["dog"]')
+    common = ["--metadata", str(tmp_path / "md.json"), "--threshold", "1000", "--report", "false"]
+    two = tmp_path / "two"
+    assert curate.run(["--input", str(tmp_path / "pool" / "*" / "*.parquet"), "--output_dir", str(two)] + common) == 0
+    keys = sorted(pq.read_table(two / "matches").column("key").to_pylist())
+    expected = sorted(f"{folder}/part-00000.parquet:{i}" for folder in ("a", "b") for i in range(20))
+    assert keys == expected and json.loads((two / "stats.json").read_text())["duplicate_keys"] == 0
+    # Inputs in one folder keep the keys they always had: the file name.
+    one = tmp_path / "one"
+    assert curate.run(["--input", str(tmp_path / "single" / "*.parquet"), "--output_dir", str(one)] + common) == 0
+    keys = sorted(pq.read_table(one / "matches").column("key").to_pylist())
+    assert keys == sorted(f"part-00000.parquet:{i}" for i in range(20))
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_duplicate_keys_are_a_warning_in_the_summary(tmp_path, capsys):
+    write_jsonl(tmp_path / "pool.jsonl", [{"key": "twice", "text": "a dog"}, {"key": "twice", "text": "a cat"}])
+    (tmp_path / "md.json").write_text('["dog", "cat"]')
+    argv = ["--input", str(tmp_path / "pool.jsonl"), "--metadata", str(tmp_path / "md.json")]
+    assert curate.run(argv + ["--output_dir", str(tmp_path / "out"), "--report", "false"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: 1 records have the key of an earlier record (e.g. 'twice')")
+    assert "WARNING" in captured.out and "--key_field" in captured.out

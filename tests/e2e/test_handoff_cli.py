@@ -37,7 +37,7 @@ def _datacomp_pool(root, rng):
     return uids
 
 
-def test_datacomp_preset_writes_subset_uids_and_an_img2dataset_list(tmp_path):
+def test_datacomp_preset_writes_subset_uids_and_an_img2dataset_list(tmp_path, capsys):
     uids = _datacomp_pool(tmp_path, random.Random(2))
     (tmp_path / "md.json").write_text('["dog", "cat", "photo", "zebu"]')
     out = tmp_path / "out"
@@ -81,9 +81,13 @@ def test_datacomp_preset_writes_subset_uids_and_an_img2dataset_list(tmp_path):
         assert row["url"] == by_uid[row["uid"]]["url"] and row["caption"] == by_uid[row["uid"]]["text"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["records_kept"] == len(kept)
+    # The summary gives the exact download command: the key column is named as written.
+    command = f"img2dataset --url_list {out / 'img2dataset'} --input_format parquet --url_col url"
+    printed = capsys.readouterr().out
+    assert command in printed and """--save_additional_columns '["uid"]' --output_folder images/""" in printed
 
 
-def test_img2dataset_preset_finds_laion_columns(tmp_path):
+def test_img2dataset_preset_finds_laion_columns(tmp_path, capsys):
     pq.write_table(
         pa.table(
             {
@@ -115,6 +119,7 @@ def test_img2dataset_preset_finds_laion_columns(tmp_path):
     )
     listing = pq.read_table(out / "img2dataset")
     assert listing.column_names == ["url", "caption", "source_key"]
+    assert """--save_additional_columns '["source_key"]'""" in capsys.readouterr().out
     subset = pq.read_table(out / "subset")
     assert sorted(
         zip(

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -23,6 +26,8 @@ import webdataset as wds
 from PIL import Image
 
 from beam_pipeline import curate
+from helpers import REPO
+from transforms.handoff.kept_keys import KeptKeys
 
 HEAD = ["photo", "dog", "cat"]
 TAIL = ["zebu", "quokka", "axolotl", "okapi", "tapir"]
@@ -281,3 +286,67 @@ def test_plain_webdataset_keys_are_the_sample_keys(curated, tmp_path, capsys):
     assert set(subset.column("key").to_pylist()) <= set(samples)
     assert (out / "webdataset" / "shards.json").exists() and not (out / "subset_uids.npy").exists()
     assert not (out / "img2dataset").exists()
+
+
+def _tar(path: Path, samples: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for key, caption in samples.items():
+            for name, data in ((f"{key}.txt", caption.encode()), (f"{key}.jpg", b"\xff\xd8 not decoded")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_kept_keys_select_exactly_the_kept_samples_of_same_named_shards(tmp_path):
+    """Two download folders with shards of the same names, keys with spaces: KeptKeys finds each."""
+    rng = random.Random(5)
+    for folder in ("a", "b"):
+        samples = {f"{folder} sample {i:03d}": " ".join(rng.choices(HEAD + TAIL, k=2)) for i in range(40)}
+        _tar(tmp_path / "pool" / folder / "000000.tar", samples)
+    (tmp_path / "metadata.json").write_text(json.dumps(METADATA))
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "pool" / "*" / "*.tar"), "--metadata", str(tmp_path / "metadata.json")]
+    assert curate.run(argv + ["--threshold", "6", "--output_dir", str(out), "--report", "false"]) == 0
+    expected = sorted((row["shard"], row["wds_key"]) for row in pq.read_table(out / "subset").to_pylist())
+    assert 0 < len(expected) < 80
+
+    kept = KeptKeys.read(str(out))
+    shards = [str(tmp_path / "pool" / folder / "000000.tar") for folder in ("a", "b")]
+    selected = sorted((s["__url__"], s["__key__"]) for s in wds.WebDataset(shards, shardshuffle=False).select(kept))
+    assert selected == expected
+    # The same shards copied elsewhere (another mount): found below their common folder, not by base name.
+    copy = tmp_path / "mounted"
+    for folder in ("a", "b"):
+        (copy / folder).mkdir(parents=True)
+        (copy / folder / "000000.tar").write_bytes((tmp_path / "pool" / folder / "000000.tar").read_bytes())
+    moved = [str(copy / folder / "000000.tar") for folder in ("a", "b")]
+    again = sorted((s["__url__"], s["__key__"]) for s in wds.WebDataset(moved, shardshuffle=False).select(kept))
+    assert [(url.replace(str(copy), str(tmp_path / "pool")), key) for url, key in again] == expected
+
+
+def test_the_manifest_opens_from_any_working_directory(tmp_path):
+    """--reshard_dir given relative to where the curation ran: train_data is written absolute."""
+    make_pool(tmp_path / "pool")
+    (tmp_path / "metadata.json").write_text(json.dumps(METADATA))
+    argv = [
+        sys.executable, "-m", "beam_pipeline.curate", "--input", str(tmp_path / "pool" / "{000000..000004}.tar"),
+        "--metadata", str(tmp_path / "metadata.json"), "--threshold", "6", "--output_dir", "out",
+        "--reshard_dir", "shards", "--report", "false", "--progress", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert manifest["train_data"].startswith(str(tmp_path / "shards") + "/")
+    assert manifest["source"]["output_dir"] == str(tmp_path / "out")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    count = subprocess.run(
+        [sys.executable, "-c", "import sys, webdataset as wds; print(sum(1 for _ in wds.WebDataset(sys.argv[1])))",
+         manifest["train_data"]],
+        cwd=elsewhere, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert count.returncode == 0, count.stderr
+    assert int(count.stdout) == manifest["train_num_samples"] > 0
+    assert f"open_clip needs --workers x GPUs <= {manifest['num_shards']}" in result.stdout
