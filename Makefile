@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo lint test test-unit test-pipeline test-e2e clean
+.PHONY: setup system-deps demo lint test test-unit test-pipeline test-e2e integration-setup test-integration clean
 
 $(STAMP): requirements.txt requirements-test.txt requirements-bench.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,25 @@ test-pipeline: setup
 test-e2e: setup system-deps
 	$(BIN)/python -m pytest -q tests/e2e
 
+# The integration tier (not part of `make test`): the real clients of the hand-off outputs
+# (img2dataset, webdataset 1.0.2 and 0.2.86, DataComp's uid search) on a pool served from
+# 127.0.0.1. img2dataset gets its own environment.
+INTEGRATION_VENV := .venv-integration
+INTEGRATION_STAMP := $(INTEGRATION_VENV)/.installed-stamp
+OLD_WEBDATASET := .integration/webdataset-0.2.86
+
+$(INTEGRATION_STAMP): requirements-integration.txt
+	test -x $(INTEGRATION_VENV)/bin/python || $(PYTHON) -m venv $(INTEGRATION_VENV)
+	$(INTEGRATION_VENV)/bin/python -m pip install -q -r requirements-integration.txt
+	rm -rf $(OLD_WEBDATASET)
+	$(BIN)/python -m pip install -q --no-deps --target $(OLD_WEBDATASET) webdataset==0.2.86
+	touch $(INTEGRATION_STAMP)
+
+integration-setup: setup $(INTEGRATION_STAMP)
+
+test-integration: integration-setup
+	BALANCEBEAM_IMG2DATASET=$(INTEGRATION_VENV)/bin/img2dataset BALANCEBEAM_OLD_WEBDATASET=$(OLD_WEBDATASET) \
+		$(BIN)/python -m pytest -q tests/integration --integration
+
 clean:
-	rm -rf $(VENV) demo_output build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(INTEGRATION_VENV) .integration demo_output build dist *.egg-info .pytest_cache .hypothesis

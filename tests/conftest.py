@@ -19,13 +19,27 @@ def _automaton_cache_in_a_temporary_directory(tmp_path_factory):
         os.environ["BALANCEBEAM_CACHE_DIR"] = previous
 
 
-TIERS = ("unit", "pipeline", "e2e")
+TIERS = ("unit", "pipeline", "e2e", "integration")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--integration",
+        action="store_true",
+        help="run tests/integration (the real clients, in their own environment: make test-integration)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark each test with its tier, the folder it is in (tests/unit, tests/pipeline, tests/e2e)."""
+    """Mark each test with its tier, the folder it is in (tests/unit, pipeline, e2e, integration).
+
+    The integration tier needs its own environment; without --integration its tests are skipped.
+    """
+    skip = pytest.mark.skip(reason="the integration tier runs with `make test-integration` (--integration)")
     for item in items:
         tier = item.path.parent.name
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.path}: every test file belongs in one of tests/{{{','.join(TIERS)}}}/")
         item.add_marker(getattr(pytest.mark, tier))
+        if tier == "integration" and not config.getoption("--integration"):
+            item.add_marker(skip)
