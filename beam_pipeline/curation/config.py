@@ -57,6 +57,11 @@ class CurationConfig:
             [(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough]
         )
 
+    @property
+    def shards_spill_dir(self) -> Optional[str]:
+        """Where the shard writers gather their rows through files (None: through the runner)."""
+        return self.spill_dir and FileSystems.join(self.spill_dir, "shards")
+
     def output(self, *parts: str) -> str:
         return FileSystems.join(self.output_dir, *parts)
 

@@ -19,7 +19,6 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
 
 from beam_pipeline.curation.checks import absolute_path
@@ -104,13 +103,12 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, sampled: PCollection[pa.RecordBatch]) -> Written:
         config, mode = self._config, self._config.mode
-        shards_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
         match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
         matches = match_rows | "WriteMatches" >> WriteParquetShards(
             config.output("matches"),
             config.num_shards,
             mode.matches_schema,
-            spill_dir=shards_dir,
+            spill_dir=config.shards_spill_dir,
             spill_label="WriteMatches",
         )
         subset = sampled | "WriteSubset" >> WriteParquetShards(
@@ -118,7 +116,7 @@ class WriteOutputs(beam.PTransform):
             config.num_shards,
             config.subset_schema,
             kept_only=True,
-            spill_dir=shards_dir,
+            spill_dir=config.shards_spill_dir,
             spill_label="WriteSubset",
         )
         rejected = (
@@ -164,7 +162,6 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
     if "datacomp" in config.handoff:
         written.append(sampled | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
     if "img2dataset" in config.handoff:
-        spill_dir = config.spill_dir and FileSystems.join(config.spill_dir, "shards")
         written.append(
             (
                 sampled
@@ -173,7 +170,7 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
                     config.output(IMG2DATASET_DIR),
                     config.num_shards,
                     config.img2dataset_key_column,
-                    spill_dir=spill_dir,
+                    spill_dir=config.shards_spill_dir,
                 )
             ).written
         )
