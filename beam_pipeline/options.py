@@ -24,6 +24,7 @@ from beam_pipeline.option_checks import (
     non_blank,
     seconds,
 )
+from beam_pipeline.stage_options import StageArgs, add_stage_arguments, check_stage_combinations, expand_recipe
 from transforms.formats.layout import FORMATS, PRESETS
 
 MODES = ("metaclip1", "metaclip2")
@@ -279,6 +280,7 @@ def add_curation_arguments(parser, checked: bool = True) -> None:
         default=str(DEFAULT_SAMPLES_PER_SHARD),
         help=f"samples per resharded tar, all shards full but the last (default: {DEFAULT_SAMPLES_PER_SHARD})",
     )
+    add_stage_arguments(parser, add)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +315,7 @@ class CurationArgs:
     handoff: Optional[tuple[str, ...]]  # None: auto
     reshard_dir: Optional[str]
     samples_per_shard: int
+    stages: StageArgs = StageArgs()  # filters, --balance, --recipe (beam_pipeline.stage_options)
 
 
 # Documentation only: shown in --help, still parsed by Beam itself.
@@ -383,8 +386,14 @@ def _check_combinations(args: argparse.Namespace) -> None:
     """What no single flag can check: required options, and options that only mean something in one mode."""
     if not args.input:
         raise UsageError("--input is required: the caption files to curate")
-    if not args.metadata:
-        raise UsageError("--metadata is required: a JSON list of entry strings")
+    if args.balance == "none":
+        for name in ("metadata", "target_size"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"--{name} is for MetaCLIP balancing; this run is --balance none{_recipe_hint(args)}")
+        if args.mode != "metaclip1":
+            raise UsageError(f"--mode is for MetaCLIP balancing; this run is --balance none{_recipe_hint(args)}")
+    elif not args.metadata:
+        raise UsageError("--metadata is required: a JSON list of entry strings (or --balance none)")
     if not args.output_dir:
         raise UsageError("--output_dir is required")
     if args.mode == "metaclip1":
@@ -399,6 +408,12 @@ def _check_combinations(args: argparse.Namespace) -> None:
             )
     elif args.target_size is not None:
         raise UsageError("--target_size is not supported with --mode metaclip2 yet: set --threshold (English's t)")
+
+
+def _recipe_hint(args) -> str:
+    if not args.recipe:
+        return ""
+    return f" (--recipe {args.recipe} implies it: add --balance metaclip to balance the filtered pool)"
 
 
 def _refuse_unknown_flags(rest: Sequence[str]) -> None:
@@ -417,11 +432,13 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[CurationArgs, li
     Raises UsageError for a missing or bad value, or a flag no one defines.
     """
     try:
-        args, rest = curation_parser().parse_known_args(list(argv or []))
+        args, rest = curation_parser().parse_known_args(expand_recipe(argv or []))
+        _refuse_unknown_flags(rest)
+        check_stage_combinations(args)
+        _check_combinations(args)
     except BadValue as error:
         raise UsageError(str(error)) from None
-    _refuse_unknown_flags(rest)
-    _check_combinations(args)
     args.input = tuple(args.input)
     args.default_language = args.default_language.strip()
+    args.stages = StageArgs.from_namespace(args)
     return CurationArgs(**{field.name: getattr(args, field.name) for field in dataclasses.fields(CurationArgs)}), rest

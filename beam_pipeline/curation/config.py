@@ -11,16 +11,20 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline.curation import checks, inputs
+from beam_pipeline.curation import checks, inputs, stage_checks
 from beam_pipeline.curation.outputs import SPILL_DIR
 from beam_pipeline.curation.runners import spills
 from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.match import LocalWorkers
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
 from transforms.core.columns import KEY, TEXT
+from transforms.core.stats import filter_run_figures
+from transforms.filters.datacomp import FilterSpec
+from transforms.formats.embeddings import EmbeddingSource
 from transforms.formats.layout import InputLayout, key_root
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import default_cache_dir
+from transforms.selection.stage import SelectSpec
 
 # Caption data (in memory, uncompressed) per output shard: a shard writer holds
 # its shard and sorts it (transforms.formats.input_size).
@@ -33,7 +37,7 @@ class CurationConfig:
 
     paths: tuple[str, ...]
     layout: InputLayout
-    mode: CurationMode  # metaclip1 or metaclip2: its metadata, matcher, plan, documents
+    mode: Optional[CurationMode]  # metaclip1 or metaclip2; None: --balance none (no MetaCLIP balancing)
     threshold: int
     seed: int
     output_dir: str
@@ -50,6 +54,13 @@ class CurationConfig:
     report: bool = True
     # Engines whose worker processes run on this machine: the automaton cache.
     local: Optional[LocalWorkers] = None
+    # DataComp filters before balancing (None: no filter stage); where the embeddings are;
+    # the image filter's target clusters when given as ids (else computed from features).
+    filters: Optional[FilterSpec] = None
+    embeddings: Optional[EmbeddingSource] = None
+    target_clusters: Optional[tuple] = None
+    # Cross-covariance selection after balancing (None: no selection stage).
+    select: Optional[SelectSpec] = None
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -66,15 +77,21 @@ class CurationConfig:
         return FileSystems.join(self.output_dir, *parts)
 
     def run_figures(self) -> dict:
-        return {
-            "threshold": self.threshold,
-            "seed": self.seed,
-            "input_files": len(self.paths),
-            "num_shards": self.num_shards,
-            "metadata_sha256": self.mode.metadata_sha256,
-            "mode": self.mode.name,
-            **({"target_size": self.target_size} if self.target_size is not None else {}),
-        }
+        files = {"input_files": len(self.paths), "num_shards": self.num_shards}
+        if self.mode is None:  # --balance none
+            figures = {"balance": "none", **files}
+            if self.select is not None:
+                figures["seed"] = self.seed  # the selection's tie keys depend on it
+        else:  # keys in the order stats.json has always had them
+            figures = {
+                "threshold": self.threshold,
+                "seed": self.seed,
+                **files,
+                "metadata_sha256": self.mode.metadata_sha256,
+                "mode": self.mode.name,
+                **({"target_size": self.target_size} if self.target_size is not None else {}),
+            }
+        return {**figures, **filter_run_figures(self.filters)} if self.filters else figures
 
 
 def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
@@ -97,7 +114,8 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
     handoff = checks.handoffs(args, fmt, layout)
     if "datacomp" in handoff:
         checks.check_uid_keys(paths, layout)
-    mode = _mode(args, layout)
+    stages = stage_checks.stages_of(args.stages, layout, paths, args.seed)
+    mode = _mode(args, layout) if args.stages.balance == "metaclip" else None
     if args.reshard_dir is not None:
         checks.check_reshard_dir(args.reshard_dir, paths, args.output_dir, args.overwrite)
     checks.check_output_dir(args.output_dir, args.overwrite)
@@ -121,6 +139,10 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         strict=args.strict,
         target_size=args.target_size,
         report=args.report,
+        filters=stages.filters,
+        embeddings=stages.embeddings,
+        target_clusters=stages.target_clusters,
+        select=stages.select,
     )
 
 

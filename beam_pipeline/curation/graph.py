@@ -1,7 +1,10 @@
 """The curation's pipeline graph: a chain of stages over record batches, then stats.json and the report.
 
     ReadCaptions      files -> Read(batches, rejected, listed_files)            transforms.beam.read
+    Filter            batches -> Filtered(kept batches, filtered, threshold)    transforms.beam.filters (--filter)
     Balance           batches -> Balanced(batches + keep flag, counts, plan)    transforms.beam.balance
+                      (KeepAll with --balance none: every record kept, no counts)
+    Select            batches -> Selected(batches, keep flag narrowed; figures)  transforms.beam.select (--select)
     WriteOutputs      balanced batches -> every output but stats.json           (below)
     WriteStats        stats.json, after every other output: it marks a finished run
     WriteReport       report.html and plots, from the written outputs
@@ -14,7 +17,7 @@ Each stage is a PTransform over record batches with a typed `expand`; a new stag
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -24,6 +27,7 @@ from apache_beam.pvalue import PCollection
 from beam_pipeline.curation.checks import absolute_path
 from beam_pipeline.curation.config import CurationConfig
 from beam_pipeline.curation.outputs import (
+    FILTERED_DIR,
     IMG2DATASET_DIR,
     KEPT_KEYS_DIR,
     SHARDS_JSON,
@@ -31,12 +35,14 @@ from beam_pipeline.curation.outputs import (
     SUBSET_UIDS,
 )
 from beam_pipeline.report import write_report
-from transforms.beam.balance import Balanced, MetaClipBalance
+from transforms.beam.balance import Balanced, KeepAll, MetaClipBalance
+from transforms.beam.filters import FILTERED_SCHEMA, DataCompFilters, Filtered
 from transforms.beam.handoff.datacomp import WriteSubsetUids
 from transforms.beam.handoff.img2dataset import WriteImg2datasetShards
 from transforms.beam.handoff.webdataset import WebdatasetHandoff
 from transforms.beam.read import Read, ReadCaptions
 from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
+from transforms.beam.select import CovarianceSelect, Selected
 from transforms.beam.spill import delete_spill_dir
 from transforms.beam.stats import SumFigures
 from transforms.beam.write import (
@@ -49,6 +55,8 @@ from transforms.core.report_figures import figures_document, size_table
 from transforms.core.stats import (
     batch_figures,
     duplicate_figures,
+    filtered_figures,
+    kept_figures,
     rejection_figures,
     stats_document,
 )
@@ -57,12 +65,26 @@ from transforms.handoff.reshard import key_files_need_index
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     """Add the curation to `pipeline`; return its main PCollections by name."""
-    read = pipeline | "ReadCaptions" >> ReadCaptions(config.paths, config.layout, strict=config.strict)
-    balanced = read.batches | "Balance" >> MetaClipBalance(
-        config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local
+    read = pipeline | "ReadCaptions" >> ReadCaptions(
+        config.paths, config.layout, strict=config.strict, embeddings=config.embeddings
     )
-    written = balanced.batches | "WriteOutputs" >> WriteOutputs(config, read, balanced)
-    stats = _write_stats(pipeline, config, read, balanced, written)
+    batches, filtered = read.batches, None
+    if config.filters is not None:
+        targets = config.target_clusters and np.asarray(config.target_clusters, dtype=np.int64)
+        filtered = batches | "Filter" >> DataCompFilters(config.filters, targets)
+        batches = filtered.batches
+    if config.mode is None:
+        balanced = batches | "Balance" >> KeepAll()
+    else:
+        balanced = batches | "Balance" >> MetaClipBalance(
+            config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local
+        )
+    final, selected = balanced.batches, None
+    if config.select is not None:
+        selected = final | "Select" >> CovarianceSelect(config.select)
+        final = selected.batches
+    written = final | "WriteOutputs" >> WriteOutputs(config, read, balanced, filtered)
+    stats = _write_stats(pipeline, config, read, final, balanced, written, filtered, selected)
     if config.report:
         # After stats.json: the report reads it. A failed report leaves a finished run;
         # `python -m beam_pipeline.report OUTPUT_DIR` writes it again.
@@ -95,22 +117,27 @@ class WriteOutputs(beam.PTransform):
     that made them (`read`, `balanced`).
     """
 
-    def __init__(self, config: CurationConfig, read: Read, balanced: Balanced):
+    def __init__(self, config: CurationConfig, read: Read, balanced: Balanced, filtered: Optional[Filtered] = None):
         super().__init__()
         self._config = config
         self._read = read
         self._balanced = balanced
+        self._filtered = filtered
 
     def expand(self, sampled: PCollection[pa.RecordBatch]) -> Written:
         config, mode = self._config, self._config.mode
-        match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
-        matches = match_rows | "WriteMatches" >> WriteParquetShards(
-            config.output("matches"),
-            config.num_shards,
-            mode.matches_schema,
-            spill_dir=config.shards_spill_dir,
-            spill_label="WriteMatches",
-        )
+        files, duplicates = [], None
+        if mode is not None:  # MetaCLIP balancing: the match index
+            match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
+            matches = match_rows | "WriteMatches" >> WriteParquetShards(
+                config.output("matches"),
+                config.num_shards,
+                mode.matches_schema,
+                spill_dir=config.shards_spill_dir,
+                spill_label="WriteMatches",
+            )
+            files.append(matches.written)
+            duplicates = matches.figures
         subset = sampled | "WriteSubset" >> WriteParquetShards(
             config.output("subset"),
             config.num_shards,
@@ -124,16 +151,28 @@ class WriteOutputs(beam.PTransform):
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )
-        files = [matches.written, subset.written, rejected.written]
+        files += [subset.written, rejected.written]
+        if self._filtered is not None:
+            filtered = self._filtered.filtered | "WriteFiltered" >> WriteParquetShards(
+                config.output(FILTERED_DIR),
+                max(1, config.num_shards // 4),
+                FILTERED_SCHEMA,
+                spill_dir=config.shards_spill_dir,
+                spill_label="WriteFiltered",
+            )
+            files.append(filtered.written)
+        if duplicates is None:  # no match index: the subset's shards find repeated keys
+            duplicates = subset.figures
         files += _write_handoff(sampled, self._read.listed_files, config)
-        files += _write_report_data(sampled, self._balanced, config)
-        counts = self._balanced.counts
-        files.append(
-            sampled.pipeline
-            | "WriteEntryCounts"
-            >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document, {"counts": counts})
-        )
-        return Written(files, matches.figures)
+        if mode is not None:
+            files += _write_report_data(sampled, self._balanced, config)
+            counts = self._balanced.counts
+            files.append(
+                sampled.pipeline
+                | "WriteEntryCounts"
+                >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document, {"counts": counts})
+            )
+        return Written(files, duplicates)
 
 
 def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
@@ -213,11 +252,23 @@ def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> l
     ]
 
 
-def _write_stats(pipeline, config: CurationConfig, read: Read, balanced: Balanced, written: Written) -> PCollection:
-    """stats.json, written after every other output: its presence marks a finished run."""
+def _write_stats(
+    pipeline,
+    config: CurationConfig,
+    read: Read,
+    final: PCollection,
+    balanced: Balanced,
+    written: Written,
+    filtered: Optional[Filtered],
+    selected: Optional[Selected],
+) -> PCollection:
+    """stats.json, written after every other output: its presence marks a finished run.
+
+    `final`: the batches with the run's last keep flag (after the selection, if any).
+    """
     batch_stats = (
         (
-            balanced.batches | "BatchFigures" >> beam.Map(batch_figures),
+            final | "BatchFigures" >> beam.Map(batch_figures if config.mode else kept_figures),
             written.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures),
         )
         | "AllBatchFigures" >> beam.Flatten()
@@ -229,16 +280,36 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, balanced: Balance
         | "SumRejectionFigures" >> beam.CombineGlobally(SumFigures())
     )
     run_figures = config.run_figures()
+    side = {"batch": batch_stats, "rejected": rejected_stats}
+    filters = config.filters.filters if config.filters else ()
+    if filtered is not None:
+        side["filtered"] = (
+            filtered.filtered
+            | "FilteredFigures" >> beam.Map(filtered_figures)
+            | "SumFilteredFigures" >> beam.CombineGlobally(SumFigures())
+        )
+        if filtered.threshold is not None:
+            side["clip_threshold"] = filtered.threshold
+    if config.mode is not None:
+        side.update(counts=balanced.counts, plan=balanced.plan)
+    if selected is not None:
+        side["selection"] = selected.figures
 
-    def document(batch, rejected, counts, plan):
-        return stats_document(batch, rejected, counts, _with_plan(run_figures, plan), head=plan.entry_probs < 1.0)
+    def document(batch, rejected, filtered=None, clip_threshold=None, counts=None, plan=None, selection=None):
+        run = run_figures if plan is None else _with_plan(run_figures, plan)
+        if clip_threshold is not None:
+            run = {**run, "clip_score_threshold": _json_float(clip_threshold)}
+        if selection is not None:
+            run = {**run, "selection": selection}
+        head = None if plan is None else plan.entry_probs < 1.0
+        return stats_document(batch, rejected, counts, run, head=head, filtered=filtered, filters=filters)
 
-    return pipeline | "WriteStats" >> WriteJsonFile(
-        config.output(STATS_JSON),
-        document,
-        {"batch": batch_stats, "rejected": rejected_stats, "counts": balanced.counts, "plan": balanced.plan},
-        after=written.files,
-    )
+    return pipeline | "WriteStats" >> WriteJsonFile(config.output(STATS_JSON), document, side, after=written.files)
+
+
+def _json_float(value: float):
+    """A threshold for stats.json: NaN (nothing kept) as null, which JSON can hold."""
+    return None if value != value else float(value)
 
 
 def _with_plan(figures: dict, plan) -> dict:

@@ -13,7 +13,8 @@ from transforms.beam.io import glob_paths, write_atomically
 from transforms.beam.spill import delete_spill_dir
 from transforms.handoff.reshard import FRAGMENTS, MANIFEST, RESHARD_MARKER
 
-OUTPUT_SUBDIRS = ("matches", "subset", "rejected")
+FILTERED_DIR = "filtered"  # records a DataComp filter dropped: key, first failed filter
+OUTPUT_SUBDIRS = ("matches", "subset", "rejected", FILTERED_DIR)
 STATS_JSON = "stats.json"
 OUTPUT_FILES = (
     "entry_counts.json",

@@ -63,10 +63,11 @@ def write_report(output_dir: str) -> list[str]:
         written.append(
             write_atomically(FileSystems.join(directory, "plots", name), lambda handle, png=png: handle.write(png))
         )
-    csv = size_csv(data["figures"].get("size_vs_threshold") or []).encode("utf-8")
-    written.append(
-        write_atomically(FileSystems.join(directory, "size_vs_threshold.csv"), lambda handle: handle.write(csv))
-    )
+    if data["balanced"]:  # E(t) exists only with MetaCLIP balancing
+        csv = size_csv(data["figures"].get("size_vs_threshold") or []).encode("utf-8")
+        written.append(
+            write_atomically(FileSystems.join(directory, "size_vs_threshold.csv"), lambda handle: handle.write(csv))
+        )
     page = render_html(data, plots).encode("utf-8")
     written.append(write_atomically(FileSystems.join(directory, "report.html"), lambda handle: handle.write(page)))
     return written

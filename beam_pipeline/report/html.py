@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import html
 
+from beam_pipeline.report.filters import filter_section, has_filters
 from beam_pipeline.report.inputs import (
     head_tail,
     head_threshold,
     scalar_threshold,
     top_entries,
 )
+from beam_pipeline.report.selection import has_selection, selection_section
 
 # stats.json figures shown first, in this order, with these labels; any other
 # key (later additions, per-language thresholds, ...) follows under its own name.
@@ -184,6 +186,12 @@ def _share_text(shares: dict) -> str:
     )
 
 
+def _run_title(stats: dict) -> str:
+    if stats.get("balance") == "none":
+        return "filters " + ", ".join(stats.get("filters") or []) + ", no balancing"
+    return f"t = {stats.get('threshold')}, seed {stats.get('seed')}"
+
+
 def render_html(data: dict, plots: dict[str, bytes]) -> str:
     """report.html: self-contained (data URIs, inline CSS), no script."""
     stats, figures = data["stats"], data["figures"]
@@ -194,11 +202,12 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # No path in the page: a run's outputs are the same bytes wherever they are written.
-        f"<title>Curation report (t = {stats.get('threshold')}, seed {stats.get('seed')})</title>"
-        f"<style>{_CSS}</style></head><body><main>",
+        f"<title>Curation report ({html.escape(_run_title(stats))})</title><style>{_CSS}</style></head><body><main>",
         "<h1>Curation report</h1>",
         f'<p class="sub">metadata sha256 {html.escape(str(stats.get("metadata_sha256", ""))[:12])}, '
-        f"{_n(stats.get('input_files'))} input files</p>",
+        f"{_n(stats.get('input_files'))} input files</p>"
+        if data.get("balanced", True)
+        else f'<p class="sub">{_n(stats.get("input_files"))} input files</p>',
     ]
     if isinstance(read, int) and isinstance(kept, int):
         rate = f" ({kept / read:.1%})" if read else ""
@@ -211,6 +220,24 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
             )
         parts.append("</p>")
     parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
+    if has_filters(stats):
+        figure = _img(
+            "filters.png", plots["filters.png"], "Records each filter dropped, and the records that passed them all."
+        )
+        parts.append(filter_section(stats, figure))
+    if has_selection(stats):
+        figure = _img(
+            "selection.png",
+            plots["selection.png"],
+            "Records per pseudo-class that reached the selection, and those it kept.",
+        )
+        parts.append(selection_section(stats, figure))
+    if not data.get("balanced", True):
+        parts.append(
+            "<p>No MetaCLIP balancing in this run (--balance none): every record the filters pass is kept.</p>"
+        )
+        parts.append("</main></body></html>\n")
+        return "".join(parts)
 
     parts.append("<h2>Balancing</h2>")
     parts.append(

@@ -45,8 +45,13 @@ def _read_json(output_dir: str, name: str):
 
 
 def load_inputs(output_dir: str) -> dict:
-    """The four input documents, checked for the shape the report relies on."""
+    """The four input documents, checked for the shape the report relies on (stats.json alone for
+    a run without MetaCLIP balancing: "balanced" is False)."""
     output_dir = output_dir.rstrip("/") or "/"
+    stats = _read_json(output_dir, "stats.json")
+    if isinstance(stats, dict) and stats.get("balance") == "none":
+        # --balance none: no entry counts; the report is the run and filter figures.
+        return {"output_dir": output_dir, "stats": stats, "figures": {}, "balanced": False}
     docs = {name: _read_json(output_dir, name) for name in INPUTS}
     for name in INPUTS:
         if not isinstance(docs[name], dict):
@@ -87,6 +92,7 @@ def load_inputs(output_dir: str) -> dict:
         "kept_counts": np.fromiter(kept_counts, dtype=np.int64, count=len(entries)),
         "figures": docs["figures.json"],
         "entry_t": entry_t,
+        "balanced": True,
     }
 
 

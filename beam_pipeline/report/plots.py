@@ -8,7 +8,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, _png
+from beam_pipeline.report.filters import has_filters, plot_filters
 from beam_pipeline.report.inputs import head_tail, head_threshold, scalar_threshold
+from beam_pipeline.report.selection import has_selection, plot_selection
 
 _BEFORE = "#4c72b0"  # before balancing / all captions
 _AFTER = "#dd8452"  # after balancing / kept
@@ -211,9 +213,14 @@ def plot_size_vs_threshold(
 def make_plots(data: dict) -> dict[str, bytes]:
     """name -> PNG bytes, for every plot the inputs allow."""
     stats, figures = data["stats"], data["figures"]
+    filters = {"filters.png": plot_filters(stats)} if has_filters(stats) else {}
+    if has_selection(stats):
+        filters["selection.png"] = plot_selection(stats)
+    if not data.get("balanced", True):
+        return filters
     threshold = scalar_threshold(stats)
     chosen = figures.get("chosen") or {}
-    plots = {"entry_counts.png": plot_entry_counts(data["counts"], data["kept_counts"], threshold)}
+    plots = {**filters, "entry_counts.png": plot_entry_counts(data["counts"], data["kept_counts"], threshold)}
     if threshold is not None:
         plots["head_tail_share.png"] = plot_head_tail(
             head_tail(data["counts"], data["kept_counts"], head_threshold(data)), threshold

@@ -292,3 +292,15 @@ def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
         and abs(total - sum(float(line.split()[0]) for line in stages)) <= 0.005 * len(stages) + 0.01
     )
     assert lines[-2].endswith("in 0 shorter stages")
+
+
+def test_selection_benchmark_times_picks_and_measures_the_split():
+    from benchmarks import bench_selection
+
+    row = bench_selection.cost(600, 16, picks=20, full=True)
+    assert row["budget"] == 180 and row["picks_timed"] == 20 and row["s_per_pick"] > 0
+    assert row["measured_full_greedy_s"] >= 0
+    (split,) = bench_selection.approximation(400, 8, [100])
+    assert split["parts"] == 4 and 0 < split["overlap_with_exact"] <= 1
+    # The greedy beats a random subset of the same size at matching the pool's mean.
+    assert split["residual_exact"] < split["residual_random"] and split["residual_split"] < split["residual_random"]

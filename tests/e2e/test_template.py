@@ -68,7 +68,29 @@ SAMPLE_VALUES = {
     "progress": "0",
     "cache_dir": "none",
     "target_size": "400000000",
+    "recipe": "datacomp-1b",
+    "filter": "basic,text,clip_score,image",
+    "balance": "metaclip",
+    "lid_model": "gs://bucket/lid.176.bin",
+    "width_field": "original_width",
+    "height_field": "original_height",
+    "imagenet_wnids": "gs://bucket/imagenet21k_wnids.txt",
+    "clip_score_field": "clip_l14_similarity_score",
+    "clip_score_fraction": "0.3",
+    "clip_score_threshold": "0.25",
+    "embeddings": "npz",
+    "image_embedding_key": "l14_img",
+    "text_embedding_key": "l14_txt",
+    "centroids": "gs://bucket/l14_centroids.npy",
+    "target_clusters": "gs://bucket/in1k_clusters.txt",
+    "select": "covariance",
+    "select_fraction": "0.5",
+    "class_embeddings": "gs://bucket/classes_l14.npy",
+    "max_class_size": "20000",
 }
+# Parameters that only mean something with --filter (dropped with it in the optionality test).
+FILTER_ONLY = {"lid_model", "imagenet_wnids", "clip_score_fraction", "centroids", "target_clusters"}
+SELECT_ONLY = {"select_fraction", "class_embeddings"}
 
 
 def curation_options() -> dict[str, argparse.Action]:
@@ -127,8 +149,10 @@ def test_parameter_texts_and_value_checks():
 
 def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
     """The launcher's form of every parameter parses; leaving one out fails iff it is required."""
-    # target_size is refused with mode metaclip2, which the sample values pick.
-    values = {name: value for name, value in SAMPLE_VALUES.items() if name not in ("overwrite", "target_size")}
+    # target_size is refused with mode metaclip2, which the sample values pick; the recipe
+    # implies balance none, and clip_score takes a fraction or a threshold, not both.
+    skipped = ("overwrite", "target_size", "recipe", "clip_score_threshold")
+    values = {name: value for name, value in SAMPLE_VALUES.items() if name not in skipped}
     args, beam_args = parse_curation_args(launcher_args(values))
     assert (args.input, args.metadata, args.threshold, args.column_names) == (
         (SAMPLE_VALUES["input"],),
@@ -141,6 +165,9 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
         name = parameter["name"]
         # Without mode (metaclip1), the metaclip2-only options must go too.
         gone = {name} | ({"lang_field", "language_id", "language_map"} if name == "mode" else set())
+        # A filter's assets are optional with the filters that need them.
+        gone |= FILTER_ONLY | {"filter"} if name in FILTER_ONLY | {"filter"} else set()
+        gone |= SELECT_ONLY | {"select"} if name in SELECT_ONLY | {"select"} else set()
         rest = {other: value for other, value in values.items() if other not in gone}
         try:
             parse_curation_args(launcher_args(rest))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
@@ -15,18 +16,20 @@ from transforms.beam.modes import CurationMode
 from transforms.beam.report_data import ExpectedSizes
 from transforms.beam.sample import BalancedSample
 from transforms.beam.spill import LoadBatches, StoreBatches
+from transforms.core.columns import KEPT, KEY, KEY_HASH
 from transforms.core.expected_size import threshold_grid
+from transforms.core.hashing import key_hashes
 from transforms.core.report_figures import finer_grid, threshold_for_target
 
-__all__ = ["Balanced", "MetaClipBalance"]
+__all__ = ["Balanced", "KeepAll", "MetaClipBalance"]
 
 
 class Balanced(NamedTuple):
     """What the balancing stage hands on."""
 
     batches: PCollection  # [pa.RecordBatch]: + entry_ids, keep_prob, key hash, keep flag
-    counts: PCollection  # singleton np.ndarray: captions per entry (CountEntries)
-    plan: PCollection  # singleton BalancingPlan: p_e of every entry, the t used
+    counts: Optional[PCollection]  # singleton np.ndarray: captions per entry (CountEntries); None: KeepAll
+    plan: Optional[PCollection]  # singleton BalancingPlan: p_e of every entry, the t used; None: KeepAll
 
 
 class MetaClipBalance(beam.PTransform):
@@ -97,3 +100,21 @@ def _plan_for_target_size(stored, counts, mode: CurationMode, target: int, spill
         lambda sizes, grid: threshold_for_target(grid, sizes, target), beam.pvalue.AsSingleton(fine_grid)
     )
     return chosen | "PlanBalancing" >> beam.Map(lambda t, counts: mode.plan(counts, t), beam.pvalue.AsSingleton(counts))
+
+
+def _keep_every_row(batch: pa.RecordBatch) -> pa.RecordBatch:
+    hashes = key_hashes(batch.column(KEY).to_pylist())
+    return batch.append_column(KEY_HASH, pa.array(hashes, pa.uint64())).append_column(
+        KEPT, pa.array(np.ones(batch.num_rows, dtype=bool))
+    )
+
+
+class KeepAll(beam.PTransform):
+    """--balance none: every record that reaches the stage is kept.
+
+    In: batches with `key`. Out: `Balanced` with the same batches plus the key hash and a
+    set keep flag (what the writers read), and no counts or plan.
+    """
+
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> Balanced:
+        return Balanced(batches | "KeepEveryRecord" >> beam.Map(_keep_every_row), None, None)

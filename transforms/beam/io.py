@@ -25,6 +25,7 @@ __all__ = [
     "copy_file",
     "delete_quietly",
     "glob_paths",
+    "local_copy",
     "load_language_metadata",
     "load_metadata",
     "open_input",
@@ -106,6 +107,26 @@ def copy_file(source: str, handle) -> int:
                 return copied
             handle.write(chunk)
             copied += len(chunk)
+
+
+_local_copies: dict[str, str] = {}
+
+
+def local_copy(path: str) -> str:
+    """`path` itself when it is on this machine; else a copy in a temporary folder, made once per
+    process (libraries such as fastText open only local files; workers read gs:// through this)."""
+    if "://" not in path:
+        return path
+    copied = _local_copies.get(path)
+    if copied is None:
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="balancebeam-asset-")
+        copied = os.path.join(directory, path.rstrip("/").rsplit("/", 1)[-1])
+        with open(copied, "wb") as handle:
+            copy_file(path, handle)
+        _local_copies[path] = copied
+    return copied
 
 
 def delete_quietly(paths: Sequence[str]) -> None:

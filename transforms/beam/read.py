@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import contextlib
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -13,9 +15,10 @@ from apache_beam.pvalue import PBegin, PCollection
 
 from transforms.beam import metrics
 from transforms.formats.compression import decompressed
+from transforms.formats.embeddings import EmbeddingSource, NpzEmbeddings, npz_path, split_missing_embeddings
 from transforms.formats.layout import InputLayout
 from transforms.formats.readers import read_caption_file
-from transforms.formats.rejections import UNREADABLE_FILE, Rejection, strict_error
+from transforms.formats.rejections import EMBEDDINGS_MISSING, UNREADABLE_FILE, Rejection, strict_error
 
 __all__ = ["Read", "ReadCaptions"]
 
@@ -29,9 +32,10 @@ class _ReadCaptionFileFn(beam.DoFn):
     With `strict`, the first rejection raises StrictRejectionError instead.
     """
 
-    def __init__(self, layout: InputLayout, strict: bool = False):
+    def __init__(self, layout: InputLayout, strict: bool = False, embeddings: Optional[EmbeddingSource] = None):
         self._layout = layout
         self._strict = strict
+        self._embeddings = embeddings
         self._files = Metrics.counter(metrics.CURATION, "files_read")
         self._records = Metrics.counter(metrics.CURATION, "records_read")
         self._rejected = Metrics.counter(metrics.CURATION, "records_rejected")
@@ -48,14 +52,44 @@ class _ReadCaptionFileFn(beam.DoFn):
             yield self._rejection(Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0))
             return
         self._files.inc()
-        with fileobj:
+        with fileobj, contextlib.ExitStack() as stack:
+            attach = self._embeddings_for(path, fileobj, stack)
+            if isinstance(attach, Rejection):
+                yield self._rejection(attach)
+                return
             stream = fileobj if self._layout.format == "parquet" else decompressed(fileobj, path)
             for item in read_caption_file(stream, path, file_index, self._layout):
                 if isinstance(item, pa.RecordBatch):
                     self._records.inc(item.num_rows)
-                    yield item
+                    batch, rejections = attach(item)
+                    for rejection in rejections:
+                        yield self._rejection(rejection)
+                    if batch is not None:
+                        yield batch
                 else:
                     yield self._rejection(item)
+
+    def _embeddings_for(self, path: str, fileobj, stack: contextlib.ExitStack):
+        """batch -> (batch with its embeddings, rejections); or a whole-file Rejection
+        when the shard's npz is missing or cannot serve its rows."""
+        source = self._embeddings
+        if source is None:
+            return lambda batch: (batch, [])
+        if source.kind == "columns":
+            return lambda batch: split_missing_embeddings(batch, source.names, path)
+        rows = pq.ParquetFile(fileobj).metadata.num_rows
+        fileobj.seek(0)
+        npz = npz_path(path)
+        try:
+            handle = stack.enter_context(FileSystems.open(npz, compression_type=CompressionTypes.UNCOMPRESSED))
+        except Exception as error:  # noqa: BLE001 - a missing or unopenable npz: the shard cannot be filtered
+            return Rejection(path, None, EMBEDDINGS_MISSING, {"npz": npz, "error": str(error)}, records=rows)
+        embeddings = NpzEmbeddings(handle, source.names, npz)
+        problem = embeddings.problem(rows)
+        if problem is not None:
+            reason, detail = problem
+            return Rejection(path, None, reason, detail, records=rows)
+        return lambda batch: (embeddings.attach(batch), [])
 
     def _rejection(self, rejection: Rejection):
         """Count a rejection in the metrics and route it to REJECTED (or raise, strict)."""
@@ -90,16 +124,26 @@ class ReadCaptions(beam.PTransform):
     one-line message in whatever the runner raises).
     Beam metrics: "curation" files_read, records_read, records_rejected,
     files_rejected; per reject reason, "rejected" (records) and "rejected_files".
+    With `embeddings` (transforms.formats.embeddings), each batch carries its rows' CLIP
+    embeddings: from the npz beside each parquet shard (a shard whose npz is missing or
+    holds another number of rows is rejected whole), or checked in their columns.
     `listed_files` is the PCollection of (file index, path): writers that need
     every input file use it instead of embedding the list once more in the job
     graph (Dataflow refuses graphs over 10 MB).
     """
 
-    def __init__(self, paths: Sequence[str], layout: InputLayout, strict: bool = False):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        layout: InputLayout,
+        strict: bool = False,
+        embeddings: Optional[EmbeddingSource] = None,
+    ):
         super().__init__()
         self._paths = list(paths)
         self._layout = layout
         self._strict = strict
+        self._embeddings = embeddings
 
     def expand(self, pbegin: PBegin) -> Read:
         listed_files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
@@ -108,6 +152,8 @@ class ReadCaptions(beam.PTransform):
             # Spread the files over workers before the expensive per-file work.
             | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles"
-            >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict)).with_outputs(REJECTED, main=BATCHES)
+            >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict, self._embeddings)).with_outputs(
+                REJECTED, main=BATCHES
+            )
         )
         return Read(parsed[BATCHES], parsed[REJECTED], listed_files)

@@ -7,6 +7,7 @@ which workers add them up (transforms.beam.stats sums them in the pipeline).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +46,34 @@ def _value_counts(array: pa.Array) -> tuple[list, list]:
     return counted.field("values").to_pylist(), counted.field("counts").to_pylist()
 
 
+def kept_figures(batch: pa.RecordBatch) -> Counter:
+    """Figures of one batch that reaches the end without MetaCLIP balancing (--balance none):
+    every record is kept, unless a selection after it cleared the flag."""
+    kept = int(np.count_nonzero(batch.column(KEPT).to_numpy(zero_copy_only=False)))
+    return Counter(records_accepted=batch.num_rows, records_kept=kept)
+
+
+def filtered_figures(batch: pa.RecordBatch, column: str = "filter") -> Counter:
+    """Figures of one batch of filtered records: how many, and per first failed filter."""
+    figures = Counter(records_filtered=batch.num_rows)
+    for name, rows in zip(*_value_counts(batch.column(column)), strict=True):
+        figures[f"filtered.{name}"] += rows
+    return figures
+
+
+def filter_run_figures(spec) -> dict:
+    """stats.json's description of the filter stage (a transforms.filters.datacomp.FilterSpec)."""
+    figures: dict = {"filters": list(spec.filters)}
+    if spec.lid_identity:
+        name, sha256, approximate = spec.lid_identity
+        figures["lid_model"] = {"name": name, "sha256": sha256, "approximate": approximate}
+    if "clip_score" in spec.filters:
+        figures["clip_score_field"] = spec.clip_score_field
+        if spec.clip_score_fraction is not None:
+            figures["clip_score_fraction"] = spec.clip_score_fraction
+    return figures
+
+
 def rejection_figures(rejection: Rejection) -> Counter:
     figures = Counter({"records_rejected": rejection.records, f"rejected.{rejection.reason}": rejection.records})
     if rejection.row is None:
@@ -58,36 +87,59 @@ def duplicate_figures(found: dict) -> Counter:
     )
 
 
-def stats_document(batch: dict, rejected: dict, counts: np.ndarray, run: dict, head: np.ndarray = None) -> dict:
+def stats_document(
+    batch: dict,
+    rejected: dict,
+    counts: Optional[np.ndarray],
+    run: dict,
+    head: np.ndarray = None,
+    filtered: Optional[dict] = None,
+    filters: Sequence[str] = (),
+) -> dict:
     """stats.json: the run's figures, keys in a fixed order.
 
     `head`: which entries are head entries (count > their t; with a t per
     language in metaclip2 mode); by default count > run["threshold"].
+    `counts` None: no MetaCLIP balancing (--balance none), no entry figures.
+    `filtered`: the summed `filtered_figures` of a run with `filters`;
+    records_read = records_rejected + records_filtered + records_accepted.
     """
     accepted = batch.get("records_accepted", 0)
     rejected_records = rejected.get("records_rejected", 0)
-    if head is None:
-        head = counts > run["threshold"]
+    filtered = filtered or {}
     by_reason = {key.split(".", 1)[1]: value for key, value in sorted(rejected.items()) if key.startswith("rejected.")}
-    return {
-        "records_read": accepted + rejected_records,
+    document = {
+        "records_read": accepted + rejected_records + filtered.get("records_filtered", 0),
         "records_accepted": accepted,
         "records_rejected": rejected_records,
         "rejected_by_reason": by_reason,
         "files_rejected": rejected.get("files_rejected", 0),
-        "records_matched": batch.get("records_matched", 0),
-        "records_kept": batch.get("records_kept", 0),
-        "expected_kept": round(batch.get("keep_prob_fixed", 0) / _PROB_SCALE, 3),
-        "entry_matches": batch.get("entry_matches", 0),
-        "entries": int(len(counts)),
-        "entries_matched": int(np.count_nonzero(counts)),
-        "entries_over_threshold": int(np.count_nonzero(head)),
-        "matches_in_head_entries": int(counts[head].sum()),
-        "duplicate_keys": batch.get("duplicate_keys", 0),
-        "duplicate_key_examples": sorted(k.split(".", 1)[1] for k in batch if k.startswith("duplicate_example."))[:5],
-        **run,
-        **_language_figures(batch),
     }
+    if filters:
+        document["records_filtered"] = filtered.get("records_filtered", 0)
+        document["filtered_by_filter"] = {name: filtered.get(f"filtered.{name}", 0) for name in filters}
+    if counts is None:
+        document["records_kept"] = batch.get("records_kept", 0)
+    else:
+        if head is None:
+            head = counts > run["threshold"]
+        document.update(
+            {
+                "records_matched": batch.get("records_matched", 0),
+                "records_kept": batch.get("records_kept", 0),
+                "expected_kept": round(batch.get("keep_prob_fixed", 0) / _PROB_SCALE, 3),
+                "entry_matches": batch.get("entry_matches", 0),
+                "entries": int(len(counts)),
+                "entries_matched": int(np.count_nonzero(counts)),
+                "entries_over_threshold": int(np.count_nonzero(head)),
+                "matches_in_head_entries": int(counts[head].sum()),
+            }
+        )
+    document["duplicate_keys"] = batch.get("duplicate_keys", 0)
+    document["duplicate_key_examples"] = sorted(
+        k.split(".", 1)[1] for k in batch if k.startswith("duplicate_example.")
+    )[:5]
+    return {**document, **run, **_language_figures(batch)}
 
 
 def _language_figures(batch: dict) -> dict:

@@ -28,6 +28,12 @@ EMPTY_FILE = "empty_file"  # a file without a single byte (after decompression)
 # Rows of a readable file that cannot be decoded, e.g. a corrupt Parquet row group: the
 # rejection's row is the first lost row and `records` the count from the file's footer.
 UNREADABLE_ROWS = "unreadable_rows"
+# CLIP embeddings (transforms.formats.embeddings): a shard whose npz is missing, unreadable
+# or of another row count (whole-file); a row whose embedding column holds no vector.
+EMBEDDINGS_MISSING = "embeddings_missing"
+EMBEDDINGS_UNREADABLE = "embeddings_unreadable"
+EMBEDDINGS_ROW_MISMATCH = "embeddings_row_count_mismatch"
+MISSING_EMBEDDING = "missing_embedding"
 REASONS = (
     MISSING_TEXT,
     NULL_TEXT,
@@ -43,6 +49,10 @@ REASONS = (
     UNREADABLE_ROWS,
     UNREADABLE_FILE,
     EMPTY_FILE,
+    EMBEDDINGS_MISSING,
+    EMBEDDINGS_UNREADABLE,
+    EMBEDDINGS_ROW_MISMATCH,
+    MISSING_EMBEDDING,
 )
 
 
