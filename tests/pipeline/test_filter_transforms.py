@@ -63,7 +63,8 @@ def test_clip_score_filter_routes_every_record_once():
     # N = 10, n = 3: the 4th largest is 0.5 (after 0.9, 0.7, 0.6); the three 0.5s tie: 6 kept.
     kept_keys = ["k1", "k2", "k3", "k5", "k7", "k9"]
     with beam_test_pipeline() as pipeline:
-        filtered = pipeline | beam.Create(_batches(scores, "float32", [3, 7])) | DataCompFilters(spec)
+        # The first batch has one record that passes, the second none.
+        filtered = pipeline | beam.Create(_batches(scores, "float32", [2, 1, 7])) | DataCompFilters(spec)
         kept = filtered.batches | "KeptKeys" >> beam.FlatMap(lambda b: b.column(KEY).to_pylist())
         dropped = filtered.filtered | beam.FlatMap(
             lambda b: zip(b.column(KEY).to_pylist(), b.column(FILTER).to_pylist(), strict=True)
