@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from beam_pipeline.curation.config import prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
-from beam_pipeline.curation.runners import make_runner, runs_here
+from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
@@ -53,6 +53,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     clear_outputs(config.output_dir, config.reshard_dir)
+    one_blas_thread_per_worker(options)
     started = time.monotonic()
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)
     build_curation(pipeline, config)

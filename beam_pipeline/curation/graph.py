@@ -60,6 +60,7 @@ from transforms.core.stats import (
     rejection_figures,
     stats_document,
 )
+from transforms.formats.embeddings import without_npz_embeddings
 from transforms.handoff.reshard import key_files_need_index
 
 
@@ -73,6 +74,8 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         targets = config.target_clusters and np.asarray(config.target_clusters, dtype=np.int64)
         filtered = batches | "Filter" >> DataCompFilters(config.filters, targets)
         batches = filtered.batches
+        if config.select is None and config.embeddings is not None:
+            batches = batches | "DropEmbeddings" >> beam.Map(without_npz_embeddings)
     if config.mode is None:
         balanced = batches | "Balance" >> KeepAll()
     else:

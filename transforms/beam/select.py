@@ -8,9 +8,18 @@ transforms.selection (pure); this module spreads it:
     members     batch -> (class, MemberBlock) of its kept records     (pseudo-class by argmax)
     class sums  CombinePerKey: exact CrossCovSum and size per class   (the card's shape, one level up)
     plan        sizes -> budgets (largest remainder) and parts per class
-    parts       (class, part) <- tie key mod parts; part sizes summed
-    greedy      CoGroupByKey of a part's members with its class sum -> the picked record ids
+    group       CoGroupByKey on class of its members, its sum and its budget (the plan, keyed)
+    parts       a class's members split by tie key mod parts, each part with its budget and
+                the class sum; spread over workers (Reshuffle)
+    greedy      each part -> the picked record ids
     mark        the picked ids, as a side input, clear the other records' keep flag
+    figures     CoGroupByKey of class sums, picked sums and budgets -> per-class rows, merged
+                (exact sums) into stats.json's selection
+
+Only the mark step reads a side input: everything else reaches its grouping as a keyed
+element, so no runner can group a class before its sum and budget are in (the Python
+FnApiRunner with several worker processes lost a class sum when parts were keyed by a
+side-input plan).
 
 A class's picks depend only on its members (exact integer class sums, members sorted by
 tie key), never on files, batches, workers or runner.
@@ -31,21 +40,26 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection
 
 from transforms.beam import metrics
+from transforms.formats.embeddings import without_npz_embeddings
+from transforms.selection.covariance import CrossCovSum
 from transforms.selection.stage import (
-    ClassFigures,
     MemberBlock,
     SelectionPlan,
+    SelectionTotals,
     SelectSpec,
     block_sum,
     class_blocks,
+    class_figures,
     mark_selected,
     select_part,
     selection_document,
+    split_class,
 )
 
 __all__ = ["CovarianceSelect", "Selected"]
 
 _lock = threading.Lock()
+SLIM = "slim"  # _MembersFn's second output: the batches without their npz embeddings
 
 
 @functools.lru_cache(maxsize=2)
@@ -76,13 +90,15 @@ class _MembersFn(beam.DoFn):
         for cls, block in class_blocks(batch, self._spec, self._classes):
             self._members.inc(len(block))
             yield cls, block
+        # The batch goes on to be marked and written without its npz embeddings.
+        yield beam.pvalue.TaggedOutput(SLIM, without_npz_embeddings(batch))
 
 
 class _SumClass(beam.CombineFn):
     """MemberBlocks of one class -> their exact CrossCovSum (count = size)."""
 
     def create_accumulator(self):
-        return ClassFigures().pool
+        return CrossCovSum()
 
     def add_input(self, accumulator, block: MemberBlock):
         return accumulator.merge(block_sum(block))
@@ -105,21 +121,65 @@ def _to_dict(pairs) -> dict:
     return merged
 
 
+def _class_totals(element) -> SelectionTotals:
+    """(class, its pool sum, selected sum and budget) -> its row and sums, to be merged."""
+    cls, grouped = element
+    (pool,) = grouped["pool"]
+    selected = next(iter(grouped["selected"]), None) or CrossCovSum()
+    (budget, parts) = next(iter(grouped["budget"]))
+    return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
+
+
+class _MergeTotals(beam.CombineFn):
+    """Every class's SelectionTotals -> stats.json's `selection` document."""
+
+    def __init__(self, fraction: float):
+        self._fraction = fraction
+
+    def create_accumulator(self):
+        return SelectionTotals()
+
+    def add_input(self, accumulator, totals):
+        return accumulator.merge(totals)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        total = next(accumulators)
+        for other in accumulators:
+            total.merge(other)
+        return total
+
+    def extract_output(self, accumulator):
+        return selection_document(self._fraction, accumulator)
+
+
+class _SplitClassFn(beam.DoFn):
+    """(class, its members, its sum and its budget) -> ((class, part), PartWork) for each part.
+
+    Everything a part's greedy needs travels with it: no side input feeds the grouping,
+    so no runner can group before the class sums are in.
+    """
+
+    def process(self, element):
+        cls, grouped = element
+        blocks, sums, budgets = list(grouped["members"]), list(grouped["class_sum"]), list(grouped["budget"])
+        if len(sums) != 1 or len(budgets) != 1:
+            raise ValueError(f"class {cls}: {len(sums)} class sums and {len(budgets)} budgets, one of each expected")
+        members = MemberBlock.concat(blocks)
+        class_sum, (budget, parts) = sums[0], budgets[0]
+        for part, work in split_class(members, class_sum, budget, parts):
+            yield (cls, part), work
+
+
 class _GreedyFn(beam.DoFn):
-    """((class, part), members and class sum) -> the picked MemberBlock, keyed by class."""
+    """((class, part), PartWork) -> (class, the picked MemberBlock)."""
 
     def __init__(self):
         self._selected = Metrics.counter(metrics.CURATION, "records_selected")
 
-    def process(self, element, plan: SelectionPlan, part_sizes: dict):
-        (cls, part), grouped = element
-        blocks, sums = list(grouped["members"]), list(grouped["class_sum"])
-        if not blocks:
-            return
-        members = MemberBlock.concat(blocks)
-        class_sum = sums[0]
-        budget = plan.part_budget(cls, part, part_sizes)
-        picked = select_part(members, class_sum.matrix(), class_sum.count, budget)
+    def process(self, element):
+        (cls, _part), work = element
+        picked = select_part(work.members, work.class_matrix, work.class_size, work.budget)
         self._selected.inc(len(picked))
         yield cls, picked
 
@@ -138,7 +198,8 @@ class CovarianceSelect(beam.PTransform):
 
     def expand(self, batches: PCollection[pa.RecordBatch]) -> Selected:
         spec = self._spec
-        members = batches | "ClassMembers" >> beam.ParDo(_MembersFn(spec))
+        split = batches | "ClassMembers" >> beam.ParDo(_MembersFn(spec)).with_outputs(SLIM, main="members")
+        members, slim = split["members"], split[SLIM]
         class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
         plan = (
             class_sums
@@ -146,29 +207,17 @@ class CovarianceSelect(beam.PTransform):
             | "AllSizes" >> beam.CombineGlobally(_to_dict)
             | "Plan" >> beam.Map(SelectionPlan.from_sizes, spec.fraction, spec.max_class_size)
         )
-        plan_side = beam.pvalue.AsSingleton(plan)
-
-        def into_parts(item, plan):
-            cls, block = item
-            parts = plan.part_of(cls, block.ties)
-            for part in np.unique(parts).tolist():
-                yield (cls, part), block.take(np.flatnonzero(parts == part))
-
-        routed = members | "IntoParts" >> beam.FlatMap(into_parts, plan_side)
-        part_sizes = (
-            routed
-            | "PartSizes" >> beam.Map(lambda item: (item[0], len(item[1])))
-            | "SumPartSizes" >> beam.CombinePerKey(sum)
-            | "PartSizesAsDict" >> beam.Map(lambda item: {item[0]: item[1]})
-            | "AllPartSizes" >> beam.CombineGlobally(_to_dict)
-        )
-        sums_per_part = class_sums | "SumPerPart" >> beam.FlatMap(
-            lambda item, plan: [((item[0], part), item[1]) for part in range(plan.parts[item[0]])], plan_side
+        # The plan goes back to each class as a keyed element, not a side input: the grouping
+        # below then waits for it like for any other input.
+        budgets = plan | "BudgetPerClass" >> beam.FlatMap(
+            lambda plan: [(cls, (plan.budgets[cls], plan.parts[cls])) for cls in plan.sizes]
         )
         picked = (
-            {"members": routed, "class_sum": sums_per_part}
-            | "PartWithClassSum" >> beam.CoGroupByKey()
-            | "Greedy" >> beam.ParDo(_GreedyFn(), plan_side, beam.pvalue.AsSingleton(part_sizes))
+            {"members": members, "class_sum": class_sums, "budget": budgets}
+            | "GroupClasses" >> beam.CoGroupByKey()
+            | "SplitClasses" >> beam.ParDo(_SplitClassFn())
+            | "SpreadParts" >> beam.Reshuffle()
+            | "Greedy" >> beam.ParDo(_GreedyFn())
         )
         selected_ids = (
             picked
@@ -176,25 +225,12 @@ class CovarianceSelect(beam.PTransform):
             | "AllPickedIds"
             >> beam.CombineGlobally(lambda ids: np.sort(np.concatenate([np.zeros(0, np.uint64)] + list(ids))))
         )
-        marked = batches | "MarkSelected" >> beam.Map(mark_selected, beam.pvalue.AsSingleton(selected_ids))
-        selected_sums = (
-            picked
-            | "PickedSums" >> beam.Map(lambda item: (item[0], item[1]))
-            | "SelectedSums" >> beam.CombinePerKey(_SumClass())
-        )
+        marked = slim | "MarkSelected" >> beam.Map(mark_selected, beam.pvalue.AsSingleton(selected_ids))
+        selected_sums = picked | "SelectedSums" >> beam.CombinePerKey(_SumClass())
         figures = (
-            {"pool": class_sums, "selected": selected_sums}
+            {"pool": class_sums, "selected": selected_sums, "budget": budgets}
             | "ClassFigures" >> beam.CoGroupByKey()
-            | "FiguresAsDict"
-            >> beam.Map(
-                lambda item: {
-                    item[0]: ClassFigures(
-                        next(iter(item[1]["pool"])), next(iter(item[1]["selected"]), ClassFigures().selected)
-                    )
-                }
-            )
-            | "AllClassFigures" >> beam.CombineGlobally(_to_dict)
-            | "SelectionDocument"
-            >> beam.Map(lambda figures, plan: selection_document(spec.fraction, plan, figures), plan_side)
+            | "ClassRows" >> beam.Map(_class_totals)
+            | "SelectionFigures" >> beam.CombineGlobally(_MergeTotals(spec.fraction))
         )
         return Selected(marked, figures)

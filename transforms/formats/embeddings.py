@@ -50,6 +50,13 @@ class EmbeddingSource:
         return embedding_column(name) if self.kind == "npz" else name
 
 
+def without_npz_embeddings(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch less the internal npz embedding columns (once no stage needs them: they are
+    most of a batch's bytes, and no writer writes them)."""
+    names = [name for name in batch.schema.names if not name.startswith(EMBEDDING_PREFIX)]
+    return batch if len(names) == batch.num_columns else batch.select(names)
+
+
 def npz_path(path: str) -> str:
     """The npz beside a parquet shard: `a/b/000001.parquet` -> `a/b/000001.npz`."""
     root, _ = posixpath.splitext(path)

@@ -113,14 +113,29 @@ class SelectionPlan:
         parts = {c: num_parts(n, max_class_size) for c, n in sizes.items()}
         return cls(sizes, budgets, parts)
 
-    def part_of(self, cls: int, ties: np.ndarray) -> np.ndarray:
-        """Each member's part: tie key modulo the class's number of parts (as local.split_parts)."""
-        return (np.asarray(ties, dtype=np.uint64) % np.uint64(self.parts[cls])).astype(np.int64)
 
-    def part_budget(self, cls: int, part: int, part_sizes: dict) -> int:
-        """Part `part`'s share of the class budget (largest remainder over the parts' sizes)."""
-        sizes = [part_sizes.get((cls, p), 0) for p in range(self.parts[cls])]
-        return part_budgets(sizes, self.budgets[cls])[part]
+@dataclass
+class PartWork:
+    """One part's greedy, self-contained: its members, the class sum and size, its budget."""
+
+    members: MemberBlock
+    class_matrix: np.ndarray
+    class_size: int
+    budget: int
+
+
+def split_class(members: MemberBlock, class_sum: CrossCovSum, budget: int, parts: int):
+    """(part, PartWork) for each part of a class: members by tie key mod `parts`, each part's
+    budget the largest-remainder share of the class budget by part size."""
+    if parts == 1:
+        yield 0, PartWork(members, class_sum.matrix(), class_sum.count, budget)
+        return
+    part_of = (members.ties % np.uint64(parts)).astype(np.int64)
+    sizes = np.bincount(part_of, minlength=parts).tolist()
+    matrix = class_sum.matrix()
+    for part, share in enumerate(part_budgets(sizes, budget)):
+        if sizes[part]:
+            yield part, PartWork(members.take(np.flatnonzero(part_of == part)), matrix, class_sum.count, share)
 
 
 def select_part(block: MemberBlock, class_matrix: np.ndarray, class_size: int, budget: int) -> MemberBlock:
@@ -141,62 +156,65 @@ def mark_selected(batch: pa.RecordBatch, selected: np.ndarray) -> pa.RecordBatch
     return batch.set_column(index, KEPT, pa.array(kept & picked))
 
 
-@dataclass
-class ClassFigures:
-    """One class's sums: the whole class's and its selection's (exact accumulators)."""
-
-    pool: CrossCovSum = field(default_factory=CrossCovSum)
-    selected: CrossCovSum = field(default_factory=CrossCovSum)
-
-
 def _mean_cosine(total: CrossCovSum) -> Optional[float]:
     """trace(sum x_i y_i^T) / n: the mean image-caption cosine, exact from the class sum."""
     return float(np.trace(total.matrix()) / total.count) if total.count else None
 
 
-def selection_document(fraction: float, plan: SelectionPlan, figures: dict) -> dict:
-    """stats.json's `selection`: per class size, budget, selected, parts, objective reached and
-    its maximum (||T_c||^2: the selection's mean equal to the class's); over the whole pool
-    too; and the mean image-caption cosine before and after."""
-    pool_total, selected_total = CrossCovSum(), CrossCovSum()
-    per_class = []
-    reached = best = 0.0
-    for cls in sorted(plan.sizes):
-        sums = figures[cls]
-        pool_total.merge(sums.pool)
-        selected_total.merge(sums.selected)
-        budget = plan.budgets[cls]
-        target = sums.pool.matrix() * budget / sums.pool.count
-        chosen = sums.selected.matrix() if sums.selected.count else np.zeros_like(target)
-        f, f_max = objective(target, chosen), float(np.sum(target * target))
-        reached, best = reached + f, best + f_max
-        per_class.append(
-            {
-                "class": cls,
-                "size": plan.sizes[cls],
-                "budget": budget,
-                "selected": sums.selected.count,
-                "parts": plan.parts[cls],
-                "objective": f,
-                "objective_max": f_max,
-            }
-        )
+def class_figures(cls: int, pool: CrossCovSum, selected: CrossCovSum, budget: int, parts: int) -> dict:
+    """One class's row of the `selection` figures: size, budget, selected, parts, the objective
+    F reached and its maximum ||T_c||^2 (reached when the selection's mean equals the class's)."""
+    target = pool.matrix() * budget / pool.count
+    chosen = selected.matrix() if selected.count else np.zeros_like(target)
+    return {
+        "class": cls,
+        "size": pool.count,
+        "budget": budget,
+        "selected": selected.count,
+        "parts": parts,
+        "objective": objective(target, chosen),
+        "objective_max": float(np.sum(target * target)),
+    }
+
+
+@dataclass
+class SelectionTotals:
+    """The per-class rows and the whole pool's and selection's exact sums (mergeable)."""
+
+    rows: list = field(default_factory=list)
+    pool: CrossCovSum = field(default_factory=CrossCovSum)
+    selected: CrossCovSum = field(default_factory=CrossCovSum)
+
+    def merge(self, other: "SelectionTotals") -> "SelectionTotals":
+        self.rows += other.rows
+        self.pool.merge(other.pool)
+        self.selected.merge(other.selected)
+        return self
+
+
+def selection_document(fraction: float, totals: SelectionTotals) -> dict:
+    """stats.json's `selection`: the per-class rows (by class), their objective summed, the same
+    objective over the whole pool (its mean against all picks), and the mean image-caption
+    cosine before and after."""
+    per_class = sorted(totals.rows, key=lambda row: row["class"])
+    reached = sum(row["objective"] for row in per_class)
+    best = sum(row["objective_max"] for row in per_class)
+    pool, selected = totals.pool, totals.selected
     document = {
         "method": "covariance",
         "fraction": fraction,
-        "records_in": pool_total.count,
-        "records_selected": selected_total.count,
+        "records_in": pool.count,
+        "records_selected": selected.count,
         "classes": len(per_class),
         "objective": reached,
         "objective_max": best,
         "objective_ratio": reached / best if best > 0 else None,
-        "mean_cosine_before": _mean_cosine(pool_total),
-        "mean_cosine_after": _mean_cosine(selected_total),
+        "mean_cosine_before": _mean_cosine(pool),
+        "mean_cosine_after": _mean_cosine(selected),
     }
-    if pool_total.count:
-        k = selected_total.count
-        target = pool_total.matrix() * k / pool_total.count
-        chosen = selected_total.matrix() if k else np.zeros_like(target)
+    if pool.count:
+        target = pool.matrix() * selected.count / pool.count
+        chosen = selected.matrix() if selected.count else np.zeros_like(target)
         best_pool = float(np.sum(target * target))
         document["pool_objective"] = objective(target, chosen)
         document["pool_objective_max"] = best_pool
