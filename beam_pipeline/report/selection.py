@@ -32,12 +32,14 @@ def plot_selection(stats: dict) -> bytes:
     axes.bar(x + 0.2, selected, 0.4, color=_SELECTED, label=f"selected ({int(selected.sum()):,})")
     if len(rows) and sizes.max() > 20 * max(1, sizes.min()):
         _log_scale(axes, "y")
+    elif len(rows):
+        axes.set_ylim(0, sizes.max() * 1.25)  # room for the legend above the bars
     step = max(1, len(rows) // 20)
     axes.set_xticks(x[::step], [str(row["class"]) for row in rows][::step])
     axes.set_xlabel("class")
     axes.set_ylabel("records")
     axes.grid(True, axis="y", alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper right", framealpha=0.95)
     _lay_out(figure, axes)
     return _png(figure)
 

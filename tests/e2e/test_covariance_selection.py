@@ -64,6 +64,9 @@ def test_two_workers_keep_the_reference_set_with_its_budgets(pool, reference, tw
     assert 0.9 < selection["objective_ratio"] <= 1.0 and 0.9 < selection["pool_objective_ratio"] <= 1.0
     uids = np.load(out / "subset_uids.npy")
     assert len(uids) == len(reference["kept"])
+    page = (out / "report.html").read_text()
+    assert "Selection (cross-covariance)" in page and "Mean image-caption cosine" in page
+    assert (out / "plots" / "selection.png").exists() and not (out / "entry_counts.json").exists()
 
 
 def test_rows_permuted_and_split_otherwise_on_one_worker_give_the_same_subset(pool, two_worker_run, tmp_path):
