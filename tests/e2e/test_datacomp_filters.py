@@ -332,3 +332,24 @@ def _reference_without(pool, model, rejected, rows) -> set:
     remaining = [row for row in rows if row["uid"] not in rejected]
     centroids = np.load(pool.centroids_path)
     return reference_keep_sets(remaining, model, filters=("image",), centroids=centroids, targets=pool.targets)["kept"]
+
+
+@pytest.mark.parametrize("layout", ["columns", "compressed npz"])
+def test_image_filter_reads_embeddings_from_columns_or_a_deflated_npz(tmp_path, model, layout):
+    pool = write_pool(
+        tmp_path / "pool",
+        shards=2,
+        rows_per_shard=400,
+        embeddings="columns" if layout == "columns" else "npz",
+        compressed_npz=layout == "compressed npz",
+    )
+    out = tmp_path / "out"
+    flags = ["--embeddings", "columns"] if layout == "columns" else []
+    assets = ["--centroids", str(pool.centroids_path), "--target_clusters", str(pool.target_clusters_path)]
+    _run(pool, out, "--recipe", "datacomp-image", *assets, *flags, "--batch_size", "128")
+    centroids = np.load(pool.centroids_path)
+    expected = reference_keep_sets(pool.rows(), model, filters=("image",), centroids=centroids, targets=pool.targets)
+    assert _kept(out) == expected["kept"] and 0 < len(expected["kept"]) < pool.n_rows
+    subset = pq.read_table(out / "subset")
+    # Columns are input columns: passed through to the subset like any other; npz members are not.
+    assert ("l14_img" in subset.column_names) == (layout == "columns")
