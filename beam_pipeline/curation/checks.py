@@ -146,3 +146,32 @@ def worldwide_settings(args: CurationArgs, layout: InputLayout) -> WorldwideSett
     except (ValueError, ImportError) as error:
         raise UsageError(f"{error}") from None
     return WorldwideSettings(args.lang_field, args.language_id, language_map, args.default_language)
+
+
+# Flags whose files the Dataflow workers (or the service) read: they must name a filesystem
+# the workers can reach. --imagenet_wnids is read here, before the run, and may stay local.
+WORKER_PATH_FLAGS = ("input", "metadata", "output_dir", "reshard_dir")
+WORKER_STAGE_PATH_FLAGS = ("lid_model", "centroids", "target_clusters", "class_embeddings")
+
+
+def check_remote_paths(args: CurationArgs, runner: str, dry_run: bool) -> None:
+    """On Dataflow, refuse a path on this machine's disk: its workers cannot read it.
+
+    A dry run (--dry_run=True) only translates the job, so local files are fine there.
+    """
+    if runner not in ("dataflow", "testdataflow") or dry_run:
+        return
+    named = [(flag, value) for flag in WORKER_PATH_FLAGS for value in _values(getattr(args, flag))]
+    named += [(flag, value) for flag in WORKER_STAGE_PATH_FLAGS for value in _values(getattr(args.stages, flag))]
+    for flag, value in named:
+        if "://" not in value:
+            raise UsageError(
+                f"--{flag} {value} is on this machine's disk, which Dataflow workers cannot read: "
+                "copy it to Cloud Storage and pass its gs:// path"
+            )
+
+
+def _values(value) -> tuple:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)

@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.curation import checks, inputs, stage_checks
 from beam_pipeline.curation.outputs import SPILL_DIR
-from beam_pipeline.curation.runners import spills
+from beam_pipeline.curation.runners import runner_name, spills
 from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.match import LocalWorkers
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
@@ -101,6 +101,7 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
     writes nothing: clearing an earlier run's outputs is outputs.clear_outputs.
     Raises UsageError with one line.
     """
+    checks.check_remote_paths(args, runner_name(options), bool(options.get_all_options().get("dry_run")))
     paths, sizes = inputs.resolve_inputs(args.input)
     fmt = inputs.input_format(paths, args.input_format)
     layout_options = dict(

@@ -254,3 +254,18 @@ def test_run_returns_without_waiting_for_a_dataflow_job(small_pool, tmp_path, mo
     assert len(submitted) == 1 and attempts == []
     assert "submitted to DataflowRunner" in printed.getvalue()
     assert not (output_dir / "stats.json").exists()
+
+
+@pytest.mark.parametrize("flag", ["--input", "--metadata", "--output_dir"])
+def test_a_real_dataflow_run_refuses_local_paths_before_any_work(small_pool, tmp_path, capsys, flag):
+    """Workers cannot read the launcher's disk: one line, exit 2, nothing listed or sent."""
+    argv = [arg for arg in dataflow_args(small_pool, tmp_path / "out") if arg != "--dry_run=True"]
+    remote = {"--input": "gs://bucket/pool/*.jsonl", "--metadata": "gs://bucket/m.json", "--output_dir": "gs://b/out"}
+    for other, value in remote.items():
+        if other != flag:
+            argv[argv.index(other) + 1] = value
+    with no_network() as attempts:
+        assert curate.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} ") and "Dataflow workers cannot read" in err and err.count("\n") == 1
+    assert attempts == []
