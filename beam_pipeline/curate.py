@@ -60,7 +60,11 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.
-        progress = ProgressReporter(config.spill_dir, args.progress) if config.spill_dir else contextlib.nullcontext()
+        progress = (
+            ProgressReporter(config.spill_dir, args.progress, balancing=config.mode is not None)
+            if config.spill_dir
+            else contextlib.nullcontext()
+        )
         with _quiet_beam_errors(config.strict), progress:
             result = pipeline.run()
             if not runs_here(options):

@@ -39,12 +39,16 @@ def spill_totals(spill_dir: str) -> dict[str, int]:
     return totals
 
 
-def progress_line(totals: dict[str, int], seconds: float, started: bool = False) -> str:
+def progress_line(totals: dict[str, int], seconds: float, started: bool = False, balancing: bool = True) -> str:
     """One line: records read and matched so far (and their rate while reading), then the sampling pass.
 
     `started`: whether an earlier line saw spill files. They are deleted once
     stats.json is written, so none after some means the run is finishing.
+    `balancing` False (--balance none): no pass leaves counted spill files, so the line
+    only says the run goes on.
     """
+    if not balancing:
+        return f"[{seconds:6.0f} s] running: no per-pass figures without MetaCLIP balancing"
     read = totals.get("matched", 0)
     if not read and started:
         return f"[{seconds:6.0f} s] finishing: the report and the clean-up"
@@ -62,7 +66,8 @@ def progress_line(totals: dict[str, int], seconds: float, started: bool = False)
 class ProgressReporter:
     """Prints progress_line every `interval` seconds while a run goes on (a daemon thread)."""
 
-    def __init__(self, spill_dir: str, interval: float, stream: Optional[TextIO] = None):
+    def __init__(self, spill_dir: str, interval: float, stream: Optional[TextIO] = None, balancing: bool = True):
+        self._balancing = balancing
         self._spill_dir = spill_dir
         self._interval = interval
         self._stream = stream or sys.stderr
@@ -85,5 +90,6 @@ class ProgressReporter:
         started = False
         while not self._stop.wait(self._interval):
             totals = spill_totals(self._spill_dir)
-            print(progress_line(totals, time.monotonic() - self._started, started), file=self._stream, flush=True)
+            seconds = time.monotonic() - self._started
+            print(progress_line(totals, seconds, started, self._balancing), file=self._stream, flush=True)
             started = started or bool(totals.get("matched"))

@@ -35,7 +35,7 @@ BYTES_PER_SHARD = 64 << 20
 class CurationConfig:
     """Everything a run needs, checked: built by `prepare`, used by `graph.build_curation`."""
 
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # every input file, sorted, as listed before the run
     layout: InputLayout
     mode: Optional[CurationMode]  # metaclip1 or metaclip2; None: --balance none (no MetaCLIP balancing)
     threshold: int
@@ -59,6 +59,8 @@ class CurationConfig:
     filters: Optional[FilterSpec] = None
     embeddings: Optional[EmbeddingSource] = None
     target_clusters: Optional[tuple] = None
+    # The --input values: the pipeline lists the files from them again (transforms.beam.read).
+    input_patterns: tuple[str, ...] = ()
     # Cross-covariance selection after balancing (None: no selection stage).
     select: Optional[SelectSpec] = None
 
@@ -144,6 +146,7 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         embeddings=stages.embeddings,
         target_clusters=stages.target_clusters,
         select=stages.select,
+        input_patterns=tuple(args.input),
     )
 
 

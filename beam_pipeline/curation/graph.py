@@ -67,7 +67,7 @@ from transforms.handoff.reshard import key_files_need_index
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     """Add the curation to `pipeline`; return its main PCollections by name."""
     read = pipeline | "ReadCaptions" >> ReadCaptions(
-        config.paths, config.layout, strict=config.strict, embeddings=config.embeddings
+        config.input_patterns, config.layout, strict=config.strict, embeddings=config.embeddings
     )
     batches, filtered = read.batches, None
     if config.filters is not None:

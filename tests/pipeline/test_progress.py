@@ -94,3 +94,13 @@ def test_a_local_run_shows_progress_on_stderr(tmp_path, capsys):
     progress = [line for line in captured.err.splitlines() if line.startswith("[")]
     assert progress, captured.err
     assert "records read" in captured.out and not any(line.startswith("[") for line in captured.out.splitlines())
+
+
+def test_without_balancing_the_reporter_does_not_promise_an_automaton(tmp_path):
+    """--balance none leaves no counted spill files: the line says the run goes on, nothing more."""
+    stream = io.StringIO()
+    with ProgressReporter(str(tmp_path), 0.05, stream, balancing=False):
+        time.sleep(0.16)
+    lines = stream.getvalue().splitlines()
+    assert lines and all("running: no per-pass figures without MetaCLIP balancing" in line for line in lines)
+    assert "automaton" in progress_line({}, 1.0) and "automaton" not in progress_line({}, 1.0, balancing=False)

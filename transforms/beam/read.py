@@ -8,6 +8,7 @@ from typing import NamedTuple, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -19,6 +20,7 @@ from transforms.formats.embeddings import EmbeddingSource, NpzEmbeddings, npz_pa
 from transforms.formats.layout import InputLayout
 from transforms.formats.readers import read_caption_file
 from transforms.formats.rejections import EMBEDDINGS_MISSING, UNREADABLE_FILE, Rejection, strict_error
+from transforms.formats.tar import expand_braces
 
 __all__ = ["Read", "ReadCaptions"]
 
@@ -104,6 +106,27 @@ class _ReadCaptionFileFn(beam.DoFn):
         return beam.pvalue.TaggedOutput(REJECTED, rejection)
 
 
+class _SortedUnique(beam.CombineFn):
+    """Paths -> one sorted list, each path once (several patterns may match a file)."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, accumulator, path):
+        accumulator.add(path)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            merged |= other
+        return merged
+
+    def extract_output(self, accumulator):
+        return sorted(accumulator)
+
+
 class Read(NamedTuple):
     """What ReadCaptions hands on."""
 
@@ -118,7 +141,8 @@ class ReadCaptions(beam.PTransform):
     In: the pipeline root. Out: `Read`: `batches` (pa.RecordBatch of key, text,
     source columns and the layout's pass-through columns), `rejected` (Rejection
     for each unusable record or file) and `listed_files`.
-    The file list is fixed before the run; files are the unit of parallelism.
+    `patterns`: paths, globs or brace patterns (the --input values), listed inside the
+    pipeline and numbered in sorted order; files are the unit of parallelism.
     With `strict`, the first rejected record or file fails the run with a
     `transforms.formats.rejections.StrictRejectionError` (`rejections.strict_failure` finds its
     one-line message in whatever the runner raises).
@@ -128,25 +152,37 @@ class ReadCaptions(beam.PTransform):
     embeddings: from the npz beside each parquet shard (a shard whose npz is missing or
     holds another number of rows is rejected whole), or checked in their columns.
     `listed_files` is the PCollection of (file index, path): writers that need
-    every input file use it instead of embedding the list once more in the job
-    graph (Dataflow refuses graphs over 10 MB).
+    every input file use it; the job graph holds only the patterns (Dataflow refuses
+    graphs over 10 MB).
     """
 
     def __init__(
         self,
-        paths: Sequence[str],
+        patterns: Sequence[str],
         layout: InputLayout,
         strict: bool = False,
         embeddings: Optional[EmbeddingSource] = None,
     ):
         super().__init__()
-        self._paths = list(paths)
+        self._patterns = list(patterns)
         self._layout = layout
         self._strict = strict
         self._embeddings = embeddings
 
     def expand(self, pbegin: PBegin) -> Read:
-        listed_files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
+        # The files are listed inside the pipeline, from the patterns: the job graph holds
+        # the patterns, not the list, so its size does not grow with the number of files
+        # (Dataflow refuses graphs over 10 MB: ~100k paths). Sorted and numbered once, as
+        # the launcher listed them.
+        listed_files = (
+            pbegin
+            | "Patterns" >> beam.Create(self._patterns)
+            | "ExpandBraces" >> beam.FlatMap(expand_braces)
+            | "MatchFiles" >> fileio.MatchAll()
+            | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
+            | "SortedPaths" >> beam.CombineGlobally(_SortedUnique())
+            | "NumberFiles" >> beam.FlatMap(lambda paths: list(enumerate(paths)))
+        )
         parsed = (
             listed_files
             # Spread the files over workers before the expensive per-file work.
