@@ -304,3 +304,28 @@ def test_selection_benchmark_times_picks_and_measures_the_split():
     assert split["parts"] == 4 and 0 < split["overlap_with_exact"] <= 1
     # The greedy beats a random subset of the same size at matching the pool's mean.
     assert split["residual_exact"] < split["residual_random"] and split["residual_split"] < split["residual_random"]
+
+
+def test_first_run_benchmark_pool_and_its_str_replace_spacing(tmp_path):
+    """The issue's pool layout (10 shards, keys s{shard}r{repeat}-{row}), and MetaCLIP's spacing
+    written with str.replace, which must be the pipeline's spacing exactly."""
+    shared_file("data", "laion400m_sample_10k.parquet")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from benchmarks import bench_first_run
+    from transforms.core.spacing import space_text
+
+    bench_first_run.write_pool(tmp_path / "pool", 25_000)
+    shards = sorted((tmp_path / "pool").glob("*.parquet"))
+    assert len(shards) == 10
+    table = pq.read_table(shards[3])
+    assert table.num_rows == 2_500 and table.column("key")[0].as_py() == "s3r0-0"
+    assert table.column_names == ["key", "text", "url"]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("ab ,.;:?!`\t\n\r\u00a0é")), max_size=30))
+    def same_spacing(text):
+        assert bench_first_run.metaclip_spacing(text) == space_text(text)
+
+    same_spacing()

@@ -1,0 +1,122 @@
+"""A first run as a new user makes it, against the bare automaton loop: the measurement of the
+performance issue (round 2), as one command.
+
+    python -m benchmarks.bench_first_run [--sizes 1M,4M] [--work DIR] [--json FILE]
+
+Pool: the 10k LAION alt-texts of ../shared/data/laion400m_sample_10k.parquet repeated into 10
+Parquet shards of N/10 rows, row groups of 20k rows, columns `key` (`s{shard}r{repeat}-{row}`),
+`text`, `url`. Run: the command line below with an empty --cache_dir (a first run: every
+worker builds its automaton), every default output (report included), wall time of the whole
+command. Baseline, in the same run: the best of 3 single-core passes over 100k of those
+captions of `{i for _, i in automaton.iter(spaced)}`, MetaCLIP's spacing written with
+str.replace, over a pyahocorasick automaton of the same list. Ratio = captions/s of the
+command / captions/s of the baseline. No assertion: the figures are printed and saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.bench_e2e import curate_command, load_average, run_curation
+from benchmarks.make_pool import laion_base, parse_count
+from transforms.core.matching import build_automaton
+from transforms.core.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION
+from transforms.metadata.lists import parse_metadata
+
+SHARDS = 10
+ROW_GROUP = 20_000
+METADATA = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "metadata_500k.json.gz"
+
+
+def write_pool(directory: Path, captions: int) -> str:
+    """The issue's pool: SHARDS shards of the LAION texts repeated, keys s{shard}r{repeat}-{row}."""
+    base = laion_base()
+    directory.mkdir(parents=True, exist_ok=True)
+    per_shard = captions // SHARDS
+    for shard in range(SHARDS):
+        rows = [(repeat, row) for repeat in range(-(-per_shard // base.num_rows)) for row in range(base.num_rows)]
+        rows = rows[:per_shard]
+        table = pa.table(
+            {
+                "key": [f"s{shard}r{repeat}-{row}" for repeat, row in rows],
+                "text": base.column("text").take([row for _, row in rows]),
+                "url": base.column("url").take([row for _, row in rows]),
+            }
+        )
+        pq.write_table(table, directory / f"shard-{shard:02d}.parquet", row_group_size=ROW_GROUP)
+    return str(directory / "*.parquet")
+
+
+def metaclip_spacing(text: str) -> str:
+    """MetaCLIP's spacing as its reference writes it: one str.replace per character."""
+    text = " " + text.strip() + " "
+    for char in WRAPPED_PUNCTUATION:
+        text = text.replace(char, f" {char} ")
+    for char in SPACED_WHITESPACE:
+        text = text.replace(char, " ")
+    return text
+
+
+def baseline_rate(automaton, texts: list, repeats: int = 3) -> float:
+    """Best of `repeats` single-core passes of the bare loop, captions/s."""
+    best = float("inf")
+    iterate = automaton.iter
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for text in texts:
+            {i for _, i in iterate(metaclip_spacing(text))}
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1M,4M")
+    parser.add_argument("--work", default=None, help="where pools and outputs go (default: a temporary folder)")
+    parser.add_argument("--json", default="bench_first_run.json")
+    args = parser.parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_first_run-"))
+    entries = parse_metadata(METADATA.read_bytes(), str(METADATA)).entries
+    automaton = build_automaton(entries)
+    texts = laion_base().column("text").to_pylist()
+    texts = (texts * (-(-100_000 // len(texts))))[:100_000]
+    results = {"date": time.strftime("%Y-%m-%d"), "load_average_before": load_average(), "runs": []}
+    baseline = baseline_rate(automaton, texts)
+    results["baseline_captions_per_s"] = baseline
+    print(f"baseline (bare loop, one core, best of 3 over 100k): {baseline:,.0f} captions/s", flush=True)
+    for size in (parse_count(text) for text in args.sizes.split(",")):
+        pool = write_pool(work / f"pool-{size}", size)
+        cache = work / f"empty-cache-{size}"
+        cache.mkdir(exist_ok=True)
+        command = curate_command(pool, str(METADATA), str(work / f"out-{size}"), 20000, 2, ["--seed", "0"])
+        progress = command.index("--progress")
+        del command[progress : progress + 2]  # the default progress lines, as a new user sees them
+        command += ["--cache_dir", str(cache)]
+        run = run_curation(command, log_path=work / f"run-{size}.log")
+        if run["returncode"] != 0:
+            raise SystemExit(f"the curation failed (exit {run['returncode']}): see {work / f'run-{size}.log'}")
+        rate = size / run["wall_s"]
+        row = {
+            "captions": size,
+            "wall_s": round(run["wall_s"], 1),
+            "captions_per_s": round(rate),
+            "ratio": rate / baseline,
+        }
+        results["runs"].append(row)
+        print(f"{size:>10,} captions: {row['wall_s']} s, {rate:,.0f} captions/s, ratio {row['ratio']:.2f}", flush=True)
+    results["baseline_after"] = baseline_rate(automaton, texts)
+    results["load_average_after"] = load_average()
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"baseline after: {results['baseline_after']:,.0f} captions/s; results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
