@@ -31,6 +31,24 @@ def integer(name: str, minimum: int, below: Optional[int] = None) -> Callable[[s
     return check
 
 
+def number(name: str, low: Optional[float] = None, high: Optional[float] = None) -> Callable[[str], float]:
+    """A finite float, within [low, high] when they are given."""
+
+    def check(value: str) -> float:
+        try:
+            parsed = float(value)
+        except (TypeError, ValueError):
+            raise BadValue(f"--{name} must be a number, got {value!r}") from None
+        if low is not None and high is not None:
+            if not low <= parsed <= high:
+                raise BadValue(f"--{name} must be between {low} and {high}, got {value!r}")
+        elif not math.isfinite(parsed):
+            raise BadValue(f"--{name} must be a finite number, got {value!r}")
+        return parsed
+
+    return check
+
+
 def boolean(name: str) -> Callable[[str], bool]:
     def check(value: str) -> bool:
         text = str(value).strip().lower()

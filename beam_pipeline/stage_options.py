@@ -9,10 +9,9 @@ before anything is parsed. The rules behind the flags: docs/datacomp.md and
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from beam_pipeline.option_checks import BadValue
+from beam_pipeline.option_checks import BadValue, integer, number
 
 # In the order a record meets them: a filtered record is charged to the first it fails.
 FILTERS = ("basic", "text", "clip_score", "image")
@@ -62,49 +61,10 @@ def filter_list(value: str) -> tuple[str, ...]:
     return tuple(name for name in FILTERS if name in names)
 
 
-def fraction(name: str) -> Callable[[str], float]:
-    def check(value: str) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise BadValue(f"--{name} must be a number between 0 and 1, got {value!r}") from None
-        if not 0.0 <= number <= 1.0:
-            raise BadValue(f"--{name} must be between 0 and 1, got {value!r}")
-        return number
-
-    return check
-
-
-def finite_number(name: str) -> Callable[[str], float]:
-    def check(value: str) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise BadValue(f"--{name} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise BadValue(f"--{name} must be a finite number, got {value!r}")
-        return number
-
-    return check
-
-
 def recipe_name(value: str) -> str:
     if value not in RECIPES:
         raise BadValue(f"--recipe must be one of {', '.join(RECIPES)}; got {value!r}")
     return value
-
-
-def positive_integer(name: str) -> Callable[[str], int]:
-    def check(value: str) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise BadValue(f"--{name} must be an integer, got {value!r}") from None
-        if number < 1:
-            raise BadValue(f"--{name} must be >= 1, got {number}")
-        return number
-
-    return check
 
 
 def add_stage_arguments(parser, add) -> None:
@@ -165,7 +125,7 @@ def add_stage_arguments(parser, add) -> None:
     add(
         stages,
         "--clip_score_fraction",
-        fraction("clip_score_fraction"),
+        number("clip_score_fraction", 0, 1),
         default=None,
         metavar="F",
         help="clip_score filter: keep the top fraction F of the pool by score, ties at the threshold kept",
@@ -173,7 +133,7 @@ def add_stage_arguments(parser, add) -> None:
     add(
         stages,
         "--clip_score_threshold",
-        finite_number("clip_score_threshold"),
+        number("clip_score_threshold"),
         default=None,
         metavar="T",
         help="clip_score filter: keep records with score >= T",
@@ -214,7 +174,7 @@ def add_stage_arguments(parser, add) -> None:
     add(
         stages,
         "--select_fraction",
-        fraction("select_fraction"),
+        number("select_fraction", 0, 1),
         default=None,
         metavar="F",
         help="--select: keep round(F x N) of the N records that reach the stage",
@@ -230,7 +190,7 @@ def add_stage_arguments(parser, add) -> None:
     add(
         stages,
         "--max_class_size",
-        positive_integer("max_class_size"),
+        integer("max_class_size", 1),
         default=str(DEFAULT_MAX_CLASS_SIZE),
         metavar="N",
         help=f"--select: larger classes are split by key hash into parts of about N, each selected alone "

@@ -19,6 +19,19 @@ def _automaton_cache_in_a_temporary_directory(tmp_path_factory):
         os.environ["BALANCEBEAM_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session")
+def wordnet():
+    """nltk's reader over WordNet 3.0 (the text filter's), opened once; a skip saying why without it."""
+    from transforms.metadata.sources import SourceError, locate_wordnet, open_wordnet
+
+    try:
+        location = locate_wordnet()
+    except SourceError as error:
+        pytest.skip(f"needs WordNet 3.0 (Debian's wordnet-base, installed by make setup): {error}")
+    with open_wordnet(location) as reader:
+        yield reader
+
+
 TIERS = ("unit", "pipeline", "e2e", "integration")
 
 

@@ -27,18 +27,6 @@ def pool(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def wordnet():
-    from transforms.metadata.sources import SourceError, locate_wordnet, open_wordnet
-
-    try:
-        location = locate_wordnet()
-    except SourceError as error:
-        pytest.skip(f"the text filter needs WordNet 3.0: {error}")
-    with open_wordnet(location) as reader:
-        yield reader
-
-
-@pytest.fixture(scope="module")
 def model():
     return load_bundled_model()
 

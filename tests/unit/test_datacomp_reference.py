@@ -20,23 +20,11 @@ import pytest
 
 import datacomp_pool as dp
 import datacomp_reference as ref
-from transforms.metadata import sources as ms
 
 
 @pytest.fixture(scope="module")
 def model():
     return ref.load_bundled_model()
-
-
-@pytest.fixture(scope="module")
-def wordnet():
-    """nltk's reader over WordNet 3.0, or a skip saying why (the text filter needs it)."""
-    try:
-        location = ms.locate_wordnet()
-    except ms.SourceError as error:
-        pytest.skip(f"the text filter's checks need WordNet 3.0, absent here ({error})")
-    with ms.open_wordnet(location) as reader:
-        yield reader
 
 
 @pytest.fixture(scope="module")

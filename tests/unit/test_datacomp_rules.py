@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from transforms.filters import caption_rules as cr
 from transforms.filters import language as lang
 from transforms.filters.text_entities import EntityMatcher, read_wnids
-from transforms.metadata import sources as ms
 
 # Letters, digits, punctuation, the seven fastText separators, and Unicode white
 # space that only Python's split() treats as a separator.
@@ -240,16 +239,6 @@ def test_read_wnids():
     for bad in ("n0208407", "x02084071", "n020840711", "n02084071 n02084072", "N02084071", "n0208407a"):
         with pytest.raises(ValueError, match=r"--ids line 2: .*" + bad[:4]):
             read_wnids(["n00001740", bad], name="--ids")
-
-
-@pytest.fixture(scope="module")
-def wordnet():
-    try:
-        location = ms.locate_wordnet()
-    except ms.SourceError as error:
-        pytest.skip(f"no WordNet database here ({error})")
-    with ms.open_wordnet(location) as reader:
-        yield reader
 
 
 def _nltk_first(reader, token):

@@ -94,14 +94,9 @@ class _MembersFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SLIM, without_npz_embeddings(batch))
 
 
-class _SumClass(beam.CombineFn):
-    """MemberBlocks of one class -> their exact CrossCovSum (count = size)."""
-
-    def create_accumulator(self):
-        return CrossCovSum()
-
-    def add_input(self, accumulator, block: MemberBlock):
-        return accumulator.merge(block_sum(block))
+class _Merging(beam.CombineFn):
+    """A CombineFn over accumulators that merge in place (`merge(other) -> self`), exactly:
+    subclasses say what an empty one is, how an input becomes one, and what comes out."""
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
@@ -109,6 +104,16 @@ class _SumClass(beam.CombineFn):
         for other in accumulators:
             total.merge(other)
         return total
+
+
+class _SumClass(_Merging):
+    """MemberBlocks of one class -> their exact CrossCovSum (count = size)."""
+
+    def create_accumulator(self):
+        return CrossCovSum()
+
+    def add_input(self, accumulator, block: MemberBlock):
+        return accumulator.merge(block_sum(block))
 
     def extract_output(self, accumulator):
         return accumulator
@@ -130,7 +135,7 @@ def _class_totals(element) -> SelectionTotals:
     return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
 
 
-class _MergeTotals(beam.CombineFn):
+class _MergeTotals(_Merging):
     """Every class's SelectionTotals -> stats.json's `selection` document."""
 
     def __init__(self, fraction: float):
@@ -141,13 +146,6 @@ class _MergeTotals(beam.CombineFn):
 
     def add_input(self, accumulator, totals):
         return accumulator.merge(totals)
-
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        total = next(accumulators)
-        for other in accumulators:
-            total.merge(other)
-        return total
 
     def extract_output(self, accumulator):
         return selection_document(self._fraction, accumulator)
@@ -160,14 +158,17 @@ class _SplitClassFn(beam.DoFn):
     so no runner can group before the class sums are in.
     """
 
+    def __init__(self, max_class_size: Optional[int]):
+        self._max_class_size = max_class_size
+
     def process(self, element):
         cls, grouped = element
         blocks, sums, budgets = list(grouped["members"]), list(grouped["class_sum"]), list(grouped["budget"])
         if len(sums) != 1 or len(budgets) != 1:
             raise ValueError(f"class {cls}: {len(sums)} class sums and {len(budgets)} budgets, one of each expected")
         members = MemberBlock.concat(blocks)
-        class_sum, (budget, parts) = sums[0], budgets[0]
-        for part, work in split_class(members, class_sum, budget, parts):
+        class_sum, (budget, _parts) = sums[0], budgets[0]
+        for part, work in split_class(members, class_sum, budget, self._max_class_size):
             yield (cls, part), work
 
 
@@ -215,7 +216,7 @@ class CovarianceSelect(beam.PTransform):
         picked = (
             {"members": members, "class_sum": class_sums, "budget": budgets}
             | "GroupClasses" >> beam.CoGroupByKey()
-            | "SplitClasses" >> beam.ParDo(_SplitClassFn())
+            | "SplitClasses" >> beam.ParDo(_SplitClassFn(spec.max_class_size))
             | "SpreadParts" >> beam.Reshuffle()
             | "Greedy" >> beam.ParDo(_GreedyFn())
         )

@@ -19,7 +19,7 @@ import pyarrow as pa
 from transforms.core.columns import KEPT, KEY, SOURCE_FILE, SOURCE_ROW
 from transforms.core.hashing import key_hashes
 from transforms.formats.embeddings import embedding_matrix
-from transforms.selection.budgets import class_budgets, num_parts, part_budgets
+from transforms.selection.budgets import class_budgets, num_parts, part_budgets, split_parts
 from transforms.selection.covariance import (
     CrossCovSum,
     greedy_select,
@@ -124,15 +124,15 @@ class PartWork:
     budget: int
 
 
-def split_class(members: MemberBlock, class_sum: CrossCovSum, budget: int, parts: int):
-    """(part, PartWork) for each part of a class: members by tie key mod `parts`, each part's
-    budget the largest-remainder share of the class budget by part size."""
-    if parts == 1:
-        yield 0, PartWork(members, class_sum.matrix(), class_sum.count, budget)
-        return
-    part_of = (members.ties % np.uint64(parts)).astype(np.int64)
-    sizes = np.bincount(part_of, minlength=parts).tolist()
+def split_class(members: MemberBlock, class_sum: CrossCovSum, budget: int, max_class_size: Optional[int]):
+    """(part, PartWork) for each part of a class: members split by tie key (budgets.split_parts,
+    as local.py splits them), each part's budget the largest-remainder share of the class budget."""
     matrix = class_sum.matrix()
+    part_of = split_parts(members.ties, class_sum.count, max_class_size)
+    sizes = np.bincount(part_of, minlength=num_parts(class_sum.count, max_class_size)).tolist()
+    if len(sizes) == 1:
+        yield 0, PartWork(members, matrix, class_sum.count, budget)
+        return
     for part, share in enumerate(part_budgets(sizes, budget)):
         if sizes[part]:
             yield part, PartWork(members.take(np.flatnonzero(part_of == part)), matrix, class_sum.count, share)
