@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import sys
 import time
 from typing import Optional, Sequence
@@ -19,14 +20,16 @@ from typing import Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipeline.curation.config import prepare
+from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
 from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
+from transforms.beam.modes import MetaClip1
 from transforms.formats.rejections import strict_failure
+from transforms.runtime import prebuild
 
 
 @contextlib.contextmanager
@@ -39,6 +42,14 @@ def _quiet_beam_errors(quiet: bool):
         yield
     finally:
         logger.setLevel(level)
+
+
+def _prebuild_automaton(config: CurationConfig) -> Optional[subprocess.Popen]:
+    """Local metaclip1 runs with a cache: build the automaton while the run starts (transforms.runtime.prebuild)."""
+    mode, local = config.mode, config.local
+    if local is None or not local.cache_dir or not isinstance(mode, MetaClip1):
+        return None
+    return prebuild.start(local.cache_dir, mode.metadata_path, mode.metadata_sha256, mode.matcher)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,9 +66,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     clear_outputs(config.output_dir, config.reshard_dir)
     one_blas_thread_per_worker(options)
     started = time.monotonic()
-    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-    build_curation(pipeline, config)
+    prebuild = _prebuild_automaton(config)
     try:
+        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        build_curation(pipeline, config)
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.
         progress = (
@@ -81,6 +93,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 1
+    finally:
+        if prebuild is not None:
+            prebuild.wait()  # long done when the workers needed its file
     print_summary(config, time.monotonic() - started)
     return 0
 

@@ -18,6 +18,7 @@ from beam_pipeline.options import CurationArgs, UsageError
 from transforms.beam.match import LocalWorkers
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
 from transforms.core.columns import KEY, TEXT
+from transforms.core.matching import DAACHORSE
 from transforms.core.stats import filter_run_figures
 from transforms.filters.datacomp import FilterSpec
 from transforms.formats.embeddings import EmbeddingSource
@@ -154,7 +155,7 @@ def _mode(args: CurationArgs, layout: InputLayout) -> CurationMode:
     try:
         if args.mode == "metaclip2":
             return dataclasses.replace(MetaClip2.load(args.metadata), settings=checks.worldwide_settings(args, layout))
-        return MetaClip1.load(args.metadata)
+        return MetaClip1.load(args.metadata, args.matcher or DAACHORSE)
     except MetadataError as error:
         raise UsageError(str(error)) from None
 

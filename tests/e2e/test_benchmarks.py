@@ -230,8 +230,9 @@ def test_cost_model_from_measured_figures():
     assert "GROWS" in cost_model.format_estimate(grown)
 
 
-def test_bench_automaton_compares_both_libraries_on_a_small_list(tmp_path):
+def test_bench_automaton_compares_the_three_libraries_on_a_small_list(tmp_path):
     pytest.importorskip("ahocorasick_rs", reason="needs ahocorasick-rs: pip install -r requirements-bench.txt")
+    # daachorse is the pipeline's matcher (requirements.txt), not an optional benchmark library.
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(make_pool.synthetic_metadata(2000)))
     out = tmp_path / "automaton.json"
@@ -249,6 +250,19 @@ def test_bench_automaton_compares_both_libraries_on_a_small_list(tmp_path):
     assert not by_library["ahocorasick-rs"]["picklable"] and "pickle" in by_library["ahocorasick-rs"]["pickle_error"]
     assert all(r["raw_captions_per_s"] > 0 and r["match_set_captions_per_s"] > 0 for r in by_library.values())
     assert results["comparison"]["identical"] and results["comparison"]["matches_pyahocorasick"] > 0
+    # daachorse: built, measured, its own serialize()/deserialize() round trip in a fresh process
+    # (and pickling, which 0.5.0 supports), and the same match sets as pyahocorasick.
+    daachorse = by_library["daachorse"]
+    peak = daachorse["build_peak_rss_mib"]  # None where /proc/self/clear_refs cannot be written
+    assert daachorse["build_s"] > 0 and (peak is None or peak >= daachorse["build_rss_mib"] - 1)
+    assert daachorse["serialized_mib"] > 0 and daachorse["serialize_s"] > 0 and daachorse["deserialize_s"] > 0
+    assert daachorse["deserialize_probe_ok"] and len(daachorse["probe"]) == 5 and daachorse["probe_matches"] > 0
+    assert daachorse["picklable"] and daachorse["load_probe_ok"] and daachorse["pickled_mib"] > 0
+    assert daachorse["probe"] == by_library["pyahocorasick"]["probe"]
+    compared = results["comparison_daachorse"]
+    assert compared["identical"] and compared["differing_captions"] == 0 and not compared["errors"]
+    matches = results["comparison"]["matches_pyahocorasick"]
+    assert compared["matches_daachorse"] == compared["matches_pyahocorasick"] == matches > 0
     assert time.monotonic() - started < 30
 
 

@@ -60,6 +60,7 @@ SAMPLE_VALUES = {
     "samples_per_shard": "5000",
     "strict": "false",
     "mode": "metaclip2",
+    "matcher": "pyahocorasick",
     "lang_field": "lang",
     "language_id": "none",
     "language_map": "zh-cn=zh,zh-tw=zh",

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
-from transforms.core.matching import EntryMatcher
+from transforms.core.matching import DAACHORSE, MATCHERS, PYAHOCORASICK, EntryMatcher
 from transforms.runtime import automaton_cache
 from transforms.runtime.automaton_cache import cache_path, cached_matcher
 
@@ -89,16 +94,68 @@ def test_an_unwritable_cache_still_gives_a_matcher(tmp_path):
     assert _matches(matcher)[1] == [0, 2]
 
 
-def test_a_fresh_lock_means_another_writer(tmp_path):
+def _lock(path: str, pid: int, host: str = "") -> None:
+    with open(path + ".lock", "w") as handle:
+        handle.write(f"{host or socket.gethostname()} {pid}")
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_live_builder_is_waited_for_not_duplicated(tmp_path):
     path = cache_path(str(tmp_path), "a" * 64)
-    with open(path + ".lock", "w"):
-        pass
+    _lock(path, os.getpid())  # this process is alive: a builder at work
+
+    def other_builder():
+        time.sleep(0.3)
+        cached_matcher(str(tmp_path / "elsewhere"), "a" * 64, _builder([]))
+        os.replace(cache_path(str(tmp_path / "elsewhere"), "a" * 64), path)
+        os.unlink(path + ".lock")
+
+    thread = threading.Thread(target=other_builder)
+    thread.start()
+    calls: list = []
+    matcher = cached_matcher(str(tmp_path), "a" * 64, _builder(calls))
+    thread.join()
+    assert calls == [] and _matches(matcher) == [[0, 1], [0, 2], [3], []]
+
+
+def test_a_builder_that_takes_too_long_is_not_waited_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(automaton_cache, "WAIT_SECONDS", 0.2)
+    path = cache_path(str(tmp_path), "a" * 64)
+    _lock(path, os.getpid())
+    calls: list = []
+    matcher = cached_matcher(str(tmp_path), "a" * 64, _builder(calls))
+    assert calls == [1] and _matches(matcher)[0] == [0, 1]
+    assert not os.path.exists(path) and os.path.exists(path + ".lock")  # left to the other builder
+
+
+@pytest.mark.parametrize("how", ["dead process", "stale"])
+def test_a_dead_builders_lock_is_taken_over(tmp_path, how):
+    path = cache_path(str(tmp_path), "a" * 64)
+    if how == "dead process":
+        _lock(path, _dead_pid())
+    else:
+        _lock(path, os.getpid(), host="another-host")
+        os.utime(path + ".lock", (0, 0))  # a builder that died long ago
     calls: list = []
     cached_matcher(str(tmp_path), "a" * 64, _builder(calls))
-    assert not os.path.exists(path)  # left to the other writer
-    os.utime(path + ".lock", (0, 0))  # a writer that died long ago
-    cached_matcher(str(tmp_path), "a" * 64, _builder(calls))
-    assert os.path.exists(path) and not os.path.exists(path + ".lock")
+    assert calls == [1] and os.path.exists(path) and not os.path.exists(path + ".lock")
+
+
+def test_pyahocorasick_and_daachorse_matchers_are_cached_apart(tmp_path):
+    built = {}
+    for name in MATCHERS:
+        built[name] = cached_matcher(
+            str(tmp_path), "a" * 64, lambda name=name: EntryMatcher(ENTRIES, name), matcher=name
+        )
+    assert cache_path(str(tmp_path), "a" * 64, DAACHORSE) != cache_path(str(tmp_path), "a" * 64, PYAHOCORASICK)
+    for name in MATCHERS:
+        loaded = cached_matcher(str(tmp_path), "a" * 64, _builder([]), matcher=name)
+        assert loaded.matcher == name and _matches(loaded) == _matches(built[name]) == [[0, 1], [0, 2], [3], []]
 
 
 def test_only_the_newest_files_are_kept(tmp_path):

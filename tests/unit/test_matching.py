@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import matching_cases
-from transforms.core.matching import EntryMatcher, match_entries_brute_force
-from transforms.core.spacing import can_ever_match, space_text
+from transforms.core.matching import MATCHERS, EntryMatcher, match_entries_brute_force
+from transforms.core.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION, can_ever_match, space_text
 
 
 def test_spacing_follows_the_spec_steps():
@@ -21,17 +22,19 @@ def test_spacing_follows_the_spec_steps():
     assert space_text("\u00a0café\u3000") == " café "  # str.strip() strips Unicode spaces
 
 
-def test_every_reference_case_metaclip1():
+@pytest.mark.parametrize("name", MATCHERS)
+def test_every_reference_case_metaclip1(name):
     metadata, cases = matching_cases()
-    matcher = EntryMatcher(metadata)
+    matcher = EntryMatcher(metadata, name)
     for case in cases:
         assert matcher.match(case["text"]) == case["metaclip1"], case["text"]
         assert match_entries_brute_force(case["text"], metadata) == case["metaclip1"], case["text"]
 
 
-def test_batch_matching_equals_single_matching():
+@pytest.mark.parametrize("name", MATCHERS)
+def test_batch_matching_equals_single_matching(name):
     metadata, cases = matching_cases()
-    matcher = EntryMatcher(metadata)
+    matcher = EntryMatcher(metadata, name)
     texts = [case["text"] for case in cases]
     offsets, flat = matcher.match_batch(texts)
     assert offsets[0] == 0 and len(offsets) == len(texts) + 1
@@ -40,9 +43,10 @@ def test_batch_matching_equals_single_matching():
     assert flat.dtype == np.int32
 
 
-def test_can_ever_match_agrees_with_matching():
+@pytest.mark.parametrize("name", MATCHERS)
+def test_can_ever_match_agrees_with_matching(name):
     assert not can_ever_match("3.5") and not can_ever_match("U.S.") and not can_ever_match("a\tb")
-    assert can_ever_match("a .") and EntryMatcher(["a ."]).match("a.") == [0]
+    assert can_ever_match("a .") and EntryMatcher(["a ."], name).match("a.") == [0]
     assert can_ever_match("dog") and can_ever_match("C++")
 
 
@@ -52,10 +56,11 @@ _TEXTS = st.text(_CHARS, max_size=40)
 _ENTRIES = st.lists(st.text(_CHARS, min_size=0, max_size=6), max_size=25, unique=True)
 
 
+@pytest.mark.parametrize("name", MATCHERS)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries=_ENTRIES, texts=st.lists(_TEXTS, min_size=1, max_size=8))
-def test_automaton_equals_brute_force_oracle(entries, texts):
-    matcher = EntryMatcher(entries)
+def test_automaton_equals_brute_force_oracle(entries, texts, name):
+    matcher = EntryMatcher(entries, name)
     offsets, flat = matcher.match_batch(texts)
     for i, text in enumerate(texts):
         expected = match_entries_brute_force(text, entries)
@@ -63,15 +68,16 @@ def test_automaton_equals_brute_force_oracle(entries, texts):
         assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
 
 
+@pytest.mark.parametrize("name", MATCHERS)
 @settings(max_examples=200, deadline=None)
 @given(
     words=st.lists(st.sampled_from(["new", "york", "city", "hot", "dog", "a", "the"]), min_size=1, max_size=12),
     seps=st.lists(st.sampled_from([" ", "  ", ", ", ". ", "\t", "! "]), min_size=12, max_size=12),
 )
-def test_overlapping_multiword_entries(words, seps):
+def test_overlapping_multiword_entries(words, seps, name):
     entries = ["new york", "york city", "new york city", "hot dog", "a", "hot", "dog", "the the", "the"]
     text = "".join(w + s for w, s in zip(words, seps, strict=False))  # seps: one per word, the rest unused
-    assert EntryMatcher(entries).match(text) == match_entries_brute_force(text, entries)
+    assert EntryMatcher(entries, name).match(text) == match_entries_brute_force(text, entries)
 
 
 # Pieces that stress the spacing and the automaton: separators, white space str.strip()
@@ -121,13 +127,38 @@ _HUGE = st.builds(lambda piece, n: piece * n, st.sampled_from(_PIECES + ["dog ",
 _TEXTS = st.lists(_PIECE_TEXT | st.text(_ANY_CHAR, max_size=40) | _HUGE, min_size=1, max_size=6)
 
 
+@pytest.mark.parametrize("name", MATCHERS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(entries=_ENTRIES, texts=_TEXTS)
-def test_matcher_on_any_text_equals_the_brute_force_oracle(entries, texts):
-    matcher = EntryMatcher(entries)
+def test_matcher_on_any_text_equals_the_brute_force_oracle(entries, texts, name):
+    matcher = EntryMatcher(entries, name)
     offsets, flat = matcher.match_batch(texts)
     assert len(offsets) == len(texts) + 1
     for i, text in enumerate(texts):
         expected = match_entries_brute_force(text, entries)
         assert matcher.match(text) == expected
         assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
+
+
+def _spacing_by_the_spec(text: str) -> str:
+    """docs/curation-spec.md section 2, one character at a time: the oracle of space_text."""
+    out = []
+    for char in " " + text.strip() + " ":
+        if char in WRAPPED_PUNCTUATION:
+            out.append(f" {char} ")
+        elif char in SPACED_WHITESPACE:
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(text=_PIECE_TEXT | st.text(_ANY_CHAR, max_size=60))
+def test_spacing_equals_the_spec_character_by_character(text):
+    assert space_text(text) == _spacing_by_the_spec(text)
+
+
+def test_an_unknown_matcher_is_refused():
+    with pytest.raises(ValueError, match="daachorse, pyahocorasick"):
+        EntryMatcher(["dog"], "hyperscan")

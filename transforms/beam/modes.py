@@ -33,7 +33,7 @@ from transforms.core.columns import (
     SOURCE_ROW,
     TEXT,
 )
-from transforms.core.matching import EntryMatcher
+from transforms.core.matching import DAACHORSE, EntryMatcher
 from transforms.core.plan import BalancingPlan, plan_for_languages, plan_for_threshold
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import cached_matcher
@@ -106,22 +106,23 @@ class MetaClip1:
     metadata_path: str
     metadata_sha256: str
     num_entries: int
+    matcher: str = DAACHORSE  # the Aho-Corasick library (transforms.core.matching.MATCHERS)
 
     @classmethod
-    def load(cls, path: str) -> "MetaClip1":
+    def load(cls, path: str, matcher: str = DAACHORSE) -> "MetaClip1":
         """Read and check the list now (raises MetadataError with one line)."""
         metadata = load_metadata(path)
-        return cls(path, metadata.sha256, len(metadata))
+        return cls(path, metadata.sha256, len(metadata), matcher)
 
     def _build(self) -> EntryMatcher:
         metadata = load_metadata(self.metadata_path, self.metadata_sha256)
         if metadata.sha256 != self.metadata_sha256:
             raise _changed(self.metadata_path, metadata.sha256, self.metadata_sha256)
-        return EntryMatcher(metadata.entries)
+        return EntryMatcher(metadata.entries, self.matcher)
 
     def load_matcher(self, cache_dir: Optional[str]) -> BatchMatcher:
         # The cache is keyed by the sha256 the run started with: a hit is that very list.
-        return _EntryBatchMatcher(cached_matcher(cache_dir, self.metadata_sha256, self._build))
+        return _EntryBatchMatcher(cached_matcher(cache_dir, self.metadata_sha256, self._build, matcher=self.matcher))
 
     def plan(self, counts: np.ndarray, threshold: int) -> BalancingPlan:
         return plan_for_threshold(counts, threshold)

@@ -3,6 +3,15 @@
 Pure Python, no Beam import. `EntryMatcher` is the fast path the pipeline runs;
 `match_entries_brute_force` is the spec written out literally, kept as the
 oracle the tests compare against and the baseline the benchmarks measure.
+
+Two Aho-Corasick libraries give the same match sets (tests/unit/test_matching.py):
+- daachorse (the default): a double-array automaton over the UTF-8 bytes of the
+  padded entries. Measured here on LAION captions and the 500k list it matches
+  ~1.4x faster than pyahocorasick, takes ~60% of its memory, and its automaton
+  saves to bytes and loads again in well under 0.1 s (pyahocorasick's pickle:
+  ~1.2 s and ~0.3 s), which is what a worker's first and later runs pay.
+- pyahocorasick: the design card's library, kept as the reference and fallback
+  (`--matcher pyahocorasick`).
 """
 
 from __future__ import annotations
@@ -10,13 +19,18 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import ahocorasick
+import daachorse
 import numpy as np
 
 from transforms.core.spacing import pad_entry, space_text
 
+DAACHORSE = "daachorse"
+PYAHOCORASICK = "pyahocorasick"
+MATCHERS = (DAACHORSE, PYAHOCORASICK)
+
 
 def build_automaton(entries: Sequence[str]) -> ahocorasick.Automaton:
-    """An Aho-Corasick automaton over the padded entries, valued by entry id.
+    """A pyahocorasick automaton over the padded entries, valued by entry id.
 
     Integer values, not tuples: measured here they take ~45 MB less for 500k
     entries and match ~50% faster (docs/environment-facts.md).
@@ -28,46 +42,71 @@ def build_automaton(entries: Sequence[str]) -> ahocorasick.Automaton:
     return automaton
 
 
+def utf8_bytes(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (JSON can carry "\ud800") becomes its 3-byte
+    # form instead of an error. Every code point then has one self-synchronising
+    # byte sequence, and a padded entry starts and ends with a space byte, which
+    # is never inside a character: a byte match is exactly a character match.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def build_byte_automaton(entries: Sequence[str]) -> daachorse.DoubleArrayAhoCorasick:
+    """A daachorse automaton over the UTF-8 bytes of the padded entries; pattern id = entry id."""
+    return daachorse.DoubleArrayAhoCorasick([utf8_bytes(pad_entry(entry)) for entry in entries])
+
+
 class EntryMatcher:
-    """Matches captions against one metadata list.
+    """Matches captions against one metadata list, with daachorse or pyahocorasick.
 
     Also the holder that `apache_beam.utils.shared.Shared` keeps per worker
-    process: a pyahocorasick Automaton cannot be weak-referenced itself.
+    process (neither automaton can be weak-referenced itself), and what the
+    machine's automaton cache pickles (a daachorse automaton pickles as its
+    serialized double array).
     """
 
-    def __init__(self, entries: Sequence[str]):
+    def __init__(self, entries: Sequence[str], matcher: str = DAACHORSE):
+        if matcher not in MATCHERS:
+            raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}, not {matcher!r}")
         self.num_entries = len(entries)
-        self._automaton = build_automaton(entries) if entries else None
+        self.matcher = matcher
+        self._automaton = None
+        if entries:
+            self._automaton = build_byte_automaton(entries) if matcher == DAACHORSE else build_automaton(entries)
 
     def match(self, text: str) -> list[int]:
         """Ascending ids of the entries whose padded form occurs in the spaced text."""
-        if self._automaton is None:
-            return []
-        return sorted({entry_id for _, entry_id in self._automaton.iter(space_text(text))})
+        _, flat = self.match_batch([text])
+        return flat.tolist()
 
     def match_batch(self, texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """Match many captions; return (offsets, flat ids) in Arrow list layout.
 
         Caption i's ids are ``flat[offsets[i]:offsets[i + 1]]``, ascending.
         This loop is the pipeline's hot path: it stays a plain loop around
-        the automaton, with the per-caption work kept to a set and a sort.
+        the automaton, with the per-caption work kept to a set and a sort,
+        and none for a caption without a match.
         """
         automaton = self._automaton
         offsets = [0]
         flat: list[int] = []
+        extend = flat.extend
+        append = offsets.append
         if automaton is None:
             for _ in texts:
-                offsets.append(0)
+                append(0)
+        elif self.matcher == DAACHORSE:
+            find = automaton.find_overlapping
+            for text in texts:
+                found = find(utf8_bytes(space_text(text)))
+                if found:
+                    ids = {entry_id for _, _, entry_id in found}
+                    extend(sorted(ids) if len(ids) > 1 else ids)
+                append(len(flat))
         else:
             iterate = automaton.iter
-            extend = flat.extend
-            append = offsets.append
             for text in texts:
-                found = {entry_id for _, entry_id in iterate(space_text(text))}
-                if len(found) > 1:
-                    extend(sorted(found))
-                else:
-                    extend(found)
+                ids = {entry_id for _, entry_id in iterate(space_text(text))}
+                extend(sorted(ids) if len(ids) > 1 else ids)
                 append(len(flat))
         return np.asarray(offsets, dtype=np.int64), np.asarray(flat, dtype=np.int32)
 

@@ -1,16 +1,17 @@
 """A machine-local cache of built matchers, keyed by the metadata and the matching code.
 
-No Beam import. Building the automaton of the 500k-entry list takes ~1.8 s
-per worker process (parse, check, pad, insert, link); loading the same
-automaton pickled on local disk takes ~0.3 s. A local run starts a fresh
-worker process per core every time, so a rerun on the same metadata (another
-t, another pool) loads instead of building.
+No Beam import. Building the automaton of the 500k-entry list takes ~2 s
+per worker process (parse, check, pad, insert, link); loading it from local
+disk takes ~0.05 s (daachorse) or ~0.3 s (pyahocorasick). A local run starts a
+fresh worker process per core every time, so a rerun on the same metadata
+(another t, another pool) loads instead of building.
 
 The file name holds a digest of everything the automaton depends on: the
-metadata file's sha256, the source of the padding and matching code, and the
-pyahocorasick and Python versions. Any change makes a new name; a file that
-does not load is rebuilt and replaced. One writer per file at a time (an
-exclusive lock file); the others just build. The newest KEEP files are kept.
+metadata file's sha256, the matcher library and its version, the source of
+the padding and matching code, and the Python version. Any change makes a
+new name; a file that does not load is rebuilt and replaced. One builder per
+file at a time (an exclusive lock file naming its host and process); the
+others wait for its file. The newest KEEP files are kept.
 
 The cache directory is the user's own (created 0700): files in it are
 unpickled, so it must not be writable by anyone else.
@@ -18,26 +19,30 @@ unpickled, so it must not be writable by anyone else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import pickle
+import socket
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Optional
 
-import ahocorasick
-
 from transforms.core import matching, spacing
-from transforms.core.matching import EntryMatcher
+from transforms.core.matching import DAACHORSE, EntryMatcher
 
 KEEP = 3
 PREFIX = "automaton-"
 SUFFIX = ".pickle"
-# A lock older than this belongs to a writer that died: write anyway.
+# A lock older than this belongs to a builder that died: build anyway.
 STALE_LOCK_SECONDS = 600
+# How long a process waits for another one building the same matcher (~2 s for 500k entries).
+WAIT_SECONDS = 120
+WAIT_POLL_SECONDS = 0.05
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,13 +63,14 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_path(cache_dir: str, metadata_sha256: str) -> str:
-    """Where the matcher for this metadata, code and library version lives."""
+def cache_path(cache_dir: str, metadata_sha256: str, matcher: str = DAACHORSE) -> str:
+    """Where the matcher for this metadata, library, code and library version lives."""
     key = "\n".join(
         [
             metadata_sha256,
             _code_digest(),
-            getattr(ahocorasick, "__version__", "?"),
+            matcher,
+            version(matcher),
             f"{sys.version_info.major}.{sys.version_info.minor}",
             str(pickle.HIGHEST_PROTOCOL),
         ]
@@ -72,7 +78,7 @@ def cache_path(cache_dir: str, metadata_sha256: str) -> str:
     return os.path.join(cache_dir, PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32] + SUFFIX)
 
 
-def _load(path: str, num_entries: Optional[int]) -> Optional[EntryMatcher]:
+def _load(path: str, num_entries: Optional[int], matcher_name: str) -> Optional[EntryMatcher]:
     try:
         with open(path, "rb") as handle:
             matcher = pickle.load(handle)
@@ -81,37 +87,83 @@ def _load(path: str, num_entries: Optional[int]) -> Optional[EntryMatcher]:
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: rebuild it
         _LOGGER.warning("automaton cache %s does not load (%s: %s); rebuilding it", path, type(error).__name__, error)
         return None
-    if not isinstance(matcher, EntryMatcher) or (num_entries is not None and matcher.num_entries != num_entries):
+    if (
+        not isinstance(matcher, EntryMatcher)
+        or matcher.matcher != matcher_name
+        or (num_entries is not None and matcher.num_entries != num_entries)
+    ):
         _LOGGER.warning("automaton cache %s holds something else; rebuilding it", path)
         return None
     return matcher
 
 
-def _store(path: str, matcher: EntryMatcher) -> bool:
-    """Write `matcher` to `path` atomically, unless another process is writing it."""
-    directory = os.path.dirname(path)
-    lock = path + ".lock"
+def _lock_is_live(lock: str) -> bool:
+    """True while the process that holds `lock` may still be building (not stale, not dead)."""
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        age = time.time() - os.path.getmtime(lock)
+        with open(lock, encoding="ascii", errors="replace") as handle:
+            host, _, pid = handle.read().partition(" ")
+    except OSError:
+        return False  # released meanwhile
+    if age >= STALE_LOCK_SECONDS:
+        return False
+    if host == socket.gethostname() and pid.strip().isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # its builder died
+        except OSError:
+            pass  # alive, another user's
+    return True
+
+
+def take_lock(path: str) -> Optional[str]:
+    """Create `path`.lock for this process, or None when another live builder holds it."""
+    lock = path + ".lock"
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    for _ in range(2):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
-            if time.time() - os.path.getmtime(lock) < STALE_LOCK_SECONDS:
-                return False  # another worker is writing the same file
-            descriptor = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(descriptor)
-        try:
-            handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", suffix=SUFFIX, delete=False)
-            with handle:
-                pickle.dump(matcher, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(handle.name, path)
-        finally:
-            os.unlink(lock)
-        _prune(directory)
-        return True
-    except OSError as error:  # a read-only or full disk: the run goes on without a cache
-        _LOGGER.warning("automaton cache %s not written: %s", path, error)
-        return False
+            if _lock_is_live(lock):
+                return None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)  # a dead builder's: take it over
+            continue
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()}")
+        return lock
+    return None
+
+
+def release_lock(lock: str) -> None:
+    """Remove a lock that take_lock gave this process."""
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
+
+
+def write(path: str, matcher: EntryMatcher) -> None:
+    """Write `matcher` to `path` atomically (a reader never sees half a file)."""
+    directory = os.path.dirname(path)
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", suffix=SUFFIX, delete=False)
+    try:
+        with handle:
+            pickle.dump(matcher, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+    _prune(directory)
+
+
+def _wait_for_builder(path: str, num_entries: Optional[int], matcher: str) -> Optional[EntryMatcher]:
+    """Another process is building this matcher: wait for its file rather than build it twice."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    lock = path + ".lock"
+    while time.monotonic() < deadline and _lock_is_live(lock):
+        time.sleep(WAIT_POLL_SECONDS)
+    return _load(path, num_entries, matcher)
 
 
 def _prune(directory: str) -> None:
@@ -121,22 +173,44 @@ def _prune(directory: str) -> None:
 
 
 def cached_matcher(
-    cache_dir: Optional[str], metadata_sha256: str, build: Callable[[], EntryMatcher], num_entries: Optional[int] = None
+    cache_dir: Optional[str],
+    metadata_sha256: str,
+    build: Callable[[], EntryMatcher],
+    num_entries: Optional[int] = None,
+    matcher: str = DAACHORSE,
 ) -> EntryMatcher:
     """The matcher from the cache, or `build()` and keep it there; no cache_dir: just build.
 
-    `num_entries`, when given, must equal the cached matcher's (a cheap sanity check).
+    `build` must make a matcher of library `matcher`. `num_entries`, when
+    given, must equal the cached matcher's (a cheap sanity check). While
+    another process builds the same matcher (the launcher's `prebuild`, or a
+    worker that came first), this one waits for its file instead of building
+    it too; a builder that died or takes over WAIT_SECONDS is not waited for.
     """
     if not cache_dir:
         return build()
-    path = cache_path(cache_dir, metadata_sha256)
-    matcher = _load(path, num_entries)
-    if matcher is not None:
+    path = cache_path(cache_dir, metadata_sha256, matcher)
+    loaded = _load(path, num_entries, matcher)
+    if loaded is None:
         try:
-            os.utime(path)  # most recently used: pruned last
-        except OSError:
-            pass
-        return matcher
-    matcher = build()
-    _store(path, matcher)
-    return matcher
+            lock = take_lock(path)
+        except OSError as error:  # a read-only or full disk: the run goes on without a cache
+            _LOGGER.warning("automaton cache %s not used: %s", path, error)
+            return build()
+        if lock is None:
+            loaded = _wait_for_builder(path, num_entries, matcher)
+        else:
+            try:
+                built = build()
+                try:
+                    write(path, built)
+                except OSError as error:
+                    _LOGGER.warning("automaton cache %s not written: %s", path, error)
+                return built
+            finally:
+                release_lock(lock)
+    if loaded is None:
+        return build()
+    with contextlib.suppress(OSError):
+        os.utime(path)  # most recently used: pruned last
+    return loaded
