@@ -55,6 +55,8 @@ def test_key_hash_is_blake2b_and_pinned():
         "0xf02b68d1ca5511ee",
     ]
     assert uniform_draws(key_hashes(["a"]), 0).tolist() == [0.7752349209974001]
+    empty = key_hashes([])
+    assert empty.dtype == np.uint64 and empty.shape == (0,)
 
 
 def test_uniform_draws_are_uniform():
