@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -93,9 +94,12 @@ def main(argv=None) -> int:
     print(f"baseline (bare loop, one core, best of 3 over 100k): {baseline:,.0f} captions/s", flush=True)
     for size in (parse_count(text) for text in args.sizes.split(",")):
         pool = write_pool(work / f"pool-{size}", size)
-        cache = work / f"empty-cache-{size}"
-        cache.mkdir(exist_ok=True)
-        command = curate_command(pool, str(METADATA), str(work / f"out-{size}"), 20000, 2, ["--seed", "0"])
+        # A first run, also when --work is reused: no automaton cached, no earlier output.
+        cache, out = work / f"empty-cache-{size}", work / f"out-{size}"
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        cache.mkdir()
+        command = curate_command(pool, str(METADATA), str(out), 20000, 2, ["--seed", "0"])
         progress = command.index("--progress")
         del command[progress : progress + 2]  # the default progress lines, as a new user sees them
         command += ["--cache_dir", str(cache)]
