@@ -292,9 +292,11 @@ def _translated_size(pool: Path, files: int, output_dir: Path) -> int:
 
 def test_the_job_graph_does_not_grow_with_the_number_of_input_files(tmp_path):
     """The files are listed inside the pipeline from the --input patterns: 2,000 files make
-    the same graph as 10, up to the digits of stats.json's input_files. (Embedding the list,
-    as before, added ~6 KB here, where the names compress well; Dataflow refuses graphs
-    over 10 MB, which the issue put at about 100k real shard paths.)"""
+    the same graph as 10, up to the digits of stats.json's input_files and the few dozen
+    bytes by which the compressed pickles in a translation vary from one to the next
+    (seen: up to 96). Embedding the list, as before, added ~6 KB here, where the names
+    compress well; Dataflow refuses graphs over 10 MB, which the issue put at about 100k
+    real shard paths."""
     small = _translated_size(tmp_path / "pool_a", 10, tmp_path / "out_a")
     large = _translated_size(tmp_path / "pool_b", 2000, tmp_path / "out_b")
-    assert abs(large - small) < 64, (small, large)
+    assert abs(large - small) < 512, (small, large)
