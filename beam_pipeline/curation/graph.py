@@ -47,6 +47,7 @@ from transforms.beam.spill import delete_spill_dir
 from transforms.beam.stats import SumFigures
 from transforms.beam.write import (
     WriteJsonFile,
+    WriteJsonFiles,
     WriteJsonLinesShards,
     WriteParquetShards,
 )
@@ -168,13 +169,8 @@ class WriteOutputs(beam.PTransform):
             duplicates = subset.figures
         files += _write_handoff(sampled, self._read.listed_files, config)
         if mode is not None:
-            files += _write_report_data(sampled, self._balanced, config)
-            counts = self._balanced.counts
-            files.append(
-                sampled.pipeline
-                | "WriteEntryCounts"
-                >> WriteJsonFile(config.output("entry_counts.json"), mode.counts_document, {"counts": counts})
-            )
+            documents, side_inputs = _balancing_documents(sampled, self._balanced, config)
+            files.append(sampled.pipeline | "WriteDocuments" >> WriteJsonFiles(documents, side_inputs))
         return Written(files, duplicates)
 
 
@@ -219,10 +215,10 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
     return written
 
 
-def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> list:
-    """figures.json and entry_counts_kept.json, from the sampling pass; their outputs, for stats.json's `after`.
-
-    E(t) over a grid around the run's t comes free here, for modes with one t for all.
+def _balancing_documents(sampled, balanced: Balanced, config: CurationConfig) -> tuple[dict, dict]:
+    """entry_counts.json, figures.json and entry_counts_kept.json, for one WriteJsonFiles:
+    (documents, side inputs). E(t) over a grid around the run's t comes free with the
+    sampling pass, for modes with one t for all.
     """
     mode, target, plan, counts = config.mode, config.target_size, balanced.plan, balanced.counts
     figures = sampled | "ReportFigures" >> ReportFigures()
@@ -241,18 +237,23 @@ def _write_report_data(sampled, balanced: Balanced, config: CurationConfig) -> l
         chosen = {"threshold": plan.threshold, "target_size": target, "expected_kept": dict(table).get(plan.threshold)}
         return figures_document(figures, mode.entry_names(), table, chosen)
 
-    return [
-        sampled.pipeline
-        | "WriteFigures"
-        >> WriteJsonFile(
-            config.output("figures.json"),
-            figures_json,
-            {"figures": figures, "grid": grid, "sizes": sizes, "plan": plan},
-        ),
-        sampled.pipeline
-        | "WriteKeptEntryCounts"
-        >> WriteJsonFile(config.output("entry_counts_kept.json"), mode.counts_document, {"counts": kept_counts}),
-    ]
+    def kept_counts_json(kept_counts):
+        return mode.counts_document(kept_counts)
+
+    documents = {
+        config.output("entry_counts.json"): (mode.counts_document, ("counts",)),
+        config.output("figures.json"): (figures_json, ("figures", "grid", "sizes", "plan")),
+        config.output("entry_counts_kept.json"): (kept_counts_json, ("kept_counts",)),
+    }
+    side_inputs = {
+        "counts": counts,
+        "kept_counts": kept_counts,
+        "figures": figures,
+        "grid": grid,
+        "sizes": sizes,
+        "plan": plan,
+    }
+    return documents, side_inputs
 
 
 def _write_stats(

@@ -40,7 +40,7 @@ EXPECTED_INNER_STEPS = [
     "WriteOutputs/WriteMatches",
     "WriteOutputs/WriteSubset",
     "WriteOutputs/WriteRejected",
-    "WriteOutputs/WriteEntryCounts",
+    "WriteOutputs/WriteDocuments",
 ]
 
 

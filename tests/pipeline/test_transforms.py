@@ -18,7 +18,7 @@ from transforms.beam.modes import MetaClip1
 from transforms.beam.read import ReadCaptions
 from transforms.beam.sample import BalancedSample
 from transforms.beam.spill import LoadBatches, StoreBatches
-from transforms.beam.write import WriteJsonLinesShards, WriteParquetShards
+from transforms.beam.write import WriteJsonFiles, WriteJsonLinesShards, WriteParquetShards
 from transforms.core.balancing import entry_probabilities, keep_probability
 from transforms.core.columns import (
     ENTRY_IDS,
@@ -231,3 +231,22 @@ def test_json_documents_read_back_as_the_same_value(value):
     assert data.endswith(b"\n") and data.count(b"\n") == 1
     assert json.loads(data.decode("utf-8")) == value
     assert list(json.loads(data.decode("utf-8"))) == list(value)  # order kept: entry_counts.json is in metadata order
+
+
+def test_write_json_files_writes_each_document_from_the_side_inputs_it_names(tmp_path):
+    documents = {
+        str(tmp_path / "sum.json"): (lambda a, b: {"sum": a + b}, ("a", "b")),
+        str(tmp_path / "list.json"): (lambda values: sorted(values), ("values",)),
+        str(tmp_path / "one.json"): (lambda a: {"a": a}, ("a",)),
+    }
+    with beam_test_pipeline() as pipeline:
+        side_inputs = {
+            "a": pipeline | "A" >> beam.Create([2]),
+            "b": pipeline | "B" >> beam.Create([40]),
+            "values": pipeline | "Values" >> beam.Create([[3, 1, 2]]),
+        }
+        written = pipeline | WriteJsonFiles(documents, side_inputs)
+        assert_that(written, equal_to(sorted(documents)))
+    assert json.loads((tmp_path / "sum.json").read_text()) == {"sum": 42}
+    assert json.loads((tmp_path / "list.json").read_text()) == [1, 2, 3]
+    assert json.loads((tmp_path / "one.json").read_text()) == {"a": 2}

@@ -29,6 +29,7 @@ __all__ = [
     "JsonLinesShards",
     "ParquetShards",
     "WriteJsonFile",
+    "WriteJsonFiles",
     "WriteJsonLinesShards",
     "WriteParquetShards",
     "write_sorted_parquet",
@@ -180,3 +181,31 @@ class WriteJsonFile(beam.PTransform):
             return write_json_atomically(target, document)
 
         return pbegin | "One" >> beam.Create([path]) | "Write" >> beam.Map(write, **singletons)
+
+
+class WriteJsonFiles(beam.PTransform):
+    """Write several JSON documents, each computed from side inputs, in one stage.
+
+    In: the pipeline root. `documents`: path -> (make_value, names); the document at
+    a path is `make_value(**values)` of the side inputs it names. `side_inputs`: name
+    -> singleton PCollection. A Create of several elements reshuffles them, so the
+    documents are spread over the workers and written side by side, where one
+    WriteJsonFile each would be a stage of its own, one after the other (each of
+    entry_counts.json and entry_counts_kept.json takes ~0.3 s for 500k entries).
+    Out: the paths.
+    """
+
+    def __init__(self, documents: dict, side_inputs: dict):
+        super().__init__()
+        self._documents = dict(documents)
+        self._side_inputs = side_inputs
+
+    def expand(self, pbegin: PBegin) -> PCollection[str]:
+        documents = self._documents
+        singletons = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in self._side_inputs.items()}
+
+        def write(target, **values):
+            make_value, names = documents[target]
+            return write_json_atomically(target, make_value(**{name: values[name] for name in names}))
+
+        return pbegin | "Documents" >> beam.Create(sorted(documents)) | "Write" >> beam.Map(write, **singletons)
