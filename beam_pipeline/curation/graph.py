@@ -7,7 +7,8 @@
     Select            batches -> Selected(batches, keep flag narrowed; figures)  transforms.beam.select (--select)
     WriteOutputs      balanced batches -> every output but stats.json           (below)
     WriteStats        stats.json, after every other output: it marks a finished run
-    WriteReport       report.html and plots, from the written outputs
+    WriteReport...    report.html and plots, from the written outputs; beside it, the spill
+                      directory removed
 
 Each stage is a PTransform over record batches with a typed `expand`; a new stage
 (DataComp filters before Balance, a selection after it) is one more line in
@@ -89,14 +90,20 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
         final = selected.batches
     written = final | "WriteOutputs" >> WriteOutputs(config, read, balanced, filtered)
     stats = _write_stats(pipeline, config, read, final, balanced, written, filtered, selected)
-    if config.report:
-        # After stats.json: the report reads it. A failed report leaves a finished run;
-        # `python -m beam_pipeline.report OUTPUT_DIR` writes it again.
-        output_dir = config.output_dir
-        stats | "WriteReport" >> beam.Map(lambda _: write_report(output_dir))
-    if config.spill_dir:
-        spill_dir = config.spill_dir
-        stats | "DeleteSpillFiles" >> beam.Map(lambda _: delete_spill_dir(spill_dir))
+    # After stats.json, two independent tasks: the report (it reads stats.json; a failed
+    # report leaves a finished run, and `python -m beam_pipeline.report OUTPUT_DIR` writes
+    # it again) and removing the spill directory (~0.8 s for the 2.7 GB of a 4M-caption
+    # run). As two elements after a Reshuffle they go to two workers and run side by side.
+    tasks = ([("report", config.output_dir)] if config.report else []) + (
+        [("delete_spill_dir", config.spill_dir)] if config.spill_dir else []
+    )
+    if tasks:
+        (
+            stats
+            | "FinishingTasks" >> beam.FlatMap(lambda _: tasks)
+            | "SpreadFinishingTasks" >> beam.Reshuffle()
+            | "WriteReportDeleteSpill" >> beam.Map(_run_finishing_task)
+        )
     return {
         "batches": read.batches,
         "rejected": read.rejected,
@@ -254,6 +261,14 @@ def _balancing_documents(sampled, balanced: Balanced, config: CurationConfig) ->
         "plan": plan,
     }
     return documents, side_inputs
+
+
+def _run_finishing_task(task: tuple[str, str]) -> None:
+    name, path = task
+    if name == "report":
+        write_report(path)
+    else:
+        delete_spill_dir(path)
 
 
 def _write_stats(
