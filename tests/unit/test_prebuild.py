@@ -18,9 +18,10 @@ def _metadata(tmp_path, entries=ENTRIES):
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_child_builds_the_matcher_the_workers_then_load(tmp_path):
+def test_the_child_builds_the_matcher_the_workers_then_load(tmp_path, monkeypatch):
     path, sha = _metadata(tmp_path)
     cache = str(tmp_path / "cache")
+    monkeypatch.chdir(tmp_path)  # a user curating from their own folder, not the repository
     child = prebuild.start(cache, path, sha, DAACHORSE)
     assert child is not None and child.wait(timeout=120) == 0
     assert os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE))
