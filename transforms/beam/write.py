@@ -151,61 +151,43 @@ class WriteJsonLinesShards(WriteShards):
         super().__init__(directory, num_shards, JsonLinesShards())
 
 
-class WriteJsonFile(beam.PTransform):
-    """Write one JSON document, computed from side inputs, to `path`.
-
-    In: the pipeline root. `make_value(**side_values)` builds the document
-    from `side_inputs`, a dict of name -> singleton PCollection. The write
-    waits for every PCollection in `after` to be complete (they are side
-    inputs it ignores), so a file written last can mark a finished run.
-    Out: the path.
-    """
-
-    def __init__(
-        self, path: str, make_value: Callable[..., object], side_inputs: Optional[dict] = None, after: Sequence = ()
-    ):
-        super().__init__()
-        self._path = path
-        self._make_value = make_value
-        self._side_inputs = side_inputs or {}
-        self._after = list(after)
-
-    def expand(self, pbegin: PBegin) -> PCollection[str]:
-        path, make_value = self._path, self._make_value
-        singletons = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in self._side_inputs.items()}
-        for i, pcoll in enumerate(self._after):
-            singletons[f"_after_{i}"] = beam.pvalue.AsList(pcoll)
-
-        def write(target, **values):
-            document = make_value(**{k: v for k, v in values.items() if not k.startswith("_after_")})
-            return write_json_atomically(target, document)
-
-        return pbegin | "One" >> beam.Create([path]) | "Write" >> beam.Map(write, **singletons)
-
-
 class WriteJsonFiles(beam.PTransform):
     """Write several JSON documents, each computed from side inputs, in one stage.
 
     In: the pipeline root. `documents`: path -> (make_value, names); the document at
     a path is `make_value(**values)` of the side inputs it names. `side_inputs`: name
-    -> singleton PCollection. A Create of several elements reshuffles them, so the
-    documents are spread over the workers and written side by side, where one
-    WriteJsonFile each would be a stage of its own, one after the other (each of
-    entry_counts.json and entry_counts_kept.json takes ~0.3 s for 500k entries).
-    Out: the paths.
+    -> singleton PCollection. The writes wait for every PCollection in `after` to be
+    complete (side inputs they ignore), so a file written last can mark a finished run.
+    A Create of several elements reshuffles them, so the documents are spread over the
+    workers and written side by side, where a stage per document would run one after
+    the other (each of entry_counts.json and entry_counts_kept.json takes ~0.3 s for
+    500k entries). Out: the paths.
     """
 
-    def __init__(self, documents: dict, side_inputs: dict):
+    def __init__(self, documents: dict, side_inputs: Optional[dict] = None, after: Sequence = ()):
         super().__init__()
         self._documents = dict(documents)
-        self._side_inputs = side_inputs
+        self._side_inputs = side_inputs or {}
+        self._after = list(after)
 
     def expand(self, pbegin: PBegin) -> PCollection[str]:
         documents = self._documents
         singletons = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in self._side_inputs.items()}
+        for i, pcoll in enumerate(self._after):
+            singletons[f"_after_{i}"] = beam.pvalue.AsList(pcoll)
 
         def write(target, **values):
             make_value, names = documents[target]
             return write_json_atomically(target, make_value(**{name: values[name] for name in names}))
 
         return pbegin | "Documents" >> beam.Create(sorted(documents)) | "Write" >> beam.Map(write, **singletons)
+
+
+class WriteJsonFile(WriteJsonFiles):
+    """WriteJsonFiles of one document: `make_value(**side_values)` of every side input, to `path`."""
+
+    def __init__(
+        self, path: str, make_value: Callable[..., object], side_inputs: Optional[dict] = None, after: Sequence = ()
+    ):
+        side_inputs = side_inputs or {}
+        super().__init__({path: (make_value, tuple(side_inputs))}, side_inputs, after)
