@@ -31,11 +31,13 @@ _TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+(?:-[A-Za-z]+)?)")
 
 
 class _WorkerPeaks:
-    """Peak RSS (MiB) of every child process since the last reset, sampled every 0.1 s."""
+    """Peak RSS (MiB) of every child process since the last reset, and their CPU seconds, sampled every 0.1 s."""
 
     def __init__(self):
         self._me = psutil.Process()
         self._peaks: dict[int, int] = {}
+        self._cpu: dict[int, float] = {}  # user + system seconds of every child seen, at its last sample
+        self._cpu_taken = 0.0
         self._lock = threading.Lock()
         threading.Thread(target=self._loop, daemon=True).start()
 
@@ -44,20 +46,25 @@ class _WorkerPeaks:
             for child in self._me.children(recursive=True):
                 try:
                     rss = child.memory_info().rss >> 20
+                    times = child.cpu_times()
                 except psutil.Error:
                     continue
                 with self._lock:
                     self._peaks[child.pid] = max(self._peaks.get(child.pid, 0), rss)
+                    self._cpu[child.pid] = times.user + times.system
             time.sleep(0.1)
 
-    def take(self) -> list[int]:
+    def take(self) -> tuple[float, list[int]]:
+        """(CPU seconds of the children since the last take, the two largest peaks since then)."""
         with self._lock:
             peaks, self._peaks = sorted(self._peaks.values())[-2:], {}
-        return peaks
+            cpu = sum(self._cpu.values())
+            used, self._cpu_taken = cpu - self._cpu_taken, cpu
+        return used, peaks
 
 
 class StageTimer(logging.Handler):
-    """Collects (seconds, fused transforms, worker peaks) per stage from the runner's debug log."""
+    """Collects (seconds, fused transforms, (children's CPU seconds, worker peaks)) per stage from the runner's log."""
 
     def __init__(self, peaks: Optional[_WorkerPeaks] = None):
         super().__init__(logging.DEBUG)
@@ -75,7 +82,7 @@ class StageTimer(logging.Handler):
     def _close(self, next_name: str) -> None:
         now = time.monotonic()
         name, since = self._current
-        self.stages.append((now - since, name, self._peaks.take() if self._peaks else []))
+        self.stages.append((now - since, name, self._peaks.take() if self._peaks else (0.0, [])))
         self._current = (next_name, now)
 
     def finish(self) -> None:
@@ -83,15 +90,17 @@ class StageTimer(logging.Handler):
 
 
 def format_stages(stages, min_seconds: float) -> str:
-    lines, small, small_count = [], 0.0, 0
-    for seconds, name, peaks in stages:
+    lines, small, small_cpu, small_count = [], 0.0, 0.0, 0
+    for seconds, name, (cpu, peaks) in stages:
         if seconds < min_seconds:
             small += seconds
+            small_cpu += cpu
             small_count += 1
             continue
-        lines.append(f"{seconds:7.2f} s  workers' peak MiB {str(peaks):<12}  {name}")
-    lines.append(f"{small:7.2f} s  in {small_count} shorter stages")
-    lines.append(f"{sum(s for s, _, _ in stages):7.2f} s  in all")
+        lines.append(f"{seconds:7.2f} s  CPU {cpu:6.2f} s  workers' peak MiB {str(peaks):<12}  {name}")
+    lines.append(f"{small:7.2f} s  CPU {small_cpu:6.2f} s  in {small_count} shorter stages")
+    total_cpu = sum(cpu for _, _, (cpu, _) in stages)
+    lines.append(f"{sum(s for s, _, _ in stages):7.2f} s  CPU {total_cpu:6.2f} s  in all")
     return "\n".join(lines)
 
 

@@ -306,6 +306,10 @@ def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
         and abs(total - sum(float(line.split()[0]) for line in stages)) <= 0.005 * len(stages) + 0.01
     )
     assert lines[-2].endswith("in 0 shorter stages")
+    # The children's CPU seconds per stage (a prebuild child here at most: the DirectRunner runs in-process).
+    cpu = [float(line.split("CPU")[1].split()[0]) for line in stages]
+    assert all(seconds >= 0 for seconds in cpu)
+    assert abs(float(lines[-1].split("CPU")[1].split()[0]) - sum(cpu)) <= 0.005 * len(stages) + 0.01
 
 
 def test_selection_benchmark_times_picks_and_measures_the_split():
