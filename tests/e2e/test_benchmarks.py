@@ -312,6 +312,18 @@ def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
     assert abs(float(lines[-1].split("CPU")[1].split()[0]) - sum(cpu)) <= 0.005 * len(stages) + 0.01
 
 
+def test_profile_benchmark_builds_each_variant_and_checks_its_matches(tmp_path, capsys):
+    shared_file("data", "laion400m_sample_10k.parquet")
+    shared_file("bench", "metadata_500k.json.gz")
+    from benchmarks import bench_profile
+
+    assert bench_profile.main(["--sizes", "0,50", "--rounds", "1", "--json", str(tmp_path / "p.json")]) == 0
+    results = json.loads((tmp_path / "p.json").read_text())
+    assert set(results["variants"]) == {"0", "50"} and results["measured_captions"] > 4000
+    assert results["variants"]["0"]["speedup_median"] == 1.0
+    assert "profile    50 captions" in capsys.readouterr().out
+
+
 def test_selection_benchmark_times_picks_and_measures_the_split():
     from benchmarks import bench_selection
 

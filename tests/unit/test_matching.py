@@ -140,6 +140,27 @@ def test_matcher_on_any_text_equals_the_brute_force_oracle(entries, texts, name)
         assert flat[offsets[i] : offsets[i + 1]].tolist() == expected
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(entries=_ENTRIES, texts=_TEXTS, profile=_TEXTS)
+def test_a_profiled_layout_matches_as_the_brute_force_oracle(entries, texts, profile):
+    """daachorse laid out for a corpus (the captions it profiled, here unrelated ones or the very texts)."""
+    for corpus in (profile, texts):
+        matcher = EntryMatcher(entries, "daachorse", profile=corpus)
+        offsets, flat = matcher.match_batch(texts)
+        for i, text in enumerate(texts):
+            assert flat[offsets[i] : offsets[i + 1]].tolist() == match_entries_brute_force(text, entries)
+
+
+def test_the_profile_changes_the_layout_only():
+    metadata, cases = matching_cases()
+    texts = [case["text"] for case in cases]
+    plain, profiled = EntryMatcher(metadata, "daachorse"), EntryMatcher(metadata, "daachorse", profile=texts)
+    assert plain._automaton.serialize() != profiled._automaton.serialize()
+    assert [profiled.match(text) for text in texts] == [case["metaclip1"] for case in cases]
+    # pyahocorasick has no layout to profile, and takes the same arguments.
+    assert EntryMatcher(metadata, "pyahocorasick", profile=texts).match(texts[0]) == cases[0]["metaclip1"]
+
+
 def _spacing_by_the_spec(text: str) -> str:
     """docs/curation-spec.md section 2, one character at a time: the oracle of space_text."""
     out = []

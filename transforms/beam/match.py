@@ -13,7 +13,8 @@ from apache_beam.utils import shared
 
 from transforms.beam import metrics
 from transforms.beam.modes import CurationMode
-from transforms.core.columns import ENTRY_IDS
+from transforms.core.columns import ENTRY_IDS, TEXT
+from transforms.core.matching import PROFILE_CAPTIONS
 from transforms.runtime.worker_exit import exit_quickly_at_end
 
 __all__ = ["LocalWorkers", "MatchEntries"]
@@ -37,16 +38,24 @@ class _MatchEntriesFn(beam.DoFn):
         self._matches = Metrics.counter(metrics.CURATION, "entry_matches")
 
     def setup(self):
-        # One matcher per worker process, shared by every DoFn instance and
-        # thread in it; built from the file (or loaded from the machine's
-        # cache), not unpickled per bundle.
         if self._local is not None:
             exit_quickly_at_end()
+        self._matcher = None
+
+    def _matcher_for(self, batch: pa.RecordBatch):
+        # One matcher per worker process, shared by every DoFn instance and
+        # thread in it; built from the file (or loaded from the machine's
+        # cache), not unpickled per bundle. Taken at the first batch rather
+        # than in setup, so that a worker that builds it profiles its layout
+        # on the captions it is about to match (transforms.core.matching).
         cache_dir = self._local.cache_dir if self._local is not None else None
         mode = self._mode
-        self._matcher = self._handle.acquire(lambda: mode.load_matcher(cache_dir), tag=mode.metadata_sha256)
+        texts = batch.column(TEXT).slice(0, PROFILE_CAPTIONS)
+        return self._handle.acquire(lambda: mode.load_matcher(cache_dir, texts.to_pylist()), tag=mode.metadata_sha256)
 
     def process(self, batch: pa.RecordBatch):
+        if self._matcher is None:
+            self._matcher = self._matcher_for(batch)
         batch, offsets, flat_ids = self._matcher.match(batch)
         entry_ids = pa.ListArray.from_arrays(pa.array(offsets.astype("int32")), pa.array(flat_ids, pa.int32()))
         self._matched.inc(int((offsets[1:] > offsets[:-1]).sum()))

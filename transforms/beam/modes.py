@@ -14,8 +14,9 @@ Not PTransforms, but the metadata is read through Beam's filesystems
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Protocol
+from typing import ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +68,9 @@ class CurationMode(Protocol):
     metadata_sha256: str
     num_entries: int
 
-    def load_matcher(self, cache_dir: Optional[str]) -> BatchMatcher: ...
+    def load_matcher(self, cache_dir: Optional[str], profile: Sequence[str] = ()) -> BatchMatcher:
+        """The worker's matcher; `profile`: captions like those it will match, should it be built."""
+        ...
 
     def plan(self, counts: np.ndarray, threshold: int) -> BalancingPlan: ...
 
@@ -114,15 +117,17 @@ class MetaClip1:
         metadata = load_metadata(path)
         return cls(path, metadata.sha256, len(metadata), matcher)
 
-    def _build(self) -> EntryMatcher:
+    def _build(self, profile: Sequence[str] = ()) -> EntryMatcher:
         metadata = load_metadata(self.metadata_path, self.metadata_sha256)
         if metadata.sha256 != self.metadata_sha256:
             raise _changed(self.metadata_path, metadata.sha256, self.metadata_sha256)
-        return EntryMatcher(metadata.entries, self.matcher)
+        return EntryMatcher(metadata.entries, self.matcher, profile)
 
-    def load_matcher(self, cache_dir: Optional[str]) -> BatchMatcher:
-        # The cache is keyed by the sha256 the run started with: a hit is that very list.
-        return _EntryBatchMatcher(cached_matcher(cache_dir, self.metadata_sha256, self._build, matcher=self.matcher))
+    def load_matcher(self, cache_dir: Optional[str], profile: Sequence[str] = ()) -> BatchMatcher:
+        # The cache is keyed by the sha256 the run started with: a hit is that very list,
+        # whatever captions its layout was profiled on (the layout changes no match).
+        build = functools.partial(self._build, profile)
+        return _EntryBatchMatcher(cached_matcher(cache_dir, self.metadata_sha256, build, matcher=self.matcher))
 
     def plan(self, counts: np.ndarray, threshold: int) -> BalancingPlan:
         return plan_for_threshold(counts, threshold)
@@ -207,8 +212,9 @@ class MetaClip2:
         offsets = tuple(zip(metadata.languages, metadata.offsets, strict=True))
         return cls(path, metadata.sha256, metadata.num_entries, offsets, settings)
 
-    def load_matcher(self, cache_dir: Optional[str]) -> BatchMatcher:
-        # No automaton cache: a worker builds only the languages its captions are in.
+    def load_matcher(self, cache_dir: Optional[str], profile: Sequence[str] = ()) -> BatchMatcher:
+        # No automaton cache: a worker builds only the languages its captions are in,
+        # with pyahocorasick, which has no layout to profile.
         return _WorldwideBatchMatcher(self.metadata_path, self.metadata_sha256, self.settings)
 
     def plan(self, counts: np.ndarray, threshold: int) -> BalancingPlan:
