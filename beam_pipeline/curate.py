@@ -5,104 +5,38 @@
 
 Every check of options, inputs and metadata happens before the pipeline is
 built; a failed check prints one line and exits with status 2. The run itself
-is in beam_pipeline/curation/, one concern a module.
+is in beam_pipeline/curation/, one concern a module (command.py runs it).
+
+This module imports no Beam at load: `main` first starts the automaton build of
+a local --metadata file (transforms.runtime.prebuild), which then runs during
+the ~1.3 s the launcher spends importing Beam and the pipeline's modules.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
 import sys
-import time
 from typing import Optional, Sequence
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-from beam_pipeline.curation.config import CurationConfig, prepare
-from beam_pipeline.curation.graph import build_curation
-from beam_pipeline.curation.outputs import clear_outputs
-from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
-from beam_pipeline.curation.summary import print_summary
-from beam_pipeline.options import UsageError, parse_curation_args
-from beam_pipeline.progress import ProgressReporter
-from transforms.beam.modes import MetaClip1
-from transforms.formats.rejections import strict_failure
 from transforms.runtime import prebuild
 
 
-@contextlib.contextmanager
-def _quiet_beam_errors(quiet: bool):
-    logger = logging.getLogger("apache_beam")
-    level = logger.level
-    if quiet:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def run(argv: Optional[Sequence[str]] = None, early: Optional[prebuild.Prebuild] = None) -> int:
+    """Run a curation from command-line arguments; return the exit status.
 
+    `early`: a prebuild child started for this command line, or None.
+    """
+    from beam_pipeline.curation.command import run_curation  # Beam and the pipeline: after `main`'s early start
 
-def _prebuild_automaton(config: CurationConfig) -> Optional[subprocess.Popen]:
-    """Local metaclip1 runs with a cache: build the automaton while the run starts (transforms.runtime.prebuild)."""
-    mode, local = config.mode, config.local
-    if local is None or not local.cache_dir or not isinstance(mode, MetaClip1):
-        return None
-    return prebuild.start(local.cache_dir, mode.metadata_path, mode.metadata_sha256, mode.matcher)
-
-
-def run(argv: Optional[Sequence[str]] = None) -> int:
-    """Run a curation from command-line arguments; return the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args, _ = parse_curation_args(argv)
-        # The whole command line: Beam carries the curation options to the workers too.
-        options = PipelineOptions(argv)
-        config = prepare(args, options)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    clear_outputs(config.output_dir, config.reshard_dir)
-    one_blas_thread_per_worker(options)
-    started = time.monotonic()
-    prebuild = _prebuild_automaton(config)
-    try:
-        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-        build_curation(pipeline, config)
-        # Beam logs a failing step's traceback before raising; a --strict stop is
-        # a finding about the data, told in one line below.
-        progress = (
-            ProgressReporter(config.spill_dir, args.progress, balancing=config.mode is not None)
-            if config.spill_dir
-            else contextlib.nullcontext()
-        )
-        with _quiet_beam_errors(config.strict), progress:
-            result = pipeline.run()
-            if not runs_here(options):
-                # Dataflow: the job runs on in the service, without this process.
-                print(
-                    f"submitted to {options.view_as(StandardOptions).runner}; "
-                    f"stats.json in {config.output_dir} marks its end"
-                )
-                return 0
-            result.wait_until_finish()
-    except Exception as error:  # only a --strict rejection is handled; anything else is raised again
-        message = strict_failure(error) if config.strict else None
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    finally:
-        if prebuild is not None:
-            prebuild.wait()  # long done when the workers needed its file
-    print_summary(config, time.monotonic() - started)
-    return 0
+    return run_curation(sys.argv[1:] if argv is None else argv, early)
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    metadata = prebuild.flag_value(argv, "--metadata")
+    early = prebuild.start(metadata, prebuild.flag_value(argv, "--matcher")) if metadata else None
     logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
+    sys.exit(run(argv, early))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
-"""The first run's automaton build beside the launcher: it fills the cache the workers read, or does nothing."""
+"""The first run's automaton build beside the launcher: it fills the cache the workers read, or writes nothing."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import types
 
+import pytest
+
+from beam_pipeline import curate
+from beam_pipeline.curation import command
+from helpers import prepared_config
 from transforms.core.matching import DAACHORSE, PYAHOCORASICK
 from transforms.runtime import automaton_cache, prebuild
 
@@ -18,12 +25,21 @@ def _metadata(tmp_path, entries=ENTRIES):
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _child(monkeypatch, argv, order=None) -> int:
+    """prebuild.main in this process, with `order` (a dict, or None: stdin closed) on its stdin."""
+    line = b"" if order is None else json.dumps(order).encode() + b"\n"
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(line)))
+    return prebuild.main(argv)
+
+
 def test_the_child_builds_the_matcher_the_workers_then_load(tmp_path, monkeypatch):
     path, sha = _metadata(tmp_path)
     cache = str(tmp_path / "cache")
     monkeypatch.chdir(tmp_path)  # a user curating from their own folder, not the repository
-    child = prebuild.start(cache, path, sha, DAACHORSE)
-    assert child is not None and child.wait(timeout=120) == 0
+    child = prebuild.start(path, DAACHORSE)
+    assert child is not None
+    child.go(cache, sha, DAACHORSE)
+    child.wait()
     assert os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE))
     calls = []
     matcher = automaton_cache.cached_matcher(cache, sha, lambda: calls.append(1), num_entries=3, matcher=DAACHORSE)
@@ -31,27 +47,126 @@ def test_the_child_builds_the_matcher_the_workers_then_load(tmp_path, monkeypatc
     assert not os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE) + ".lock")
 
 
-def test_nothing_to_start_for_a_cached_matcher_or_a_remote_list(tmp_path):
+def test_a_cancelled_child_writes_nothing(tmp_path):
     path, sha = _metadata(tmp_path)
-    cache = str(tmp_path / "cache")
-    assert prebuild.main([cache, path, sha, PYAHOCORASICK]) == 0
-    assert prebuild.start(cache, path, sha, PYAHOCORASICK) is None  # already there
-    assert prebuild.start(cache, "gs://bucket/metadata.json", sha, DAACHORSE) is None
+    child = prebuild.start(path, DAACHORSE)
+    child.cancel()
+    assert child._process.poll() is not None
+    assert not (tmp_path / "cache").exists()
 
 
-def test_a_list_changed_since_the_checks_builds_nothing(tmp_path):
+def test_no_child_for_a_remote_list(tmp_path):
+    assert prebuild.start("gs://bucket/metadata.json", DAACHORSE) is None
+
+
+def test_no_order_no_file(tmp_path, monkeypatch):
+    path, _ = _metadata(tmp_path)
+    assert _child(monkeypatch, [path, DAACHORSE], None) == 0
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_list_changed_since_the_child_read_it_is_not_written(tmp_path, monkeypatch):
     path, sha = _metadata(tmp_path)
-    _metadata(tmp_path, ENTRIES + ["bird"])  # the file changes after the run's checks
     cache = str(tmp_path / "cache")
-    assert prebuild.main([cache, path, sha, DAACHORSE]) == 0
+    changed = hashlib.sha256(json.dumps(ENTRIES + ["bird"]).encode()).hexdigest()  # what the run's checks saw
+    assert _child(monkeypatch, [path, DAACHORSE], {"cache_dir": cache, "sha256": changed, "matcher": DAACHORSE}) == 0
     assert not os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE))
-    assert os.listdir(cache) == []  # and no lock left behind
+    assert not os.path.exists(automaton_cache.cache_path(cache, changed, DAACHORSE))
+    assert not os.path.exists(cache) or os.listdir(cache) == []  # and no lock left behind
 
 
-def test_a_builder_at_work_is_left_alone(tmp_path):
+def test_the_order_names_the_matcher_the_run_checked(tmp_path, monkeypatch):
+    """The child guessed daachorse (an abbreviated --matcher, say); the run checked pyahocorasick."""
     path, sha = _metadata(tmp_path)
     cache = str(tmp_path / "cache")
+    assert _child(monkeypatch, [path, DAACHORSE], {"cache_dir": cache, "sha256": sha, "matcher": PYAHOCORASICK}) == 0
+    assert not os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE))
+    matcher = automaton_cache.cached_matcher(cache, sha, lambda: None, num_entries=3, matcher=PYAHOCORASICK)
+    assert matcher.matcher == PYAHOCORASICK and matcher.match("hot dog") == [0, 1]
+
+
+def test_a_builder_at_work_and_a_cached_file_are_left_alone(tmp_path, monkeypatch):
+    path, sha = _metadata(tmp_path)
+    cache = str(tmp_path / "cache")
+    order = {"cache_dir": cache, "sha256": sha, "matcher": DAACHORSE}
     target = automaton_cache.cache_path(cache, sha, DAACHORSE)
     lock = automaton_cache.take_lock(target)  # this (live) process holds it
-    assert prebuild.main([cache, path, sha, DAACHORSE]) == 0
+    assert _child(monkeypatch, [path, DAACHORSE], order) == 0
     assert not os.path.exists(target) and os.path.exists(lock)
+    automaton_cache.release_lock(lock)
+    assert _child(monkeypatch, [path, DAACHORSE], order) == 0
+    written = os.stat(target).st_mtime_ns
+    assert _child(monkeypatch, [path, DAACHORSE], order) == 0
+    assert os.stat(target).st_mtime_ns == written
+
+
+@pytest.mark.parametrize(
+    "argv, value",
+    [
+        (["--metadata", "m.json", "--threshold", "5"], "m.json"),
+        (["--threshold=5", "--metadata=a=b.json"], "a=b.json"),
+        (["--metadata_x", "m.json"], None),
+        (["--metadata"], None),
+        (["--metad", "m.json"], None),  # abbreviated: found only by the real parser
+    ],
+)
+def test_flag_value_reads_both_spellings(argv, value):
+    assert prebuild.flag_value(argv, "--metadata") == value
+
+
+def test_the_command_starts_the_child_before_parsing_and_hands_it_on(monkeypatch):
+    started, ran = [], []
+    monkeypatch.setattr(prebuild, "start", lambda *args: started.append(args) or "child")
+    monkeypatch.setattr(curate, "run", lambda argv, early: ran.append((argv, early)) or 0)
+    monkeypatch.setattr("sys.argv", ["curate", "--metadata", "m.json", "--matcher=pyahocorasick", "--threshold", "5"])
+    with pytest.raises(SystemExit) as exited:
+        curate.main()
+    assert exited.value.code == 0
+    assert started == [("m.json", "pyahocorasick")]
+    assert ran == [(["--metadata", "m.json", "--matcher=pyahocorasick", "--threshold", "5"], "child")]
+
+
+class _FakeChild:
+    def __init__(self, metadata_path):
+        self.metadata_path = metadata_path
+        self.calls = []
+
+    def go(self, *args):
+        self.calls.append(("go", *args))
+
+    def cancel(self):
+        self.calls.append(("cancel",))
+
+
+def _argv(tmp_path, metadata):
+    (tmp_path / "pool.jsonl").write_text('{"key": "a", "text": "a dog"}\n')
+    return ["--input", str(tmp_path / "pool.jsonl"), "--metadata", metadata, "--output_dir", str(tmp_path / "out")]
+
+
+def test_the_launcher_orders_a_local_first_run_and_cancels_the_rest(tmp_path, monkeypatch):
+    path, sha = _metadata(tmp_path)
+    cache = str(tmp_path / "cache")
+    config, _ = prepared_config(_argv(tmp_path, path) + ["--cache_dir", cache])
+    early = _FakeChild(path)
+    assert command._prebuild_automaton(config, early) is early
+    assert early.calls == [("go", cache, sha, DAACHORSE)]
+
+    config, _ = prepared_config(_argv(tmp_path, path) + ["--cache_dir", "none"])  # nothing to build here
+    early = _FakeChild(path)
+    assert command._prebuild_automaton(config, early) is None and early.calls == [("cancel",)]
+
+    os.makedirs(cache, exist_ok=True)
+    automaton_cache.write(automaton_cache.cache_path(cache, sha, DAACHORSE), object())  # already cached
+    config, _ = prepared_config(_argv(tmp_path, path) + ["--cache_dir", cache])
+    early = _FakeChild(path)
+    assert command._prebuild_automaton(config, early) is None and early.calls == [("cancel",)]
+
+
+def test_a_child_for_another_list_is_replaced(tmp_path, monkeypatch):
+    path, sha = _metadata(tmp_path)
+    cache = str(tmp_path / "cache")
+    config, _ = prepared_config(_argv(tmp_path, path) + ["--cache_dir", cache])
+    early, fresh = _FakeChild("other.json"), _FakeChild(path)
+    monkeypatch.setattr(prebuild, "start", lambda *args: fresh)
+    assert command._prebuild_automaton(config, early) is fresh
+    assert early.calls == [("cancel",)] and fresh.calls == [("go", cache, sha, DAACHORSE)]

@@ -1,69 +1,157 @@
 """Build a local run's automaton into the machine's cache while the run starts up.
 
 No Beam import. On a first run every worker process used to build the
-automaton itself once it had started (~2 s of the first pass). The launcher
-instead starts this module as a child process as soon as its checks are done:
-the build then overlaps the ~2 s in which the launcher constructs the pipeline
-and the workers start, time in which a core is mostly idle, and the workers
-load the finished file (transforms.runtime.automaton_cache waits for a builder
-that holds the file's lock instead of building the same automaton again).
+automaton itself once it had started (~2 s of the first pass). Instead the
+command starts this module as a child process first thing (`start`), before
+its own ~1.3 s of imports, and the child reads the metadata file and builds
+the matcher meanwhile, on the core the launcher leaves idle. Once the run's
+checks have passed, the launcher tells it where the file goes (`Prebuild.go`:
+the cache, the sha256 and the matcher the run checked); the child then takes
+the cache file's lock at once, so that a worker that asks before the build
+ends waits for the file (transforms.runtime.automaton_cache) instead of
+building it too, and writes the file when the build is done.
 
-    python -m transforms.runtime.prebuild CACHE_DIR METADATA_FILE SHA256 MATCHER
+    python -m transforms.runtime.prebuild METADATA_FILE MATCHER   (the order: one JSON line on stdin)
 
-Only a local metadata file whose bytes still have the run's sha256 is built;
-anything else (a cached file already there, another builder at work, a
-changed file) ends the child quietly, and the workers build as they would
+MATCHER is what the command line asks for, read before it is parsed
+(`flag_value`): should the run's checked matcher differ, the child builds that
+one after the order. No order (stdin closed: failed checks, a run that needs
+no automaton here) ends the child without writing, and so do a list whose
+sha256 is not the one the run checked, a cached file already there, another
+builder at work or an unwritable cache: the workers then build as they would
 without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
+import threading
 from typing import Optional, Sequence
 
-from transforms.core.matching import EntryMatcher
-from transforms.metadata.lists import MetadataError, parse_metadata
+from transforms.core.matching import DAACHORSE, MATCHERS, EntryMatcher
+from transforms.metadata.lists import Metadata, MetadataError, parse_metadata
 from transforms.runtime import automaton_cache
 
 
-def start(cache_dir: str, metadata_path: str, metadata_sha256: str, matcher: str) -> Optional[subprocess.Popen]:
-    """Start the child that builds this matcher into `cache_dir`; None when there is nothing to build."""
+class Prebuild:
+    """The launcher's handle on a started child: give it its order, or cancel it."""
+
+    def __init__(self, metadata_path: str, process: subprocess.Popen):
+        self.metadata_path = metadata_path
+        self._process = process
+        self._ordered = False
+
+    def go(self, cache_dir: str, metadata_sha256: str, matcher: str) -> None:
+        """Write the matcher for the list of `metadata_sha256` into `cache_dir` once built."""
+        order = {"cache_dir": cache_dir, "sha256": metadata_sha256, "matcher": matcher}
+        try:
+            self._process.stdin.write(json.dumps(order).encode("utf-8") + b"\n")
+            self._process.stdin.close()
+            self._ordered = True
+        except OSError:  # the child is gone (an unreadable list): the workers build
+            self.cancel()
+
+    def cancel(self) -> None:
+        """No file to write: the child, which has written nothing yet, is stopped at once."""
+        if not self._ordered:
+            self._process.kill()
+        self.wait()
+
+    def wait(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        self._process.wait()
+
+
+def flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
+    """The value of `flag` (e.g. "--metadata") in a command line, either spelling, or None.
+
+    Read before the command line is parsed, for `start`: an abbreviated flag is
+    not found, which only means no early start (or another matcher built first).
+    """
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def start(metadata_path: str, matcher: Optional[str] = None) -> Optional[Prebuild]:
+    """Start the child for a local metadata file; None for any other (the workers read it themselves)."""
     if not os.path.isfile(metadata_path):
-        return None  # a remote list: the workers read it themselves
-    if os.path.exists(automaton_cache.cache_path(cache_dir, metadata_sha256, matcher)):
         return None
-    return subprocess.Popen(
-        [sys.executable, "-m", __name__, cache_dir, metadata_path, metadata_sha256, matcher],
-        stdin=subprocess.DEVNULL,
+    process = subprocess.Popen(
+        [sys.executable, "-m", __name__, metadata_path, matcher if matcher in MATCHERS else DAACHORSE],
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
     )
+    return Prebuild(metadata_path, process)
 
 
-def _build(metadata_path: str, metadata_sha256: str, matcher: str) -> EntryMatcher:
-    with open(metadata_path, "rb") as handle:
-        metadata = parse_metadata(handle.read(), metadata_path, checked_sha256=metadata_sha256)
-    if metadata.sha256 != metadata_sha256:
-        raise MetadataError(f"metadata file {metadata_path} changed after the run started")
-    return EntryMatcher(metadata.entries, matcher)
+def _read(metadata_path: str) -> Optional[Metadata]:
+    try:
+        with open(metadata_path, "rb") as handle:
+            return parse_metadata(handle.read(), metadata_path)
+    except (OSError, MetadataError):
+        return None  # the run's checks say what is wrong
+
+
+class _Order:
+    """The launcher's order, read from stdin beside the build; the cache file's lock taken as it comes."""
+
+    def __init__(self, metadata_sha256: str):
+        self._sha256 = metadata_sha256
+        self.matcher: Optional[str] = None
+        self.path: Optional[str] = None
+        self.lock: Optional[str] = None
+        self._thread = threading.Thread(target=self._take, daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return
+        order = json.loads(line)
+        if order["sha256"] != self._sha256:
+            return  # the list changed between this read and the run's checks
+        path = automaton_cache.cache_path(order["cache_dir"], self._sha256, order["matcher"])
+        if os.path.exists(path):
+            return
+        try:
+            self.lock = automaton_cache.take_lock(path)  # None: a worker got there first and builds it
+        except OSError:
+            return  # an unwritable cache: the workers build without it
+        self.matcher, self.path = order["matcher"], path
+
+    def wait(self) -> None:
+        self._thread.join()
 
 
 def main(argv: Sequence[str]) -> int:
-    cache_dir, metadata_path, metadata_sha256, matcher = argv
-    path = automaton_cache.cache_path(cache_dir, metadata_sha256, matcher)
+    metadata_path, matcher = argv
+    metadata = _read(metadata_path)
+    if metadata is None:
+        return 0
+    order = _Order(metadata.sha256)
+    # The build releases the GIL (daachorse) or yields it often (pyahocorasick):
+    # the order is taken, and the lock with it, while it runs.
+    built = EntryMatcher(metadata.entries, matcher)
+    order.wait()
+    if order.lock is None:
+        return 0
     try:
-        lock = automaton_cache.take_lock(path)
+        if order.matcher != matcher:
+            built = EntryMatcher(metadata.entries, order.matcher)
+        automaton_cache.write(order.path, built)
     except OSError:
-        return 0  # an unwritable cache: the workers build without it
-    if lock is None:
-        return 0  # a worker got there first and is building it
-    try:
-        automaton_cache.write(path, _build(metadata_path, metadata_sha256, matcher))
-    except (OSError, MetadataError):
-        return 0  # the workers build it, and say why if it fails there too
+        return 0
     finally:
-        automaton_cache.release_lock(lock)
+        automaton_cache.release_lock(order.lock)
     return 0
 
 

@@ -1,0 +1,118 @@
+"""A curation run from its command line: check, build the pipeline, run it, summarise.
+
+Every check of options, inputs and metadata happens before the pipeline is
+built; a failed check prints one line and exits with status 2. The command
+itself is beam_pipeline.curate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipeline.curation.config import CurationConfig, prepare
+from beam_pipeline.curation.graph import build_curation
+from beam_pipeline.curation.outputs import clear_outputs
+from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
+from beam_pipeline.curation.summary import print_summary
+from beam_pipeline.options import UsageError, parse_curation_args
+from beam_pipeline.progress import ProgressReporter
+from transforms.beam.modes import MetaClip1
+from transforms.formats.rejections import strict_failure
+from transforms.runtime import automaton_cache, prebuild
+
+
+@contextlib.contextmanager
+def _quiet_beam_errors(quiet: bool):
+    logger = logging.getLogger("apache_beam")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _prebuild_automaton(config: CurationConfig, early: Optional[prebuild.Prebuild]) -> Optional[prebuild.Prebuild]:
+    """Local metaclip1 runs with a cache: build the automaton while the run starts (transforms.runtime.prebuild).
+
+    `early`: the child the command started for this run's --metadata before its
+    imports; told where to write, or cancelled when there is nothing to build here.
+    """
+    mode, local = config.mode, config.local
+    wanted = (
+        local is not None
+        and bool(local.cache_dir)
+        and isinstance(mode, MetaClip1)
+        and not os.path.exists(automaton_cache.cache_path(local.cache_dir, mode.metadata_sha256, mode.matcher))
+    )
+    if early is not None and not (wanted and early.metadata_path == mode.metadata_path):
+        early.cancel()
+        early = None
+    if not wanted:
+        return None
+    child = early or prebuild.start(mode.metadata_path, mode.matcher)
+    if child is not None:
+        child.go(local.cache_dir, mode.metadata_sha256, mode.matcher)
+    return child
+
+
+def run_curation(argv: Sequence[str], early: Optional[prebuild.Prebuild] = None) -> int:
+    """Run a curation from command-line arguments; return the exit status.
+
+    `early`: an automaton build started for this command line (prebuild.start).
+    """
+    argv = list(argv)
+    try:
+        args, _ = parse_curation_args(argv)
+        # The whole command line: Beam carries the curation options to the workers too.
+        options = PipelineOptions(argv)
+        config = prepare(args, options)
+    except UsageError as error:
+        if early is not None:
+            early.cancel()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    clear_outputs(config.output_dir, config.reshard_dir)
+    one_blas_thread_per_worker(options)
+    started = time.monotonic()
+    builder = _prebuild_automaton(config, early)
+    try:
+        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        build_curation(pipeline, config)
+        # Beam logs a failing step's traceback before raising; a --strict stop is
+        # a finding about the data, told in one line below.
+        progress = (
+            ProgressReporter(config.spill_dir, args.progress, balancing=config.mode is not None)
+            if config.spill_dir
+            else contextlib.nullcontext()
+        )
+        with _quiet_beam_errors(config.strict), progress:
+            result = pipeline.run()
+            if not runs_here(options):
+                # Dataflow: the job runs on in the service, without this process.
+                print(
+                    f"submitted to {options.view_as(StandardOptions).runner}; "
+                    f"stats.json in {config.output_dir} marks its end"
+                )
+                return 0
+            result.wait_until_finish()
+    except Exception as error:  # only a --strict rejection is handled; anything else is raised again
+        message = strict_failure(error) if config.strict else None
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    finally:
+        if builder is not None:
+            builder.wait()  # long done when the workers needed its file
+    print_summary(config, time.monotonic() - started)
+    return 0
