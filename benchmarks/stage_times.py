@@ -121,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.propagate = False  # the debug lines go to the timer only
     logger.addHandler(timer)
     try:
-        status = curate.run(curate_args)
+        status = curate.run(curate_args, curate.start_prebuild(curate_args))  # as the command runs it
     finally:
         logger.removeHandler(timer)
         logger.setLevel(level)
