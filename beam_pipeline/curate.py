@@ -31,15 +31,9 @@ def run(argv: Optional[Sequence[str]] = None, early: Optional[prebuild.Prebuild]
     return run_curation(sys.argv[1:] if argv is None else argv, early)
 
 
-def start_prebuild(argv: Sequence[str]) -> Optional[prebuild.Prebuild]:
-    """The automaton build for a command line, started now; None when it names no local --metadata file."""
-    metadata = prebuild.flag_value(argv, "--metadata")
-    return prebuild.start(metadata, prebuild.flag_value(argv, "--matcher")) if metadata else None
-
-
 def main() -> None:
     argv = sys.argv[1:]
-    early = start_prebuild(argv)
+    early = prebuild.start(argv)
     logging.getLogger().setLevel(logging.WARNING)
     sys.exit(run(argv, early))
 

@@ -113,6 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     curate_args = args.curate_args[1:] if args.curate_args[:1] == ["--"] else args.curate_args
     from beam_pipeline import curate
+    from transforms.runtime import prebuild
 
     timer = StageTimer(_WorkerPeaks())
     logger = logging.getLogger(_STAGE_LOGGER)
@@ -121,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.propagate = False  # the debug lines go to the timer only
     logger.addHandler(timer)
     try:
-        status = curate.run(curate_args, curate.start_prebuild(curate_args))  # as the command runs it
+        status = curate.run(curate_args, prebuild.start(curate_args))  # as the command runs it
     finally:
         logger.removeHandler(timer)
         logger.setLevel(level)

@@ -41,7 +41,9 @@ def _quiet_beam_errors(quiet: bool):
         logger.setLevel(level)
 
 
-def _prebuild_automaton(config: CurationConfig, early: Optional[prebuild.Prebuild]) -> Optional[prebuild.Prebuild]:
+def _prebuild_automaton(
+    config: CurationConfig, argv: Sequence[str], early: Optional[prebuild.Prebuild]
+) -> Optional[prebuild.Prebuild]:
     """Local metaclip1 runs with a cache: build the automaton while the run starts (transforms.runtime.prebuild).
 
     `early`: the child the command started for this run's --metadata before its
@@ -59,7 +61,8 @@ def _prebuild_automaton(config: CurationConfig, early: Optional[prebuild.Prebuil
         early = None
     if not wanted:
         return None
-    child = early or prebuild.start(mode.metadata_path, mode.matcher)
+    # The checked list and matcher appended: the child reads the last of each.
+    child = early or prebuild.start([*argv, "--metadata", mode.metadata_path, "--matcher", mode.matcher])
     if child is not None:
         child.go(local.cache_dir, mode.metadata_sha256, mode.matcher)
     return child
@@ -84,7 +87,7 @@ def run_curation(argv: Sequence[str], early: Optional[prebuild.Prebuild] = None)
     clear_outputs(config.output_dir, config.reshard_dir)
     one_blas_thread_per_worker(options)
     started = time.monotonic()
-    builder = _prebuild_automaton(config, early)
+    builder = _prebuild_automaton(config, argv, early)
     try:
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         build_curation(pipeline, config)

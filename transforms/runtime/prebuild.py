@@ -11,20 +11,23 @@ the cache file's lock at once, so that a worker that asks before the build
 ends waits for the file (transforms.runtime.automaton_cache) instead of
 building it too, and writes the file when the build is done.
 
-    python -m transforms.runtime.prebuild METADATA_FILE MATCHER   (the order: one JSON line on stdin)
+    python -m transforms.runtime.prebuild -- CURATE_ARGUMENTS...   (the order: one JSON line on stdin)
 
-MATCHER is what the command line asks for, read before it is parsed
-(`flag_value`): should the run's checked matcher differ, the child builds that
-one after the order. No order (stdin closed: failed checks, a run that needs
-no automaton here) ends the child without writing, and so do a list whose
-sha256 is not the one the run checked, a cached file already there, another
-builder at work or an unwritable cache: the workers then build as they would
-without it.
+The child reads what it needs from the command line before the launcher has
+parsed it (`flag_value`): --metadata, --matcher, and where to find captions to
+lay a daachorse automaton out for (`profile_captions`: a local Parquet pool's
+first file; best effort, the match sets are the same without). Should the
+run's checked matcher differ from the one it read, it builds that one after
+the order. No order (stdin closed: failed checks, a run that needs no
+automaton here) ends the child without writing, and so do a list whose sha256
+is not the one the run checked, a cached file already there, another builder
+at work or an unwritable cache: the workers then build as they would without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import subprocess
@@ -32,7 +35,8 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from transforms.core.matching import DAACHORSE, MATCHERS, EntryMatcher
+from transforms.core.columns import TEXT
+from transforms.core.matching import DAACHORSE, MATCHERS, PROFILE_CAPTIONS, EntryMatcher
 from transforms.metadata.lists import Metadata, MetadataError, parse_metadata
 from transforms.runtime import automaton_cache
 
@@ -70,27 +74,62 @@ class Prebuild:
 def flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
     """The value of `flag` (e.g. "--metadata") in a command line, either spelling, or None.
 
-    Read before the command line is parsed, for `start`: an abbreviated flag is
-    not found, which only means no early start (or another matcher built first).
+    Read before the command line is parsed, for `start`: the last one counts, as
+    with argparse. An abbreviated flag is not found, which only means no early
+    start (or another matcher built first, or no profile).
     """
+    value = None
     for i, arg in enumerate(argv):
         if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
+            value = arg.split("=", 1)[1]
+        elif arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
 
 
-def start(metadata_path: str, matcher: Optional[str] = None) -> Optional[Prebuild]:
-    """Start the child for a local metadata file; None for any other (the workers read it themselves)."""
-    if not os.path.isfile(metadata_path):
+def start(argv: Sequence[str]) -> Optional[Prebuild]:
+    """Start the child for a command line whose --metadata is a local file; else None (the workers build)."""
+    metadata_path = flag_value(argv, "--metadata")
+    if not metadata_path or not os.path.isfile(metadata_path):
         return None
     process = subprocess.Popen(
-        [sys.executable, "-m", __name__, metadata_path, matcher if matcher in MATCHERS else DAACHORSE],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", __name__, "--", *argv], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
     return Prebuild(metadata_path, process)
+
+
+def profile_captions(argv: Sequence[str], limit: int = PROFILE_CAPTIONS) -> list[str]:
+    """Captions to lay the automaton out for, read before the run's checks; best effort.
+
+    The first file of an --input pattern (the last given), when it is a local
+    Parquet file, from the caption column the run will read (--text_field, else
+    the --input_preset's, else `text`). Any other input, or any failure, gives
+    none: the automaton is then laid out without a profile and matches the same.
+    """
+    # Imported here: the command's early start must not wait for pyarrow.
+    import pyarrow.parquet as pq
+
+    from transforms.formats.layout import infer_format, preset_fields
+    from transforms.formats.tar import expand_braces
+
+    pattern = flag_value(argv, "--input")
+    if not pattern:
+        return []
+    try:
+        paths = sorted({path for name in expand_braces(pattern) for path in glob.glob(name)})
+        fmt = flag_value(argv, "--input_format")
+        first = next((path for path in paths if (fmt or infer_format(path)) == "parquet"), None)
+        if first is None:
+            return []
+        parquet = pq.ParquetFile(first)
+        field, preset = flag_value(argv, "--text_field"), flag_value(argv, "--input_preset")
+        if field is None:
+            field = preset_fields(preset, "parquet", parquet.schema_arrow.names)["text_field"] if preset else TEXT
+        batch = next(parquet.iter_batches(batch_size=limit, columns=[field]), None)
+        texts = [] if batch is None else batch.column(field).to_pylist()
+    except Exception:  # noqa: BLE001 - only a speed-up: the run's own checks and reader judge the input
+        return []
+    return [text for text in texts if isinstance(text, str)]
 
 
 def _read(metadata_path: str) -> Optional[Metadata]:
@@ -133,20 +172,22 @@ class _Order:
 
 
 def main(argv: Sequence[str]) -> int:
-    metadata_path, matcher = argv
-    metadata = _read(metadata_path)
+    argv = argv[1:] if argv[:1] == ["--"] else argv
+    metadata = _read(flag_value(argv, "--metadata") or "")
     if metadata is None:
         return 0
     order = _Order(metadata.sha256)
+    matcher = flag_value(argv, "--matcher")
+    matcher = matcher if matcher in MATCHERS else DAACHORSE
     # The build releases the GIL (daachorse) or yields it often (pyahocorasick):
     # the order is taken, and the lock with it, while it runs.
-    built = EntryMatcher(metadata.entries, matcher)
+    built = EntryMatcher(metadata.entries, matcher, profile_captions(argv))
     order.wait()
     if order.lock is None:
         return 0
     try:
         if order.matcher != matcher:
-            built = EntryMatcher(metadata.entries, order.matcher)
+            built = EntryMatcher(metadata.entries, order.matcher, profile_captions(argv))
         automaton_cache.write(order.path, built)
     except OSError:
         return 0
