@@ -44,9 +44,11 @@ from transforms.beam.handoff.webdataset import WebdatasetHandoff
 from transforms.beam.read import Read, ReadCaptions
 from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
 from transforms.beam.select import CovarianceSelect, Selected
+from transforms.beam.sink import ShardedOutput, WriteShards
 from transforms.beam.spill import delete_spill_dir
 from transforms.beam.stats import SumFigures
 from transforms.beam.write import (
+    ParquetShards,
     WriteJsonFile,
     WriteJsonFiles,
     WriteJsonLinesShards,
@@ -137,26 +139,23 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, sampled: PCollection[pa.RecordBatch]) -> Written:
         config, mode = self._config, self._config.mode
-        files, duplicates = [], None
-        if mode is not None:  # MetaCLIP balancing: the match index
-            match_rows = sampled | "MatchRows" >> beam.Map(mode.match_rows)
-            matches = match_rows | "WriteMatches" >> WriteParquetShards(
+        files = []
+        subset_format = ParquetShards(config.subset_schema, kept_only=True)
+        if mode is None:
+            subset = sampled | "WriteSubset" >> WriteShards(
+                config.output("subset"), config.num_shards, subset_format, config.shards_spill_dir, "WriteSubset"
+            )
+        else:  # MetaCLIP balancing: the match index too, both in one stage; its shards report repeated keys
+            subset = sampled | "WriteMatchesAndSubset" >> WriteShards(
                 config.output("matches"),
                 config.num_shards,
-                mode.matches_schema,
-                spill_dir=config.shards_spill_dir,
-                spill_label="WriteMatches",
+                ParquetShards(mode.matches_schema),
+                config.shards_spill_dir,
+                "WriteMatches",
+                prepare=mode.match_rows,
+                together=[ShardedOutput(config.output("subset"), config.num_shards, subset_format, "WriteSubset")],
             )
-            files.append(matches.written)
-            duplicates = matches.figures
-        subset = sampled | "WriteSubset" >> WriteParquetShards(
-            config.output("subset"),
-            config.num_shards,
-            config.subset_schema,
-            kept_only=True,
-            spill_dir=config.shards_spill_dir,
-            spill_label="WriteSubset",
-        )
+        duplicates = subset.figures
         rejected = (
             self._read.rejected
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
@@ -172,8 +171,6 @@ class WriteOutputs(beam.PTransform):
                 spill_label="WriteFiltered",
             )
             files.append(filtered.written)
-        if duplicates is None:  # no match index: the subset's shards find repeated keys
-            duplicates = subset.figures
         files += _write_handoff(sampled, self._read.listed_files, config)
         if mode is not None:
             documents, side_inputs = _balancing_documents(sampled, self._balanced, config)

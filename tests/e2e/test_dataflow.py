@@ -37,8 +37,7 @@ EXPECTED_INNER_STEPS = [
     "Balance/MatchEntries/MatchBatch",
     "Balance/CountEntries/SumPerBlock",
     "Balance/BalancedSample/KeepOrDrop",
-    "WriteOutputs/WriteMatches",
-    "WriteOutputs/WriteSubset",
+    "WriteOutputs/WriteMatchesAndSubset",
     "WriteOutputs/WriteRejected",
     "WriteOutputs/WriteDocuments",
 ]

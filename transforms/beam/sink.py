@@ -8,12 +8,15 @@ killed run never leaves a partial file under a final name, and a rerun writes th
 very same bytes. Every shard in range(num_shards) gets a file, empty ones included.
 As in Beam's `fileio.WriteToFiles`, the sharding and renaming are done once, here,
 and a format only says how to split an element and how to write one shard's parts
-(`ShardFormat`).
+(`ShardFormat`). Several outputs of the same elements can go through one shuffle
+and one stage (`together`): the FnApiRunner runs stages one after another, and
+one stage of 2n shards keeps the workers busier than two stages of n.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Optional
+import bisect
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -22,7 +25,7 @@ from apache_beam.pvalue import PCollection
 from transforms.beam.io import write_atomically
 from transforms.beam.spill import GroupBatchesByShard
 
-__all__ = ["ShardFormat", "ShardsWritten", "WriteShards", "shard_name"]
+__all__ = ["ShardFormat", "ShardedOutput", "ShardsWritten", "WriteShards", "shard_name"]
 
 _WRITTEN = "written"
 _FIGURES = "figures"
@@ -49,32 +52,63 @@ class ShardFormat:
         return shard_name(directory, shard, num_shards, self.suffix)
 
 
+class ShardedOutput(NamedTuple):
+    """One sharded output: its directory, shard count and format; `label` names its spill files
+    (the progress display counts rows by it); `prepare`, if given, turns each element into what
+    the format splits."""
+
+    directory: str
+    num_shards: int
+    format: ShardFormat
+    label: str = "rows"
+    prepare: Optional[Callable] = None
+
+
 class ShardsWritten(NamedTuple):
     written: PCollection  # [str]: the path of every shard, once written
     figures: PCollection  # [dict]: what `ShardFormat.write` reported (e.g. duplicate keys)
 
 
+class _Keys:
+    """The outputs' shards numbered one after another: shard s of output i is key offsets[i] + s."""
+
+    def __init__(self, outputs: Sequence[ShardedOutput]):
+        self.outputs = list(outputs)
+        self.offsets = [0]
+        for output in self.outputs:
+            self.offsets.append(self.offsets[-1] + output.num_shards)
+
+    def output_and_shard(self, key: int) -> tuple[int, int]:
+        index = bisect.bisect_right(self.offsets, key) - 1
+        return index, key - self.offsets[index]
+
+    def labels(self) -> list[str]:
+        return [output.label for output in self.outputs for _ in range(output.num_shards)]
+
+
 class _SplitFn(beam.DoFn):
-    def __init__(self, fmt: ShardFormat, num_shards: int):
-        self._format = fmt
-        self._num_shards = num_shards
+    def __init__(self, keys: _Keys):
+        self._keys = keys
 
     def process(self, element):
-        yield from self._format.split(element, self._num_shards)
+        for output, offset in zip(self._keys.outputs, self._keys.offsets, strict=False):
+            prepared = element if output.prepare is None else output.prepare(element)
+            for shard, part in output.format.split(prepared, output.num_shards):
+                yield offset + shard, part
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, fmt: ShardFormat, directory: str, num_shards: int):
-        self._format = fmt
-        self._directory = directory
-        self._num_shards = num_shards
+    def __init__(self, keys: _Keys):
+        self._keys = keys
 
-    def process(self, shard_and_parts):
-        shard, parts = shard_and_parts
+    def process(self, key_and_parts):
+        key, parts = key_and_parts
+        index, shard = self._keys.output_and_shard(key)
+        output = self._keys.outputs[index]
         reported = []
-        path = self._format.path(self._directory, shard, self._num_shards)
-        write_atomically(path, lambda handle: reported.append(self._format.write(handle, parts)))
-        if reported[0]:
+        path = output.format.path(output.directory, shard, output.num_shards)
+        write_atomically(path, lambda handle: reported.append(output.format.write(handle, parts)))
+        if reported[0] and index == 0:
             yield beam.pvalue.TaggedOutput(_FIGURES, reported[0])
         yield path
 
@@ -85,7 +119,10 @@ class WriteShards(beam.PTransform):
     In: whatever `fmt.split` takes. Out: `ShardsWritten`: the paths, and the
     figures the format reported per shard. With `spill_dir`, the parts reach their
     shard's writer through files there (`spill_label` names them), not through the
-    runner's memory; only Arrow record batches can be spilled.
+    runner's memory; only Arrow record batches can be spilled. `prepare`, if
+    given, turns each element into what `fmt` splits. `together`: more outputs
+    of the same elements, written in the same shuffle and stage; their paths are
+    in `written` too, their figures are not reported.
     """
 
     def __init__(
@@ -95,21 +132,19 @@ class WriteShards(beam.PTransform):
         fmt: ShardFormat,
         spill_dir: Optional[str] = None,
         spill_label: str = "rows",
+        prepare: Optional[Callable] = None,
+        together: Sequence[ShardedOutput] = (),
     ):
         super().__init__()
-        self._directory = directory
-        self._num_shards = num_shards
-        self._format = fmt
+        self._keys = _Keys([ShardedOutput(directory, num_shards, fmt, spill_label, prepare), *together])
         self._spill_dir = spill_dir
-        self._spill_label = spill_label
 
     def expand(self, elements: PCollection) -> ShardsWritten:
-        fmt, num_shards = self._format, self._num_shards
+        keys = self._keys
         written = (
             elements
-            | "SplitByShard" >> beam.ParDo(_SplitFn(fmt, num_shards))
-            | "GroupShards" >> GroupBatchesByShard(self._spill_dir, self._spill_label, num_shards)
-            | "WriteShards"
-            >> beam.ParDo(_WriteShardFn(fmt, self._directory, num_shards)).with_outputs(_FIGURES, main=_WRITTEN)
+            | "SplitByShard" >> beam.ParDo(_SplitFn(keys))
+            | "GroupShards" >> GroupBatchesByShard(self._spill_dir, keys.labels())
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(keys)).with_outputs(_FIGURES, main=_WRITTEN)
         )
         return ShardsWritten(written[_WRITTEN], written[_FIGURES])

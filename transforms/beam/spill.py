@@ -19,7 +19,7 @@ when the run ends (and by the next run into the same output directory).
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -166,11 +166,11 @@ class LoadBatches(beam.PTransform):
 
 
 class _SpillShardPartsFn(beam.DoFn):
-    """(shard, batch) -> (shard, SpillFile), a file per shard and flush."""
+    """(shard, batch) -> (shard, SpillFile), a file per shard and flush, named by the shard's label."""
 
-    def __init__(self, directory: str, label: str):
+    def __init__(self, directory: str, labels: Sequence[str]):
         self._directory = directory
-        self._label = label
+        self._labels = list(labels)
 
     def start_bundle(self):
         self._parts: dict[int, list[pa.RecordBatch]] = {}
@@ -192,7 +192,7 @@ class _SpillShardPartsFn(beam.DoFn):
         for shard in sorted(parts):
             batches = parts[shard]
             rows = sum(batch.num_rows for batch in batches)
-            path = spill_name(self._directory, self._label, rows, f"-s{shard}")
+            path = spill_name(self._directory, self._labels[shard], rows, f"-s{shard}")
             write_batches(path, batches)
             yield shard, SpillFile(path, rows)
 
@@ -209,24 +209,24 @@ class GroupBatchesByShard(beam.PTransform):
     """GroupByKey for (shard, batch) pairs, through files when `directory` is set.
 
     In: (int shard, pa.RecordBatch). Out: (shard, list of the shard's batches)
-    for every shard in range(num_shards), empty ones included. With a
-    directory only file names cross the shuffle, and each shard's batches are
-    read back by the worker that writes that shard.
+    for every shard in range(len(labels)), empty ones included. With a
+    directory only file names cross the shuffle, each shard's batches are
+    read back by the worker that writes that shard, and `labels[shard]`
+    names the shard's spill files.
     """
 
-    def __init__(self, directory: Optional[str], label: str, num_shards: int):
+    def __init__(self, directory: Optional[str], labels: Sequence[str]):
         super().__init__()
         self._directory = directory
-        self._label = label
-        self._num_shards = num_shards
+        self._labels = list(labels)
 
     def expand(self, pairs: PCollection[tuple[int, object]]) -> PCollection[tuple[int, list]]:
         if self._directory is not None:
             # Before the Flatten below: the FnApiRunner materialises a Flatten's
             # inputs, and these should be file names, not batches.
-            pairs = pairs | "SpillShardParts" >> beam.ParDo(_SpillShardPartsFn(self._directory, self._label))
+            pairs = pairs | "SpillShardParts" >> beam.ParDo(_SpillShardPartsFn(self._directory, self._labels))
         # One (shard, None) per shard, so that empty shards are written too.
-        markers = pairs.pipeline | "EveryShard" >> beam.Create([(shard, None) for shard in range(self._num_shards)])
+        markers = pairs.pipeline | "EveryShard" >> beam.Create([(shard, None) for shard in range(len(self._labels))])
         grouped = (pairs, markers) | "WithEveryShard" >> beam.Flatten() | "GroupShards" >> beam.GroupByKey()
         if self._directory is not None:
             grouped = grouped | "LoadShardParts" >> beam.Map(_load_shard_parts)
