@@ -415,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "libraries": [],
         }
-        from benchmarks.bench_e2e import load_average, machine_info
+        from benchmarks.processes import load_average, machine_info
 
         results["machine"] = machine_info()
         results["load_average_before"] = load_average()

@@ -31,8 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.bench_e2e import curate_command, load_average, run_curation
 from benchmarks.make_pool import laion_base, parse_count
+from benchmarks.processes import curate_command, load_average, run_curation
 from transforms.core.matching import build_automaton
 from transforms.core.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION
 from transforms.metadata.lists import parse_metadata

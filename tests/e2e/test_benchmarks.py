@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:  # benchmarks/ is a folder of the checkout, not an
 # psutil and ahocorasick-rs are the benchmarks' own requirements (requirements-bench.txt).
 pytest.importorskip("psutil", reason="the benchmarks need psutil: pip install -r requirements-bench.txt")
 
-from benchmarks import bench_automaton, bench_e2e, cost_model, make_pool
+from benchmarks import bench_automaton, bench_e2e, cost_model, make_pool, processes
 
 
 def read_pool(pool: make_pool.Pool) -> pa.Table:
@@ -111,7 +111,7 @@ def test_the_sampler_finds_a_child_process_and_its_memory():
     def role(cmdline, is_root):
         return "main" if is_root else ("hog" if "hog-marker" in " ".join(cmdline) else "other")
 
-    with bench_e2e.ProcessTreeSampler(parent.pid, 0.05, role=role) as sampler:
+    with processes.ProcessTreeSampler(parent.pid, 0.05, role=role) as sampler:
         parent.wait()
     by_role = {p["role"]: p for p in sampler.processes()}
     assert set(by_role) == {"main", "hog"}
@@ -123,10 +123,10 @@ def test_the_sampler_finds_a_child_process_and_its_memory():
 
 def test_process_roles():
     python = "/venv/bin/python"
-    assert bench_e2e.process_role([python, "-m", "beam_pipeline.curate"], True) == "main"
-    assert bench_e2e.process_role([python, "-m", bench_e2e.SDK_WORKER_MARK], False) == "sdk_worker"
-    assert bench_e2e.process_role(["/bin/sh", "-c", f"{python} -m {bench_e2e.SDK_WORKER_MARK}"], False) == "shell"
-    assert bench_e2e.process_role([python, "-c", "pass"], False) == "other"
+    assert processes.process_role([python, "-m", "beam_pipeline.curate"], True) == "main"
+    assert processes.process_role([python, "-m", processes.SDK_WORKER_MARK], False) == "sdk_worker"
+    assert processes.process_role(["/bin/sh", "-c", f"{python} -m {processes.SDK_WORKER_MARK}"], False) == "shell"
+    assert processes.process_role([python, "-c", "pass"], False) == "other"
 
 
 def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_path):

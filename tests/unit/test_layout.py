@@ -79,7 +79,7 @@ def test_transforms_packages_import_nothing(path):
 def test_no_module_is_over_500_lines():
     long = {
         str(p.relative_to(REPO)): n
-        for package in PACKAGES
+        for package in (*PACKAGES, "benchmarks", "tests", "templates")
         for p in (REPO / package).rglob("*.py")
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     }
