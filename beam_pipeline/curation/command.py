@@ -15,11 +15,12 @@ import time
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
+from beam_pipeline.curation.pipeline_options import CachedViewsOptions
 from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import UsageError, parse_curation_args
@@ -77,7 +78,7 @@ def run_curation(argv: Sequence[str], early: Optional[prebuild.Prebuild] = None)
     try:
         args, _ = parse_curation_args(argv)
         # The whole command line: Beam carries the curation options to the workers too.
-        options = PipelineOptions(argv)
+        options = CachedViewsOptions(argv)
         config = prepare(args, options)
     except UsageError as error:
         if early is not None:
