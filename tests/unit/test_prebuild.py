@@ -27,11 +27,12 @@ def _metadata(tmp_path, entries=ENTRIES):
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _child(monkeypatch, argv, order=None) -> int:
-    """prebuild.main in this process, with `order` (a dict, or None: stdin closed) on its stdin."""
+def _child(monkeypatch, argv, order=None, abandoned=None) -> int:
+    """prebuild.main in this process, with `order` (a dict, or None: stdin closed) on its stdin;
+    `abandoned`, a list, gets an item when the child gives up (the real one exits then)."""
     line = b"" if order is None else json.dumps(order).encode() + b"\n"
     monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(line)))
-    return prebuild.main(argv)
+    return prebuild.main(argv, abandon=lambda: (abandoned if abandoned is not None else []).append(1))
 
 
 def test_the_child_builds_the_matcher_the_workers_then_load(tmp_path, monkeypatch):
@@ -62,17 +63,26 @@ def test_no_child_for_a_remote_list_or_none(tmp_path):
     assert prebuild.start(["--balance", "none"]) is None
 
 
-def test_no_order_no_file(tmp_path, monkeypatch):
-    path, _ = _metadata(tmp_path)
-    assert _child(monkeypatch, ["--", "--metadata", path], None) == 0
-    assert not (tmp_path / "cache").exists()
+def test_no_order_no_file_and_the_child_gives_up_at_once(tmp_path, monkeypatch):
+    path, sha = _metadata(tmp_path)
+    abandoned = []
+    assert _child(monkeypatch, ["--", "--metadata", path], None, abandoned) == 0
+    assert not (tmp_path / "cache").exists() and abandoned == [1]
+    order = {"cache_dir": str(tmp_path / "cache"), "sha256": sha, "matcher": DAACHORSE}
+    abandoned.clear()
+    assert _child(monkeypatch, ["--metadata", path], order, abandoned) == 0
+    assert abandoned == []  # an order it carries out
+    assert _child(monkeypatch, ["--metadata", path], order, abandoned) == 0
+    assert abandoned == [1]  # the file is there now
 
 
 def test_a_list_changed_since_the_child_read_it_is_not_written(tmp_path, monkeypatch):
     path, sha = _metadata(tmp_path)
     cache = str(tmp_path / "cache")
     changed = hashlib.sha256(json.dumps(ENTRIES + ["bird"]).encode()).hexdigest()  # what the run's checks saw
-    assert _child(monkeypatch, ["--metadata", path], {"cache_dir": cache, "sha256": changed, "matcher": DAACHORSE}) == 0
+    abandoned = []
+    order = {"cache_dir": cache, "sha256": changed, "matcher": DAACHORSE}
+    assert _child(monkeypatch, ["--metadata", path], order, abandoned) == 0 and abandoned == [1]
     assert not os.path.exists(automaton_cache.cache_path(cache, sha, DAACHORSE))
     assert not os.path.exists(automaton_cache.cache_path(cache, changed, DAACHORSE))
     assert not os.path.exists(cache) or os.listdir(cache) == []  # and no lock left behind

@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from transforms.core.columns import TEXT
 from transforms.core.matching import DAACHORSE, MATCHERS, PROFILE_CAPTIONS, EntryMatcher
@@ -141,10 +141,17 @@ def _read(metadata_path: str) -> Optional[Metadata]:
 
 
 class _Order:
-    """The launcher's order, read from stdin beside the build; the cache file's lock taken as it comes."""
+    """The launcher's order, read from stdin beside the build; the cache file's lock taken as it comes.
 
-    def __init__(self, metadata_sha256: str):
+    `abandon()` is called, from the reading thread, as soon as it is clear that
+    nothing will be written (no order, the list changed, the file is there or being
+    built, the cache cannot be written): the child process passes os._exit, so that
+    a cancelled run or a launcher that died leaves no build running on.
+    """
+
+    def __init__(self, metadata_sha256: str, abandon: Callable[[], None]):
         self._sha256 = metadata_sha256
+        self._abandon = abandon
         self.matcher: Optional[str] = None
         self.path: Optional[str] = None
         self.lock: Optional[str] = None
@@ -152,31 +159,37 @@ class _Order:
         self._thread.start()
 
     def _take(self) -> None:
+        if not self._took():
+            self._abandon()
+
+    def _took(self) -> bool:
         line = sys.stdin.buffer.readline()
         if not line:
-            return
+            return False
         order = json.loads(line)
         if order["sha256"] != self._sha256:
-            return  # the list changed between this read and the run's checks
+            return False  # the list changed between this read and the run's checks
         path = automaton_cache.cache_path(order["cache_dir"], self._sha256, order["matcher"])
         if os.path.exists(path):
-            return
+            return False
         try:
             self.lock = automaton_cache.take_lock(path)  # None: a worker got there first and builds it
         except OSError:
-            return  # an unwritable cache: the workers build without it
+            return False  # an unwritable cache: the workers build without it
         self.matcher, self.path = order["matcher"], path
+        return self.lock is not None
 
     def wait(self) -> None:
         self._thread.join()
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], abandon: Callable[[], None] = lambda: None) -> int:
+    """The child: build, and write the file the order names. `abandon`: see _Order."""
     argv = argv[1:] if argv[:1] == ["--"] else argv
     metadata = _read(flag_value(argv, "--metadata") or "")
     if metadata is None:
         return 0
-    order = _Order(metadata.sha256)
+    order = _Order(metadata.sha256, abandon)
     matcher = flag_value(argv, "--matcher")
     matcher = matcher if matcher in MATCHERS else DAACHORSE
     # The build releases the GIL (daachorse) or yields it often (pyahocorasick):
@@ -197,4 +210,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], abandon=lambda: os._exit(0)))
