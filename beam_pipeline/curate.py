@@ -9,7 +9,7 @@ is in beam_pipeline/curation/, one concern a module (command.py runs it).
 
 This module imports no Beam at load: `main` first starts the automaton build of
 a local --metadata file (transforms.runtime.prebuild), which then runs during
-the ~1.3 s the launcher spends importing Beam and the pipeline's modules.
+the ~1 s the launcher spends importing Beam and the pipeline's modules.
 """
 
 from __future__ import annotations

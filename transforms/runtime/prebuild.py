@@ -3,7 +3,7 @@
 No Beam import. On a first run every worker process used to build the
 automaton itself once it had started (~2 s of the first pass). Instead the
 command starts this module as a child process first thing (`start`), before
-its own ~1.3 s of imports, and the child reads the metadata file and builds
+its own ~1 s of imports, and the child reads the metadata file and builds
 the matcher meanwhile, on the core the launcher leaves idle. Once the run's
 checks have passed, the launcher tells it where the file goes (`Prebuild.go`:
 the cache, the sha256 and the matcher the run checked); the child then takes
