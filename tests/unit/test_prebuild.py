@@ -224,3 +224,13 @@ def test_a_child_for_another_list_is_replaced(tmp_path, monkeypatch):
     assert command._prebuild_automaton(config, ["--metadata", "other.json"], early) is fresh
     assert prebuild.flag_value(started[0], "--metadata") == path  # the checked list, not the first seen
     assert early.calls == [("cancel",)] and fresh.calls == [("go", cache, sha, DAACHORSE)]
+
+
+def test_a_list_the_checks_refuse_is_never_written(tmp_path, capsys):
+    """The child skips the entry-id checks (the launcher's); a run they stop sends no order."""
+    path, _ = _metadata(tmp_path, ["dog", "cat", "dog"])  # a repeated entry would shift ids
+    cache = tmp_path / "cache"
+    argv = _argv(tmp_path, path) + ["--cache_dir", str(cache)]
+    assert curate.run(argv, prebuild.start(argv)) == 2
+    assert "would corrupt entry ids" in capsys.readouterr().err
+    assert not cache.exists() or not any(cache.glob("automaton-*"))
