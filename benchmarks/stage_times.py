@@ -30,7 +30,7 @@ _STAGE_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner.run_bun
 _TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+(?:-[A-Za-z]+)?)")
 
 
-class _WorkerPeaks:
+class _ChildSampler:
     """Peak RSS (MiB) of every child process since the last reset, and their CPU seconds, sampled every 0.1 s."""
 
     def __init__(self):
@@ -66,12 +66,12 @@ class _WorkerPeaks:
 class StageTimer(logging.Handler):
     """Collects (seconds, fused transforms, (children's CPU seconds, worker peaks)) per stage from the runner's log."""
 
-    def __init__(self, peaks: Optional[_WorkerPeaks] = None):
+    def __init__(self, children: Optional[_ChildSampler] = None):
         super().__init__(logging.DEBUG)
         self.started = time.monotonic()
         self.stages: list[tuple[float, str, list]] = []
         self._current = ("set-up", self.started)
-        self._peaks = peaks
+        self._children = children
 
     def emit(self, record):
         message = record.getMessage()
@@ -82,7 +82,7 @@ class StageTimer(logging.Handler):
     def _close(self, next_name: str) -> None:
         now = time.monotonic()
         name, since = self._current
-        self.stages.append((now - since, name, self._peaks.take() if self._peaks else (0.0, [])))
+        self.stages.append((now - since, name, self._children.take() if self._children else (0.0, [])))
         self._current = (next_name, now)
 
     def finish(self) -> None:
@@ -115,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from beam_pipeline import curate
     from transforms.runtime import prebuild
 
-    timer = StageTimer(_WorkerPeaks())
+    timer = StageTimer(_ChildSampler())
     logger = logging.getLogger(_STAGE_LOGGER)
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)

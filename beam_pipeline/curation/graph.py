@@ -142,11 +142,11 @@ class WriteOutputs(beam.PTransform):
         files = []
         subset_format = ParquetShards(config.subset_schema, kept_only=True)
         if mode is None:
-            subset = sampled | "WriteSubset" >> WriteShards(
+            shards = sampled | "WriteSubset" >> WriteShards(
                 config.output("subset"), config.num_shards, subset_format, config.shards_spill_dir, "WriteSubset"
             )
         else:  # MetaCLIP balancing: the match index too, both in one stage; its shards report repeated keys
-            subset = sampled | "WriteMatchesAndSubset" >> WriteShards(
+            shards = sampled | "WriteMatchesAndSubset" >> WriteShards(
                 config.output("matches"),
                 config.num_shards,
                 ParquetShards(mode.matches_schema),
@@ -155,13 +155,13 @@ class WriteOutputs(beam.PTransform):
                 prepare=mode.match_rows,
                 together=[ShardedOutput(config.output("subset"), config.num_shards, subset_format, "WriteSubset")],
             )
-        duplicates = subset.figures
+        duplicates = shards.figures
         rejected = (
             self._read.rejected
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )
-        files += [subset.written, rejected.written]
+        files += [shards.written, rejected.written]
         if self._filtered is not None:
             filtered = self._filtered.filtered | "WriteFiltered" >> WriteParquetShards(
                 config.output(FILTERED_DIR),

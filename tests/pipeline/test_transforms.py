@@ -7,6 +7,7 @@ import json
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
@@ -17,8 +18,9 @@ from transforms.beam.match import MatchEntries
 from transforms.beam.modes import MetaClip1
 from transforms.beam.read import ReadCaptions
 from transforms.beam.sample import BalancedSample
+from transforms.beam.sink import ShardedOutput, WriteShards
 from transforms.beam.spill import LoadBatches, StoreBatches
-from transforms.beam.write import WriteJsonFiles, WriteJsonLinesShards, WriteParquetShards
+from transforms.beam.write import ParquetShards, WriteJsonFiles, WriteJsonLinesShards, WriteParquetShards
 from transforms.core.balancing import entry_probabilities, keep_probability
 from transforms.core.columns import (
     ENTRY_IDS,
@@ -189,6 +191,49 @@ def test_write_parquet_shards_reports_duplicate_keys(tmp_path):
             | beam.Map(lambda xs: (sum(n for n, _ in xs), sorted(e for _, ex in xs for e in ex))),
             equal_to([(3, ["a", "b"])]),
         )
+
+
+@pytest.mark.parametrize("through_files", [False, True], ids=["shuffle", "spill"])
+def test_outputs_written_together_are_each_whole_and_only_the_first_reports(tmp_path, through_files):
+    """WriteShards' `together`: two outputs of the same batches in one shuffle; `prepare` per output."""
+    keys = ["a", "b", "a", "c", "d", "e", "a"]
+    kept = [True, False, True, True, False, True, True]
+    schema = pa.schema([(KEY, pa.string()), (TEXT, pa.string())])
+    shout = lambda batch: batch.set_column(1, TEXT, pc.utf8_upper(batch.column(TEXT)))  # noqa: E731
+    spill_dir = str(tmp_path / "spill") if through_files else None
+    with beam_test_pipeline() as p:
+        out = (
+            p
+            | beam.Create([_sampled_batch(keys, kept)])
+            | WriteShards(
+                str(tmp_path / "all"),
+                3,
+                ParquetShards(schema),
+                spill_dir,
+                "all",
+                prepare=shout,
+                together=[ShardedOutput(str(tmp_path / "kept"), 2, ParquetShards(schema, kept_only=True), "kept")],
+            )
+        )
+        assert_that(
+            out.written | beam.Map(lambda path: path.rsplit("/", 2)[1] + "/" + path.rsplit("/", 1)[1]),
+            equal_to(
+                [f"all/part-0000{i}-of-00003.parquet" for i in range(3)]
+                + [f"kept/part-0000{i}-of-00002.parquet" for i in range(2)]
+            ),
+            label="paths",
+        )
+        # Repeated keys: 'a' twice more among all rows (the first output); among the kept ones too, unreported.
+        assert_that(
+            out.figures | beam.Map(lambda d: d["duplicate_keys"]) | beam.CombineGlobally(sum),
+            equal_to([2]),
+            label="dups",
+        )
+    every = pq.read_table(tmp_path / "all").sort_by(KEY)
+    assert every.column(KEY).to_pylist() == sorted(keys) and every.column(TEXT)[0].as_py() == "TEXT A"
+    held = pq.read_table(tmp_path / "kept").sort_by(KEY)
+    assert held.column(KEY).to_pylist() == sorted(k for k, flag in zip(keys, kept, strict=True) if flag)
+    assert held.column(TEXT)[0].as_py() == "text a"  # `prepare` is the first output's only
 
 
 def test_write_json_lines_shards(tmp_path):

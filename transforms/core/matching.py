@@ -17,9 +17,9 @@ A daachorse automaton can be laid out for the text it will scan: given a corpus
 of such text when it is built (profile-guided optimisation, daachorse's
 `corpus`), it places the states that text visits most next to each other in
 memory. The match sets do not change, only where the states sit. A worker that
-builds its own automaton profiles it on its first batch; a local first run's,
-built by the launcher's child before any caption is read, has no profile
-(transforms.runtime.prebuild). Measured on the 500k
+builds its own automaton profiles it on its first batch; a local first run's
+child profiles a local Parquet pool's first captions (transforms.runtime.prebuild).
+Measured on the 500k
 list, 2,000 LAION captions profiled and 5,000 others matched
 (benchmarks/bench_profile.py, 2026-12-01): the whole match loop 1.11-1.12x
 faster, the build 0.2-0.45 s longer.
@@ -27,6 +27,7 @@ faster, the build 0.2-0.45 s longer.
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, Sequence
 
 import ahocorasick
@@ -70,7 +71,8 @@ def build_byte_automaton(entries: Sequence[str], profile: Sequence[str] = ()) ->
     used), spaced as they will be, to lay its states out for them.
     """
     patterns = [utf8_bytes(pad_entry(entry)) for entry in entries]
-    corpus = [utf8_bytes(space_text(text)) for text in list(profile)[:PROFILE_CAPTIONS] if isinstance(text, str)]
+    captions = itertools.islice(profile, PROFILE_CAPTIONS)
+    corpus = [utf8_bytes(space_text(text)) for text in captions if isinstance(text, str)]
     return daachorse.DoubleArrayAhoCorasick(patterns, corpus=corpus or None)
 
 

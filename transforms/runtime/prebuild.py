@@ -198,13 +198,14 @@ def main(argv: Sequence[str], abandon: Callable[[], None] = lambda: None) -> int
     matcher = matcher if matcher in MATCHERS else DAACHORSE
     # The build releases the GIL (daachorse) or yields it often (pyahocorasick):
     # the order is taken, and the lock with it, while it runs.
-    built = EntryMatcher(metadata.entries, matcher, profile_captions(argv))
+    profile = profile_captions(argv)
+    built = EntryMatcher(metadata.entries, matcher, profile)
     order.wait()
     if order.lock is None:
         return 0
     try:
         if order.matcher != matcher:
-            built = EntryMatcher(metadata.entries, order.matcher, profile_captions(argv))
+            built = EntryMatcher(metadata.entries, order.matcher, profile)
         automaton_cache.write(order.path, built)
     except OSError:
         return 0
