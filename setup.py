@@ -28,7 +28,7 @@ setuptools.setup(
     install_requires=requirements(),
     entry_points={
         "console_scripts": [
-            "balancebeam-curate=beam_pipeline.curate:main",
+            "balancebeam-curate=beam_pipeline.curate:command",
         ]
     },
 )

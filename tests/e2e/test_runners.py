@@ -116,15 +116,18 @@ install_network_guard = _guard_namespace["install_network_guard"]
 CLI_UNDER_GUARD = (
     GUARD_SOURCE
     + r"""
-import runpy, sys
+import atexit, os, runpy, sys
 attempts, _ = install_network_guard()
-sys.argv = ["beam_pipeline.curate"] + sys.argv[1:]
-try:
-    runpy.run_module("beam_pipeline.curate", run_name="__main__", alter_sys=True)
-finally:
+
+def _refuse_if_attempted():
+    # An exit hook: the command leaves with os._exit once its hooks have run.
     if attempts:
-        print("NETWORK ATTEMPTS:", attempts, file=sys.stderr)
-        sys.exit(97)
+        print("NETWORK ATTEMPTS:", attempts, file=sys.stderr, flush=True)
+        os._exit(97)
+
+atexit.register(_refuse_if_attempted)
+sys.argv = ["beam_pipeline.curate"] + sys.argv[1:]
+runpy.run_module("beam_pipeline.curate", run_name="__main__", alter_sys=True)
 """
 )
 

@@ -15,7 +15,7 @@ from transforms.beam import metrics
 from transforms.beam.modes import CurationMode
 from transforms.core.columns import ENTRY_IDS, TEXT
 from transforms.core.matching import PROFILE_CAPTIONS
-from transforms.runtime.worker_exit import exit_quickly_at_end
+from transforms.runtime.quick_exit import exit_quickly_at_end
 
 __all__ = ["LocalWorkers", "MatchEntries"]
 
@@ -75,7 +75,7 @@ class MatchEntries(beam.PTransform):
     With `local` (engines that start worker processes on this machine), the
     metaclip1 automaton goes through the machine's cache
     (transforms.runtime.automaton_cache) and worker processes end without heap
-    teardown (transforms.runtime.worker_exit).
+    teardown (transforms.runtime.quick_exit).
     """
 
     def __init__(self, mode: CurationMode, local: Optional[LocalWorkers] = None):

@@ -7,15 +7,15 @@ import sys
 import types
 
 from helpers import REPO
-from transforms.runtime.worker_exit import SDK_WORKER_MODULE, running_as_sdk_worker
+from transforms.runtime.quick_exit import SDK_WORKER_MODULE, running_as_sdk_worker
 
 SCRIPT = """
 import atexit, sys
 sys.path.insert(0, {repo!r})
-from transforms.runtime import worker_exit
+from transforms.runtime import quick_exit
 atexit.register(lambda: print("earlier hook ran", file=sys.stderr))
-worker_exit.running_as_sdk_worker = lambda main_module=None: {as_worker}
-print("registered", worker_exit.exit_quickly_at_end(), flush=True)
+quick_exit.running_as_sdk_worker = lambda main_module=None: {as_worker}
+print("registered", quick_exit.exit_quickly_at_end(), flush=True)
 sys.stdout.write("unflushed tail")
 {ending}
 """
@@ -49,3 +49,18 @@ def test_a_worker_that_failed_still_exits_1():
 def test_any_other_process_is_left_alone():
     done = _run(False, "")
     assert done.returncode == 0 and done.stdout.startswith("registered False")
+
+
+def test_the_command_leaves_with_its_status_its_output_and_its_hooks_run():
+    code = f"""
+import atexit, sys
+sys.path.insert(0, {str(REPO)!r})
+from transforms.runtime import quick_exit
+atexit.register(lambda: print("hook ran"))
+sys.stdout.write("unflushed summary\\n")
+quick_exit.exit_now(3)
+print("not reached")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout.splitlines() == ["unflushed summary", "hook ran"]
