@@ -24,6 +24,8 @@ from typing import Callable, Optional, Sequence
 
 import psutil
 
+from transforms.runtime.warm_workers import WARM_PROCESS_NAME, WORKER_PROCESS_NAME
+
 SDK_WORKER_MARK = "apache_beam.runners.worker.sdk_worker_main"
 MIB = 1 << 20
 
@@ -31,12 +33,19 @@ MIB = 1 << 20
 # --------------------------------------------------------------------------- RSS sampling
 
 
-def process_role(cmdline: Sequence[str], is_root: bool) -> str:
+def process_role(cmdline: Sequence[str], is_root: bool, name: str = "") -> str:
     """'main' for the command itself, 'sdk_worker' for a Beam SDK worker process,
-    'shell' for a /bin/sh wrapper, else 'other'."""
+    'shell' for a /bin/sh wrapper or the relay of a forked worker, 'warm' for the
+    process that forks them (transforms.runtime.warm_workers), else 'other'."""
     if is_root:
         return "main"
+    if name == WORKER_PROCESS_NAME:
+        return "sdk_worker"  # forked: its command line is the launcher's
+    if name == WARM_PROCESS_NAME:
+        return "warm"
     joined = " ".join(cmdline)
+    if "worker_relay.py" in joined:
+        return "shell"
     if SDK_WORKER_MARK in joined:
         # Beam starts workers with shell=True: `sh -c "python -m ...sdk_worker_main"`.
         if cmdline and os.path.basename(cmdline[0]) in ("sh", "dash", "bash"):
@@ -106,6 +115,9 @@ class ProcessTreeSampler:
                     cpu = proc.cpu_times()
                     ident = (proc.pid, proc.create_time())
                     record = self._processes.get(ident)
+                    if record is not None and record["role"] == "other":
+                        # A forked process is named just after the fork: look again.
+                        record["role"] = self._role(record["cmdline"].split(), False, proc.name())
                     if record is None:
                         try:
                             cmdline = proc.cmdline()
@@ -113,7 +125,7 @@ class ProcessTreeSampler:
                             cmdline = [proc.name()]
                         record = self._processes[ident] = {
                             "pid": proc.pid,
-                            "role": self._role(cmdline, proc.pid == self.root_pid),
+                            "role": self._role(cmdline, proc.pid == self.root_pid, proc.name()),
                             "cmdline": " ".join(cmdline)[:300],
                             "peak_rss": 0,
                             "first_seen_s": round(now, 2),
@@ -140,7 +152,7 @@ class ProcessTreeSampler:
 
     def processes(self) -> list:
         """Every process seen, the root first, then by role and first sighting."""
-        order = {"main": 0, "sdk_worker": 1, "shell": 2, "other": 3}
+        order = {"main": 0, "sdk_worker": 1, "warm": 2, "shell": 3, "other": 4}
         return sorted(self._processes.values(), key=lambda r: (order.get(r["role"], 9), r["first_seen_s"], r["pid"]))
 
     def peak_rss(self, pid: int) -> int:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import re
 import sys
-import threading
 import time
 from typing import Optional, Sequence
 
@@ -31,36 +32,57 @@ _TRANSFORM = re.compile(r"AppliedPTransform_([A-Za-z]+(?:-[A-Za-z]+)?)")
 
 
 class _ChildSampler:
-    """Peak RSS (MiB) of every child process since the last reset, and their CPU seconds, sampled every 0.1 s."""
+    """Peak RSS (MiB) of every child process since the last take, and their CPU seconds, sampled every 0.1 s.
+
+    The sampling runs in a process of its own, not in a thread: the command forks
+    its warm worker process only while the launcher runs a single thread
+    (transforms.runtime.warm_workers), and should run here as it runs for a user.
+    """
 
     def __init__(self):
-        self._me = psutil.Process()
-        self._peaks: dict[int, int] = {}
-        self._cpu: dict[int, float] = {}  # user + system seconds of every child seen, at its last sample
-        self._cpu_taken = 0.0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            for child in self._me.children(recursive=True):
-                try:
-                    rss = child.memory_info().rss >> 20
-                    times = child.cpu_times()
-                except psutil.Error:
-                    continue
-                with self._lock:
-                    self._peaks[child.pid] = max(self._peaks.get(child.pid, 0), rss)
-                    self._cpu[child.pid] = times.user + times.system
-            time.sleep(0.1)
+        context = multiprocessing.get_context("fork")
+        self._requests, answers = context.Pipe()
+        self._process = context.Process(target=_sample, args=(os.getpid(), answers), daemon=True)
+        self._process.start()
+        answers.close()
 
     def take(self) -> tuple[float, list[int]]:
         """(CPU seconds of the children since the last take, the two largest peaks since then)."""
-        with self._lock:
-            peaks, self._peaks = sorted(self._peaks.values())[-2:], {}
-            cpu = sum(self._cpu.values())
-            used, self._cpu_taken = cpu - self._cpu_taken, cpu
-        return used, peaks
+        self._requests.send("take")
+        return self._requests.recv()
+
+    def close(self) -> None:
+        self._requests.send("stop")
+        self._process.join()
+
+
+def _sample(launcher_pid: int, requests) -> None:
+    me, launcher = os.getpid(), psutil.Process(launcher_pid)
+    peaks: dict[int, int] = {}
+    cpu: dict[int, float] = {}  # user + system seconds of every child seen, at its last sample
+    taken = 0.0
+
+    def sample() -> None:
+        for child in launcher.children(recursive=True):
+            if child.pid == me:
+                continue
+            try:
+                rss = child.memory_info().rss >> 20
+                times = child.cpu_times()
+            except psutil.Error:
+                continue
+            peaks[child.pid] = max(peaks.get(child.pid, 0), rss)
+            cpu[child.pid] = times.user + times.system
+
+    while True:
+        sample()
+        if requests.poll(0.1):
+            if requests.recv() == "stop":
+                return
+            sample()
+            used, taken = sum(cpu.values()) - taken, sum(cpu.values())
+            requests.send((used, sorted(peaks.values())[-2:]))
+            peaks = {}
 
 
 class StageTimer(logging.Handler):
@@ -115,7 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from beam_pipeline import curate
     from transforms.runtime import prebuild
 
-    timer = StageTimer(_ChildSampler())
+    sampler = _ChildSampler()
+    timer = StageTimer(sampler)
     logger = logging.getLogger(_STAGE_LOGGER)
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
@@ -128,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.setLevel(level)
         logger.propagate = propagate
         timer.finish()
+        sampler.close()
     print(format_stages(timer.stages, args.min_seconds))
     return status
 

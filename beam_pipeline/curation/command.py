@@ -21,13 +21,13 @@ from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
 from beam_pipeline.curation.pipeline_options import CachedViewsOptions
-from beam_pipeline.curation.runners import make_runner, one_blas_thread_per_worker, runs_here
+from beam_pipeline.curation.runners import forks_local_workers, make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from transforms.beam.modes import MetaClip1
 from transforms.formats.rejections import strict_failure
-from transforms.runtime import automaton_cache, prebuild
+from transforms.runtime import automaton_cache, prebuild, warm_workers
 
 
 @contextlib.contextmanager
@@ -79,18 +79,36 @@ def run_curation(argv: Sequence[str], early: Optional[prebuild.Prebuild] = None)
         args, _ = parse_curation_args(argv)
         # The whole command line: Beam carries the curation options to the workers too.
         options = CachedViewsOptions(argv)
+    except UsageError as error:
+        return _refused(error, early)
+    # Forked here, with Beam and the pipeline's modules imported and no thread started.
+    warm = warm_workers.start() if forks_local_workers(options) else None
+    try:
+        return _run_checked(args, options, argv, early, warm)
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _refused(error: UsageError, early: Optional[prebuild.Prebuild]) -> int:
+    if early is not None:
+        early.cancel()
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+def _run_checked(args, options, argv, early, warm) -> int:
+    try:
         config = prepare(args, options)
     except UsageError as error:
-        if early is not None:
-            early.cancel()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _refused(error, early)
     clear_outputs(config.output_dir, config.reshard_dir)
     one_blas_thread_per_worker(options)
     started = time.monotonic()
     builder = _prebuild_automaton(config, argv, early)
     try:
-        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        runner = make_runner(options, worker_command=None if warm is None else warm.command)
+        pipeline = beam.Pipeline(runner=runner, options=options)
         build_curation(pipeline, config)
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.

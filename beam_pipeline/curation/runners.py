@@ -6,6 +6,7 @@ import os
 from typing import Optional
 
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
@@ -18,7 +19,7 @@ def runner_name(options: PipelineOptions) -> str:
     return name[: -len("runner")] if name.endswith("runner") else name
 
 
-def make_runner(options: PipelineOptions) -> Optional[object]:
+def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) -> Optional[object]:
     """The DirectRunner's own engine, the Python FnApiRunner, chosen explicitly.
 
     Left to itself the DirectRunner first tries to download a Prism binary
@@ -27,7 +28,9 @@ def make_runner(options: PipelineOptions) -> Optional[object]:
     used as given (None: Beam picks it from --runner). As the DirectRunner does,
     the runner hands the pipeline options to the SDK worker processes of
     --direct_running_mode=multi_processing (filesystem settings such as
-    --s3_endpoint_url, the pickler).
+    --s3_endpoint_url, the pickler). `worker_command`: the shell command that
+    starts each SDK worker of multi_processing in place of Beam's
+    (transforms.runtime.warm_workers).
     """
     if runner_name(options) == "direct":
         from apache_beam.portability.api import beam_provision_api_pb2
@@ -36,8 +39,37 @@ def make_runner(options: PipelineOptions) -> Optional[object]:
 
         encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
         provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-        return fn_runner.FnApiRunner(provision_info=provision_info)
+        if worker_command is None:
+            return fn_runner.FnApiRunner(provision_info=provision_info)
+        return _worker_command_runner(fn_runner.FnApiRunner, worker_command)(provision_info=provision_info)
     return None
+
+
+def forks_local_workers(options: PipelineOptions) -> bool:
+    """Whether the run starts SDK worker processes on this machine: the DirectRunner's multi_processing."""
+    return runner_name(options) == "direct" and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+
+
+def _worker_command_runner(base: type, command: str) -> type:
+    """The FnApiRunner, with `command` as the multi_processing workers' command line.
+
+    FnApiRunner.run_pipeline sets its default environment to Beam's own worker
+    command whenever the options say multi_processing, after any given to its
+    constructor; this class keeps a subprocess environment with `command`
+    whatever is assigned.
+    """
+    from apache_beam.transforms import environments
+
+    class WorkerCommandRunner(base):
+        @property
+        def _default_environment(self):
+            return environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
+
+        @_default_environment.setter
+        def _default_environment(self, _value):
+            pass
+
+    return WorkerCommandRunner
 
 
 def runs_here(options: PipelineOptions) -> bool:

@@ -108,7 +108,7 @@ def test_the_sampler_finds_a_child_process_and_its_memory():
         [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hog!r}])"]
     )
 
-    def role(cmdline, is_root):
+    def role(cmdline, is_root, name=""):
         return "main" if is_root else ("hog" if "hog-marker" in " ".join(cmdline) else "other")
 
     with processes.ProcessTreeSampler(parent.pid, 0.05, role=role) as sampler:
@@ -127,6 +127,12 @@ def test_process_roles():
     assert processes.process_role([python, "-m", processes.SDK_WORKER_MARK], False) == "sdk_worker"
     assert processes.process_role(["/bin/sh", "-c", f"{python} -m {processes.SDK_WORKER_MARK}"], False) == "shell"
     assert processes.process_role([python, "-c", "pass"], False) == "other"
+    # Forked from the warm process: the launcher's command line, told apart by the process name.
+    launcher = [python, "-m", "beam_pipeline.curate", "--input", "x"]
+    assert processes.process_role(launcher, False, "bb-sdk-worker") == "sdk_worker"
+    assert processes.process_role(launcher, False, "bb-warm") == "warm"
+    assert processes.process_role(launcher, False, "python") == "other"
+    assert processes.process_role([python, "-I", "-S", "/r/transforms/runtime/worker_relay.py", "/s"], False) == "shell"
 
 
 def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_path):

@@ -6,8 +6,10 @@ Set-ups (docs/scale-out.md):
   direct_multi_processing  --direct_running_mode=multi_processing --direct_num_workers=2
   portable_loopback        --runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK
                            (the Fn API path of the Flink and Spark job servers)
-and, beyond the three, a standalone job server process with an EXTERNAL worker pool: the
-deployment shape of a Flink or Spark job server, without Java.
+the command as a process of its own with multi_processing (command_multi_processing: its
+workers forked from a warm process, transforms.runtime.warm_workers), and, beyond these, a
+standalone job server process with an EXTERNAL worker pool: the deployment shape of a Flink
+or Spark job server, without Java.
 
 Every run happens under a guard that refuses (and records) any connection or name lookup
 that is not loopback, so a runner that tries to download something fails here at once
@@ -224,6 +226,17 @@ def runs(pool, tmp_path_factory) -> dict[str, Run]:
         finally:
             uninstall()
         results[name] = Run(output_dir, status, time.monotonic() - started, attempts, printed.getvalue())
+    # The command as a process of its own: its multi_processing workers are forked
+    # from a warm process (transforms.runtime.warm_workers), which an in-process run
+    # after another, with Beam's threads left running, does not fork.
+    output_dir = tmp_path_factory.mktemp("command_multi_processing") / "out"
+    started = time.monotonic()
+    done = run_cli(curation_args(pool, output_dir) + RUNNER_SETUPS["direct_multi_processing"])
+    attempts = ["see stderr"] if done.returncode == 97 else []
+    printed = done.stdout + done.stderr
+    results["command_multi_processing"] = Run(
+        output_dir, done.returncode, time.monotonic() - started, attempts, printed
+    )
     print("\nseconds per runner set-up: " + ", ".join(f"{name} {r.seconds:.1f}" for name, r in results.items()))
     return results
 
@@ -325,6 +338,45 @@ def test_multi_processing_workers_get_the_pipeline_options(tmp_path):
     (report,) = [json.loads(p.read_text()) for p in tmp_path.glob("worker-*.json")]
     assert report["pid"] != os.getpid(), "multi_processing ran the DoFn in this process"
     assert report["s3_endpoint_url"] == endpoint, f"the SDK worker process saw {report['s3_endpoint_url']!r}"
+
+
+WARM_WORKER_PROBE = r"""
+import json, os, sys
+from pathlib import Path
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from beam_pipeline.curation.runners import make_runner
+from transforms.runtime import warm_workers
+
+directory = sys.argv[1]
+warm = warm_workers.start()
+
+def probe(item):
+    # Pickled by value (defined in __main__): what process ran it, and whose child it is.
+    Path(directory, f"worker-{os.getpid()}.json").write_text(json.dumps({"parent": os.getppid()}))
+    return item
+
+options = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+with beam.Pipeline(runner=make_runner(options, worker_command=warm.command), options=options) as pipeline:
+    _ = pipeline | beam.Create(range(8)) | beam.Map(probe)
+warm.close()
+print(json.dumps({"launcher": os.getpid(), "warm": warm.pid}))
+"""
+
+
+def test_multi_processing_workers_forked_by_the_warm_process_run_the_pipeline(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_WORKER_PROBE, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    pids = json.loads(done.stdout.splitlines()[-1])
+    reports = [json.loads(p.read_text()) for p in tmp_path.glob("worker-*.json")]
+    assert reports, "no worker ran the DoFn"
+    assert {r["parent"] for r in reports} == {pids["warm"]}, "a worker was not forked by the warm process"
 
 
 # --- a standalone job server: the Flink / Spark deployment shape -----------------------------
