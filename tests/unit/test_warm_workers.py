@@ -172,3 +172,23 @@ def test_a_relay_with_no_warm_process_starts_a_cold_worker(tmp_path):
     # Beam's own worker, started in its place, fails for want of the runner's control address.
     assert done.returncode != 0
     assert "CONTROL_API_SERVICE_DESCRIPTOR" in done.stderr
+
+
+def test_a_forked_workers_cpu_time_counts_in_the_launchers_children():
+    # As for a cold worker, which Beam waits for: `time`, and bench_first_run's cpu_s, see it.
+    done = _script("""
+        import resource, time
+        import apache_beam.runners.worker.sdk_worker_main  # as the launcher has: the warm process's own CPU stays small
+        def body(environment):
+            end = time.process_time() + 1.0
+            while time.process_time() < end:
+                pass
+            return 0
+        warm = warm_workers.start(body=body)
+        subprocess.run(warm.command, shell=True)
+        warm.close()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(children.ru_utime + children.ru_stime)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.split()[-1]) >= 0.95

@@ -152,23 +152,29 @@ def _serve(server: socket.socket, alive: int, body: WorkerBody) -> None:
     _name_process(WARM_PROCESS_NAME)
     # Ctrl-C is the launcher's to handle; this process ends with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Each worker's status comes back over its socket; the kernel reaps the process.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # The one import a worker needs that the launcher has not made. (Importing the
     # report's matplotlib here as well was measured: what the report gained, the
     # automaton build, sharing the cores with it, lost.)
     importlib.import_module(SDK_WORKER_MODULE)
 
+    workers: list[int] = []
     while True:
         ready, _, _ = select.select([server, alive], [], [])
         if alive in ready:
-            return  # closed: the launcher is done with workers, or gone
+            break  # closed: the launcher is done with workers, or gone
         connection, _ = server.accept()
-        if os.fork() == 0:
+        pid = os.fork()
+        if pid == 0:
             server.close()
             os.close(alive)
             _run_worker(connection, body)
         connection.close()
+        workers = [worker for worker in workers if os.waitpid(worker, os.WNOHANG) == (0, 0)] + [pid]
+    # Each worker's status went back over its socket. Waiting for every one (they
+    # have ended, or end now, with the runner) also adds their CPU time to this
+    # process's children's, and through it to the launcher's: the `time` of a run.
+    for worker in workers:
+        os.waitpid(worker, 0)
 
 
 def _received(connection: socket.socket) -> bytes:
@@ -199,7 +205,6 @@ def _run_worker(connection: socket.socket, body: WorkerBody) -> None:
     status = 1
     try:
         _name_process(WORKER_PROCESS_NAME)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         status = body(json.loads(_received(connection)))
     except SystemExit as stop:
