@@ -23,7 +23,7 @@ from beam_pipeline.curation.outputs import clear_outputs
 from beam_pipeline.curation.pipeline_options import CachedViewsOptions
 from beam_pipeline.curation.runners import forks_local_workers, make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
-from beam_pipeline.options import UsageError, parse_curation_args
+from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from transforms.beam.modes import MetaClip1
 from transforms.formats.rejections import strict_failure
@@ -97,7 +97,14 @@ def _refused(error: UsageError, early: Optional[prebuild.Prebuild]) -> int:
     return 2
 
 
-def _run_checked(args, options, argv, early, warm) -> int:
+def _run_checked(
+    args: CurationArgs,
+    options: CachedViewsOptions,
+    argv: Sequence[str],
+    early: Optional[prebuild.Prebuild],
+    warm: Optional[warm_workers.WarmWorkers],
+) -> int:
+    """The run once its options parsed: the checks, then the pipeline (on the warm workers, if any)."""
     try:
         config = prepare(args, options)
     except UsageError as error:

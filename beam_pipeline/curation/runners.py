@@ -60,10 +60,12 @@ def _worker_command_runner(base: type, command: str) -> type:
     """
     from apache_beam.transforms import environments
 
+    environment = environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
+
     class WorkerCommandRunner(base):
         @property
         def _default_environment(self):
-            return environments.SubprocessSDKEnvironment.from_command_string(command_string=command)
+            return environment
 
         @_default_environment.setter
         def _default_environment(self, _value):

@@ -43,10 +43,11 @@ import time
 import traceback
 from typing import Callable, Mapping, Optional
 
+from transforms.runtime.quick_exit import SDK_WORKER_MODULE
+
 # A worker's body: given the environment Beam set for it, run and return the exit status.
 WorkerBody = Callable[[Mapping[str, str]], int]
 
-SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
 RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_relay.py")
 PR_SET_NAME = 15  # <linux/prctl.h>
 # How long `close` waits for the warm process (it is idle, or finishing an import) before killing it.
