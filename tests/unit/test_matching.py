@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import matching_cases
-from transforms.core.matching import MATCHERS, EntryMatcher, match_entries_brute_force
+from transforms.core.matching import MATCHERS, EntryMatcher, ascending_per_caption, match_entries_brute_force
 from transforms.core.spacing import SPACED_WHITESPACE, WRAPPED_PUNCTUATION, can_ever_match, space_text
 
 
@@ -159,6 +159,28 @@ def test_the_profile_changes_the_layout_only():
     assert [profiled.match(text) for text in texts] == [case["metaclip1"] for case in cases]
     # pyahocorasick has no layout to profile, and takes the same arguments.
     assert EntryMatcher(metadata, "pyahocorasick", profile=texts).match(texts[0]) == cases[0]["metaclip1"]
+
+
+@given(
+    captions=st.lists(st.sets(st.integers(0, 499_999), max_size=12).map(list), max_size=30),
+)
+def test_ids_are_sorted_within_each_caption_and_nowhere_else(captions):
+    """The batch sort daachorse's ids go through, against sorted() per caption."""
+    offsets = np.cumsum([0] + [len(ids) for ids in captions], dtype=np.int64)
+    flat = np.asarray([i for ids in captions for i in ids], dtype=np.int32)
+    result = ascending_per_caption(offsets, flat, 500_000)
+    assert result.dtype == np.int32
+    assert [result[offsets[i] : offsets[i + 1]].tolist() for i in range(len(captions))] == [
+        sorted(ids) for ids in captions
+    ]
+
+
+def test_entry_ids_survive_the_sorted_build():
+    """The automaton is built from the entries in sorted order; ids stay the list's own."""
+    entries = ["zebra", "apple", "zebra crossing", "mango", "a"]
+    for name in MATCHERS:
+        assert EntryMatcher(entries, name).match("a zebra crossing, apple and mango") == [0, 1, 2, 3, 4]
+        assert EntryMatcher(entries, name).match("zebra") == [0]
 
 
 def _spacing_by_the_spec(text: str) -> str:
