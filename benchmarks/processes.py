@@ -24,9 +24,9 @@ from typing import Callable, Optional, Sequence
 
 import psutil
 
+from transforms.runtime.quick_exit import SDK_WORKER_MODULE
 from transforms.runtime.warm_workers import WARM_PROCESS_NAME, WORKER_PROCESS_NAME
 
-SDK_WORKER_MARK = "apache_beam.runners.worker.sdk_worker_main"
 MIB = 1 << 20
 
 
@@ -46,7 +46,7 @@ def process_role(cmdline: Sequence[str], is_root: bool, name: str = "") -> str:
     joined = " ".join(cmdline)
     if "worker_relay.py" in joined:
         return "shell"
-    if SDK_WORKER_MARK in joined:
+    if SDK_WORKER_MODULE in joined:
         # Beam starts workers with shell=True: `sh -c "python -m ...sdk_worker_main"`.
         if cmdline and os.path.basename(cmdline[0]) in ("sh", "dash", "bash"):
             return "shell"

@@ -124,8 +124,9 @@ def test_the_sampler_finds_a_child_process_and_its_memory():
 def test_process_roles():
     python = "/venv/bin/python"
     assert processes.process_role([python, "-m", "beam_pipeline.curate"], True) == "main"
-    assert processes.process_role([python, "-m", processes.SDK_WORKER_MARK], False) == "sdk_worker"
-    assert processes.process_role(["/bin/sh", "-c", f"{python} -m {processes.SDK_WORKER_MARK}"], False) == "shell"
+    worker = "apache_beam.runners.worker.sdk_worker_main"  # what Beam's local runners start
+    assert processes.process_role([python, "-m", worker], False) == "sdk_worker"
+    assert processes.process_role(["/bin/sh", "-c", f"{python} -m {worker}"], False) == "shell"
     assert processes.process_role([python, "-c", "pass"], False) == "other"
     # Forked from the warm process: the launcher's command line, told apart by the process name.
     launcher = [python, "-m", "beam_pipeline.curate", "--input", "x"]
