@@ -33,17 +33,21 @@ lint: setup
 
 # The whole suite, lint first. One tier at a time: make test-unit (pure functions),
 # make test-pipeline (TestPipeline), make test-e2e (command line, runners, template).
+# TEST_WORKERS: pytest-xdist processes (CI's 2 cores; TEST_WORKERS=0 runs in one process).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
 test: lint system-deps
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 test-unit: setup system-deps
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 test-pipeline: setup
-	$(BIN)/python -m pytest -q tests/pipeline
+	$(PYTEST) tests/pipeline
 
 test-e2e: setup system-deps
-	$(BIN)/python -m pytest -q tests/e2e
+	$(PYTEST) tests/e2e
 
 # The integration tier (not part of `make test`): the real clients of the hand-off outputs
 # (img2dataset, webdataset 1.0.2 and 0.2.86, DataComp's uid search) on a pool served from
