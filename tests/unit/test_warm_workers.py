@@ -19,7 +19,7 @@ from helpers import REPO
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm workers are Linux only")
 
 PRELUDE = f"""
-import atexit, json, os, subprocess, sys, threading
+import atexit, json, os, shlex, subprocess, sys, threading
 sys.path.insert(0, {str(REPO)!r})
 from transforms.runtime import warm_workers
 """
@@ -104,18 +104,20 @@ def test_close_ends_the_warm_process_and_removes_its_private_socket():
 def test_the_warm_process_ends_with_the_launcher_even_without_close():
     done = _script("""
         warm = warm_workers.start(body=lambda environment: 0)
-        print(warm.pid, flush=True)
+        print(warm.pid, os.path.dirname(shlex.split(warm.command)[-1]), flush=True)
         os._exit(0)  # no close(): the pipe's end is closed with the process
         """)
     assert done.returncode == 0, done.stderr
-    pid = int(done.stdout.split()[0])
+    pid, directory = done.stdout.split()
     import time
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)  # not our child: gone once it has exited (init reaps it)
+            os.kill(int(pid), 0)  # not our child: gone once it has exited (init reaps it)
         except ProcessLookupError:
+            # and its private socket's directory with it (a killed launcher never closes)
+            assert not os.path.exists(directory), directory
             return
         time.sleep(0.05)
     pytest.fail(f"the warm process {pid} outlived its launcher")

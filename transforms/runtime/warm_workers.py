@@ -122,7 +122,7 @@ def start(body: Optional[WorkerBody] = None) -> Optional[WarmWorkers]:
     if pid == 0:
         try:
             os.close(keep_alive)
-            _serve(server, alive, body or run_sdk_harness)
+            _serve(server, alive, directory, body or run_sdk_harness)
         finally:
             os._exit(0)
     os.close(alive)
@@ -147,8 +147,8 @@ def _close_other_descriptors(keep: set) -> None:
             low = fd + 1
 
 
-def _serve(server: socket.socket, alive: int, body: WorkerBody) -> None:
-    """The warm process: fork a worker per request until the launcher is gone."""
+def _serve(server: socket.socket, alive: int, directory: str, body: WorkerBody) -> None:
+    """The warm process: fork a worker per request until the launcher is gone, then remove `directory`."""
     _close_other_descriptors({server.fileno(), alive})
     _name_process(WARM_PROCESS_NAME)
     # Ctrl-C is the launcher's to handle; this process ends with it.
@@ -171,6 +171,10 @@ def _serve(server: socket.socket, alive: int, body: WorkerBody) -> None:
             _run_worker(connection, body)
         connection.close()
         workers = [worker for worker in workers if os.waitpid(worker, os.WNOHANG) == (0, 0)] + [pid]
+    # The socket's directory goes here too, not only in close(): a launcher that was
+    # killed, or left with os._exit, never calls close().
+    server.close()
+    shutil.rmtree(directory, ignore_errors=True)
     # Each worker's status went back over its socket. Waiting for every one (they
     # have ended, or end now, with the runner) also adds their CPU time to this
     # process's children's, and through it to the launcher's: the `time` of a run.
