@@ -19,7 +19,7 @@ from helpers import REPO
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm workers are Linux only")
 
 PRELUDE = f"""
-import atexit, json, os, shlex, subprocess, sys, threading
+import atexit, json, os, subprocess, sys, threading
 sys.path.insert(0, {str(REPO)!r})
 from transforms.runtime import warm_workers
 """
@@ -104,7 +104,7 @@ def test_close_ends_the_warm_process_and_removes_its_private_socket():
 def test_the_warm_process_ends_with_the_launcher_even_without_close():
     done = _script("""
         warm = warm_workers.start(body=lambda environment: 0)
-        print(warm.pid, os.path.dirname(shlex.split(warm.command)[-1]), flush=True)
+        print(warm.pid, os.path.dirname(warm.command.split()[-1]), flush=True)
         os._exit(0)  # no close(): the pipe's end is closed with the process
         """)
     assert done.returncode == 0, done.stderr

@@ -66,7 +66,7 @@ class WarmWorkers:
         self.command = f"{shlex.quote(sys.executable)} -I -S {shlex.quote(RELAY)} {shlex.quote(socket_path)}"
 
     def close(self) -> None:
-        """End the warm process (workers it forked run on until the runner stops them) and remove its socket."""
+        """End the warm process (workers it forked run on until the runner stops them); it removes its socket."""
         if self._keep_alive < 0:
             return
         os.close(self._keep_alive)
@@ -76,9 +76,9 @@ class WarmWorkers:
             if time.monotonic() > deadline:  # never seen; a hung warm process must not hold the command
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
+                shutil.rmtree(self._directory, ignore_errors=True)  # what the killed process did not
                 break
             time.sleep(0.005)
-        shutil.rmtree(self._directory, ignore_errors=True)
 
 
 # The processes' names (`ps -o comm`, psutil's name(); at most 15 bytes): their command
@@ -171,8 +171,8 @@ def _serve(server: socket.socket, alive: int, directory: str, body: WorkerBody) 
             _run_worker(connection, body)
         connection.close()
         workers = [worker for worker in workers if os.waitpid(worker, os.WNOHANG) == (0, 0)] + [pid]
-    # The socket's directory goes here too, not only in close(): a launcher that was
-    # killed, or left with os._exit, never calls close().
+    # The socket's directory is removed here, not by the launcher's close(): a launcher
+    # that was killed, or left with os._exit, never calls it.
     server.close()
     shutil.rmtree(directory, ignore_errors=True)
     # Each worker's status went back over its socket. Waiting for every one (they
