@@ -1,0 +1,89 @@
+"""The exact-dedup keys against hand cases (docs/dedup.md, "Keys"), and the purpose draws."""
+
+from __future__ import annotations
+
+import dedup_reference as ref
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.core.hashing import key_hashes, uniform_draws
+from transforms.dedup.keys import purpose_bits, purpose_draws, text_key, text_keys, url_key, url_keys
+
+URL_CASES = [
+    ("http://example.com/a.jpg", "example.com/a.jpg"),
+    ("https://example.com/a.jpg", "example.com/a.jpg"),
+    ("https://www.example.com/a.jpg", "example.com/a.jpg"),
+    ("http://www.example.com/", "example.com"),
+    ("www.example.com/a.jpg", "www.example.com/a.jpg"),  # `www.` only goes with the scheme
+    ("HTTP://example.com/a.jpg", "HTTP://example.com/a.jpg"),  # the pattern is case sensitive
+    ("ftp://example.com/a.jpg", "ftp://example.com/a.jpg"),
+    ("https://example.com/a b\tc.jpg", "example.com/abc.jpg"),  # MetaCLIP: tabs and spaces go
+    (" https://www.example.com/a.jpg ", "example.com/a.jpg"),  # before the scheme rule
+    ("https://example.com/a\n.jpg", "example.com/a\n.jpg"),  # newlines stay
+    ("https://example.com/a.jpg?utm_source=x&b=1", "example.com/a.jpg"),
+    ("https://example.com/a.jpg?ref=abc", "example.com/a.jpg"),
+    ("https://example.com/a.jpg?referrer=abc", "example.com/a.jpg"),  # `ref` is a prefix
+    ("https://example.com/a.jpg?feed=rss", "example.com/a.jpg"),
+    ("https://example.com/a.jpg?id=1&utm_source=x", "example.com/a.jpg?id=1&utm_source=x"),  # only right after `?`
+    ("https://example.com/a.jpg?size=2", "example.com/a.jpg?size=2"),
+    ("https://example.com/?ref=x/", "example.com"),  # query gone, then the slashes
+    ("https://example.com/dir///", "example.com/dir"),
+    ("https://example.com/x?a=http://www.b.com/", "example.com/x?a=b.com"),  # every scheme occurrence
+    ("https://example.com/a.jpg?ref=1\nmore", "example.com/a.jpg\nmore"),  # `.` stops at a newline
+    ("https://", None),
+    ("https://www./", None),
+    ("  \t ", None),
+    ("", None),
+    ("/", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), URL_CASES)
+def test_url_key_hand_cases(url, expected):
+    assert url_key(url) == expected
+
+
+TEXT_CASES = [
+    ("A Dog", "a dog"),
+    ("  a\tdog \n on\r\nthe  grass ", "a dog on the grass"),
+    ("A\u00a0dog", "a dog"),  # str.split() splits on Unicode white space
+    ("a\u200bdog", "a\u200bdog"),  # a zero-width space is not white space
+    ("ÉCOLE", "école"),
+    ("İstanbul", "i̇stanbul"),  # str.lower, not Arrow's
+    ("Straße", "straße"),  # lower, not casefold
+    ("dog.", "dog."),
+    ("", None),
+    (" \t\n ", None),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TEXT_CASES)
+def test_text_key_hand_cases(text, expected):
+    assert text_key(text) == expected
+
+
+def test_column_functions_take_arrow_columns_and_keep_nulls():
+    urls = pa.chunked_array([["https://www.a.com/x/", None], ["", "http://a.com/x?utm_x=1"]])
+    assert url_keys(urls) == ["a.com/x", None, None, "a.com/x"]
+    assert text_keys(pa.array(["A  b", None, " "])) == ["a b", None, None]
+    assert url_keys(["http://a.com"]) == ["a.com"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("htps:/w.?utm_reffed \t\nAZé\u00a0x")), max_size=40)))
+def test_keys_equal_the_literal_reading(value):
+    assert url_key(value) == ref.url_key(value)
+    assert text_key(value) == ref.text_key(value)
+
+
+def test_purpose_draws_are_the_written_out_draw_of_key_nul_purpose():
+    keys = ["a", "b", "ü", ""]
+    got = purpose_draws(keys, 7, "dedup")
+    assert list(got) == [ref.draw(7, k + "\x00dedup") for k in keys]
+    assert list(purpose_draws(keys, 7, None)) == list(uniform_draws(key_hashes(keys), 7))
+    assert list(purpose_bits(keys, 7, "order") >> 11) == [int(ref.draw(7, k + "\x00order") * 2**53) for k in keys]
+    assert list(purpose_draws(keys, 7, "text")) != list(purpose_draws(keys, 7, "order"))

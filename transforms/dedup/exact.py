@@ -1,0 +1,92 @@
+"""Exact duplicates: the survivor of a group of records sharing a url or text key (docs/dedup.md).
+
+Pure numpy, no Beam import. The survivor of a group is the member with the smallest
+draw(seed, sample_key + "\\x00dedup"); equal draws (equal sample keys) go to the earlier
+input position (source file index in sorted path order, then row). The rule is a minimum
+over (draw, file, row), so it is the same however the group arrived: a distributed stage
+keys records by `keys.url_key`/`keys.text_key`, and either combines `candidates` with
+`min` (CombinePerKey: only the survivor's identity travels) or groups the members and
+calls `survivor_index`. Records without a key are never duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from transforms.dedup.keys import DEDUP, purpose_draws
+
+
+class Candidate(NamedTuple):
+    """One member's claim to survive; the smallest tuple wins (compare with `min`)."""
+
+    draw: float
+    source_file: int
+    source_row: int
+    key: str
+
+
+def survivor_draws(sample_keys: Iterable[str], seed: int) -> np.ndarray:
+    """draw(seed, key + "\\x00dedup") per sample key, float64."""
+    return purpose_draws(sample_keys, seed, DEDUP)
+
+
+def candidates(sample_keys: Sequence[str], source_files, source_rows, seed: int) -> list[Candidate]:
+    """A Candidate per record of a batch (the value a CombinePerKey on the dedup key carries)."""
+    draws = survivor_draws(sample_keys, seed)
+    files = np.asarray(source_files, dtype=np.int64)
+    rows = np.asarray(source_rows, dtype=np.int64)
+    return [Candidate(float(d), int(f), int(r), k) for d, f, r, k in zip(draws, files, rows, sample_keys, strict=True)]
+
+
+def survivor_index(draws, source_files, source_rows) -> int:
+    """Index of the survivor among a group's members: smallest (draw, file, row)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    if len(draws) == 0:
+        raise ValueError("a group has at least one member")
+    order = np.lexsort((np.asarray(source_rows), np.asarray(source_files), draws))
+    return int(order[0])
+
+
+def duplicate_of(dedup_keys: Sequence[str | None], sample_keys: Sequence[str], source_files, source_rows, seed: int):
+    """In memory, for records of one kind: the index of each record's survivor, or -1.
+
+    -1 for a survivor and for a record without a key. The reference for a stage's output
+    (and what a single-process run does); int64 array.
+    """
+    draws = survivor_draws(sample_keys, seed)
+    files = np.asarray(source_files, dtype=np.int64)
+    rows = np.asarray(source_rows, dtype=np.int64)
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(dedup_keys):
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    out = np.full(len(sample_keys), -1, dtype=np.int64)
+    for members in groups.values():
+        idx = np.array(members)
+        best = idx[survivor_index(draws[idx], files[idx], rows[idx])]
+        out[idx] = best
+        out[best] = -1
+    return out
+
+
+def chain_duplicate_of(kind_keys: Sequence[Sequence[str | None]], sample_keys, source_files, source_rows, seed: int):
+    """Several kinds in order (url, then text): each on the survivors of the ones before.
+
+    Returns (duplicate_of, kind): per record the survivor's index or -1, and the index of
+    the kind that removed it or -1 (docs/dedup.md, "Composition").
+    """
+    n = len(sample_keys)
+    files = np.asarray(source_files, dtype=np.int64)
+    rows = np.asarray(source_rows, dtype=np.int64)
+    alive = np.arange(n)
+    dup = np.full(n, -1, dtype=np.int64)
+    kind = np.full(n, -1, dtype=np.int64)
+    for k, keys in enumerate(kind_keys):
+        sub = duplicate_of([keys[i] for i in alive], [sample_keys[i] for i in alive], files[alive], rows[alive], seed)
+        hit = sub >= 0
+        dup[alive[hit]] = alive[sub[hit]]
+        kind[alive[hit]] = k
+        alive = alive[~hit]
+    return dup, kind

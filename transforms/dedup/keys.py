@@ -1,0 +1,83 @@
+"""The exact-dedup keys of a record (docs/dedup.md, "Keys"), and the purpose draws.
+
+Pure Python, no Beam import. `url_key` is MetaCLIP's image id (tabs and spaces dropped)
+followed by TFDS C4's `normalize_url` (scheme, `www.`, tracking query, trailing slash);
+`text_key` is CLIP's tokenizer view of a caption (lower case, white space collapsed).
+A null value, or one empty after the steps, has no key (None): it is never a duplicate.
+
+The steps are Python's `re` and `str` methods on purpose: Arrow's regex (RE2) and its
+Unicode lower/split differ from Python's on some inputs, and the keys are defined by the
+Python functions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.core.hashing import key_hashes, splitmix64, uniform_draws
+
+_SCHEME = re.compile(r"https?:\/\/(www\.)?")
+_TRACKING = re.compile(r"\?(utm_|ref|feed).*")
+
+# The decisions that get their own draw, draw(seed, key + "\x00" + purpose) (ours).
+DEDUP, TEXT, ORDER = "dedup", "text", "order"
+
+
+def url_key(url: str | None) -> str | None:
+    """The url key of one URL (docs/dedup.md); None for a null URL or an empty key."""
+    if url is None:
+        return None
+    u = url.replace("\t", "").replace(" ", "")
+    u = _SCHEME.sub("", u)
+    u = _TRACKING.sub("", u)
+    u = u.rstrip("/")
+    return u or None
+
+
+def text_key(text: str | None) -> str | None:
+    """The text key of one caption: lower case, white space runs as one space; None if empty."""
+    if text is None:
+        return None
+    return " ".join(text.lower().split()) or None
+
+
+def _values(column) -> list:
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        return column.to_pylist()
+    return list(column)
+
+
+def url_keys(column) -> list[str | None]:
+    """`url_key` of each value of an Arrow string column (or any iterable of str/None)."""
+    return [url_key(value) for value in _values(column)]
+
+
+def text_keys(column) -> list[str | None]:
+    """`text_key` of each value of an Arrow string column (or any iterable of str/None)."""
+    return [text_key(value) for value in _values(column)]
+
+
+def purpose_hashes(sample_keys: Iterable[str], purpose: str | None) -> np.ndarray:
+    """BLAKE2b-64 of `key + "\\x00" + purpose` (of the key alone for purpose None), uint64."""
+    suffix = "" if purpose is None else "\x00" + purpose
+    return key_hashes(key + suffix for key in sample_keys)
+
+
+def purpose_draws(sample_keys: Iterable[str], seed: int, purpose: str | None) -> np.ndarray:
+    """draw(seed, key + "\\x00" + purpose) per key: hashing.uniform_draws, float64 in [0, 1)."""
+    return uniform_draws(purpose_hashes(sample_keys, purpose), seed)
+
+
+def purpose_bits(sample_keys: Iterable[str], seed: int, purpose: str | None) -> np.ndarray:
+    """The 64 bits whose top 53 make `purpose_draws` (selection's tie keys), uint64.
+
+    Ordering by these bits orders by the draw; equal draws with different bits cannot
+    happen for different keys short of a 64-bit collision. The large-cluster split takes
+    them modulo the number of parts, as selection does (docs/dedup.md).
+    """
+    seed_mix = splitmix64(np.array([seed % 2**64], dtype=np.uint64))[0]
+    return splitmix64(purpose_hashes(sample_keys, purpose) ^ seed_mix)

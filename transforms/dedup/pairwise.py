@@ -1,0 +1,111 @@
+"""SemDeDup's ordered pairwise rule in blocks: each member's largest similarity to an earlier one.
+
+Pure numpy, no Beam import (docs/dedup.md, "The pairwise rule"). For members in cluster
+order (rows of `x`, L2-normalised float64), member j's score is `max_{i<j} x_i . x_j` over
+all earlier members, duplicates included, and its nearest earlier member the argmax (ties
+to the earlier position). j is a duplicate iff that score is `> 1 - eps`: the score does
+not depend on eps, so one pass gives the removed fraction for every eps (`removed_fraction`).
+
+The answer is defined (ours) by float64 dot products: the products, then numpy's pairwise
+sum over d (the same rule as the image filter's float64 recheck, `filters/clusters.py`),
+so equal vectors score exactly equal. The fast path is a float32 BLAS matmul over blocks of
+`block_rows` x `block_rows` (never an n x n matrix); per member, every earlier member whose
+float32 score is within twice `clusters.error_bound` of the float32 maximum is a candidate
+(the float64 maximum is always among them) and the candidates are rescored in float64. So
+the score, the argmax and hence the duplicate flag are the float64 rule's for every member,
+not only where a float32 score is near `1 - eps`.
+
+Cost: n^2 d / 2 float32 multiply-adds, plus d float64 products per candidate (about one
+per member; many for members with many near-identical earlier copies).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transforms.filters.clusters import error_bound
+
+BLOCK_ROWS = 2048  # 2048 x 2048 float32 scores: 16 MB a block
+_PAIR_ELEMENTS = 2 << 20  # float64 products per rescoring step (16 MB)
+
+
+def pair_scores(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The float64 score of each (row, col) pair: products, then numpy's pairwise sum over d."""
+    out = np.empty(len(rows))
+    step = max(1, _PAIR_ELEMENTS // max(1, x.shape[1]))
+    for s in range(0, len(rows), step):
+        out[s : s + step] = (x[rows[s : s + step]] * x[cols[s : s + step]]).sum(axis=1)
+    return out
+
+
+def _candidates(x32: np.ndarray, slack: np.ndarray, block: int):
+    """(earlier, member) pairs whose float32 score is within `slack` of the member's float32 max."""
+    n = len(x32)
+    found_rows, found_cols = [], []
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        cols = x32[b0:b1]
+        best = np.full(b1 - b0, -np.inf, dtype=np.float64)
+        kept = []
+        for r0 in range(0, b1 - 1, block):
+            r1 = min(b1, r0 + block)
+            scores = (x32[r0:r1] @ cols.T).astype(np.float64)
+            if r1 > b0:  # the block touches the diagonal: only i < j counts
+                i = np.arange(r0, r1)[:, None]
+                j = np.arange(b0, b1)[None, :]
+                scores[i >= j] = -np.inf
+            best = np.maximum(best, scores.max(axis=0))
+            rr, cc = np.nonzero((scores >= (best - slack[b0:b1])[None, :]) & (scores > -np.inf))
+            kept.append((rr + r0, cc + b0, scores[rr, cc]))
+        for rr, cc, ss in kept:  # drop those the later blocks' maxima overtook
+            ok = ss >= best[cc - b0] - slack[cc]
+            found_rows.append(rr[ok])
+            found_cols.append(cc[ok])
+    if not found_rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(found_rows), np.concatenate(found_cols)
+
+
+def earlier_maxima(x: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """Per member (row of `x`, in cluster order): (largest float64 similarity to an earlier member,
+    index of that earlier member, lowest on ties). The first member gets (-inf, -1).
+
+    x: n x d finite float64 rows (L2-normalised for SemDeDup; any finite rows work, the bound
+    scales with their norms). block_rows only changes the cost, never the answer.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n, d = x.shape
+    score = np.full(n, -np.inf)
+    nearest = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return score, nearest
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings hold NaN or infinite values")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    slack = 2 * error_bound(norms, float(norms.max()), d)
+    rows, cols = _candidates(x.astype(np.float32), slack, max(1, int(block_rows)))
+    scores = pair_scores(x, rows, cols)
+    order = np.lexsort((rows, -scores, cols))  # by member, then score descending, then earliest
+    first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]]
+    score[cols[first]] = scores[first]
+    nearest[cols[first]] = rows[first]
+    return score, nearest
+
+
+def duplicates(score: np.ndarray, eps: float) -> np.ndarray:
+    """SemDeDup's flag from `earlier_maxima`'s score: `score > 1 - eps` (the original's `>`)."""
+    return np.asarray(score) > 1.0 - eps
+
+
+def removed_fraction(scores: np.ndarray, eps_values) -> np.ndarray:
+    """Fraction of records removed at each eps, from one run's per-record scores.
+
+    scores: `earlier_maxima`'s score of every record that went through SemDeDup (-inf for
+    the first of a cluster). The curve the report plots (eps 1e-4 .. 0.2).
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    eps = np.asarray(eps_values, dtype=np.float64)
+    if len(s) == 0:
+        return np.zeros(len(eps))
+    removed = len(s) - np.searchsorted(s, 1.0 - eps, side="right")
+    return removed / len(s)
