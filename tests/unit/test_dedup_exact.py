@@ -83,3 +83,9 @@ def test_chain_runs_text_on_the_url_survivors():
     for pos, i in enumerate(alive):
         assert dup[i] == (alive[text_dup[pos]] if text_dup[pos] >= 0 else -1)
         assert kind[i] == (1 if text_dup[pos] >= 0 else -1)
+
+
+def test_text_does_not_see_the_url_duplicates():
+    """Two records of one image with one caption: the url kind removes one, text then has nothing left to do."""
+    dup, kind = chain_duplicate_of([["a", "a"], ["x", "x"]], ["k0", "k1"], [0, 0], [0, 1], 3)
+    assert sorted(kind) == [-1, 0] and sorted(dup) == [-1, int(np.argmin(kind))]

@@ -11,7 +11,7 @@ import dedup_reference as ref
 import numpy as np
 import pytest
 
-from transforms.dedup.pairwise import earlier_maxima, removed_fraction
+from transforms.dedup.pairwise import duplicates, earlier_maxima, removed_fraction
 from transforms.dedup.semdedup import (
     assign_clusters,
     cluster_parts,
@@ -170,3 +170,30 @@ def test_unusable_rows_are_flagged_and_clustered_nowhere():
     assert list(usable) == [True, False, False, False]
     cluster, sim = assign_clusters(xn, prepare_centroids(np.array([[0.0, 2.0], [3.0, 0.0]])))
     assert list(cluster) == [1, -1, -1, -1] and sim[0] == 1.0 and np.isnan(sim[1:]).all()
+
+
+def test_the_flag_is_strictly_above_one_minus_eps():
+    at = np.array([1.0 - EPS, np.nextafter(1.0 - EPS, 2.0), -np.inf])
+    assert list(duplicates(at, EPS)) == [False, True, False]
+    assert list(removed_fraction(at, [EPS])) == [1 / 3]
+
+
+def test_near_tied_earlier_members_are_told_apart_in_float64():
+    """Earlier members at cosines c and c + 1e-9 to the last one: float32 cannot order them,
+    the answer (nearest, score) is the float64 argmax of the literal rule."""
+    rng = np.random.default_rng(17)
+    d, found = 256, []
+    for _ in range(40):
+        j = _unit(rng.normal(size=d))
+        rows = []
+        for c in (0.7, 0.7 + rng.choice([-1e-9, 1e-9]), 0.7 + rng.choice([-2e-9, 2e-9])):
+            z = _unit(rng.normal(size=d))
+            z = _unit(z - (z @ j) * j)
+            rows.append(c * j + np.sqrt(1 - c * c) * z)
+        x = np.array(rows + [j])
+        s = x @ x.T
+        score, nearest = earlier_maxima(x)
+        assert nearest[3] == int(np.argmax(s[:3, 3]))
+        assert abs(score[3] - s[:3, 3].max()) < 1e-15
+        found.append(int(np.argmax((x.astype(np.float32) @ x[3].astype(np.float32))[:3])) != nearest[3])
+    assert sum(found) >= 5  # float32 alone would have picked another member this often
