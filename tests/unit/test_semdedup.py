@@ -11,7 +11,7 @@ import dedup_reference as ref
 import numpy as np
 import pytest
 
-from transforms.dedup.pairwise import duplicates, earlier_maxima, removed_fraction
+from transforms.dedup.pairwise import duplicates, earlier_maxima, first_copies, removed_fraction
 from transforms.dedup.semdedup import (
     assign_clusters,
     cluster_parts,
@@ -105,12 +105,18 @@ def test_blocked_equals_unblocked_bit_for_bit(block_rows):
     assert list(whole[1]) == list(blocked[1])
 
 
-def test_earlier_maxima_ties_go_to_the_earlier_member():
+@pytest.mark.parametrize("block_rows", [1, 2, 3, 100])
+def test_earlier_maxima_ties_go_to_the_earlier_member(block_rows):
     v = _unit(np.arange(1.0, 9.0))
     w = _unit(v + 0.01)
-    score, nearest = earlier_maxima(np.array([w, v, v, v, w]))
+    score, nearest = earlier_maxima(np.array([w, v, v, v, w]), block_rows=block_rows)
     assert list(nearest) == [-1, 0, 1, 1, 0]
     assert score[0] == -np.inf and score[2] == score[3]
+    # distinct rows with exactly equal scores 0.6 to e1 (within and across row blocks)
+    e = np.eye(8)
+    x = np.array([0.6 * e[0] + 0.8 * e[k] for k in range(1, 7)] + [e[0]])
+    score, nearest = earlier_maxima(x, block_rows=block_rows)
+    assert nearest[6] == 0 and score[6] == 0.6
 
 
 def test_members_in_any_arrival_order_give_the_same_answer():
@@ -197,3 +203,16 @@ def test_near_tied_earlier_members_are_told_apart_in_float64():
         assert abs(score[3] - s[:3, 3].max()) < 1e-15
         found.append(int(np.argmax((x.astype(np.float32) @ x[3].astype(np.float32))[:3])) != nearest[3])
     assert sum(found) >= 5  # float32 alone would have picked another member this often
+
+
+def test_a_cluster_of_identical_rows_is_linear_and_literal():
+    """Bit-identical copies (a placeholder image): each copy's nearest is the first copy."""
+    rng = np.random.default_rng(3)
+    a, b = _unit(rng.normal(size=32)), _unit(rng.normal(size=32))
+    x = np.array([b] + [a] * 3000 + [b, _unit(a + 1e-3)])
+    assert list(first_copies(x)) == [0, 1, 3002]
+    score, nearest = earlier_maxima(x, block_rows=512)
+    s = x @ x.T
+    want = [-1] + [int(np.argmax(s[:j, j])) for j in range(1, len(x))]
+    assert list(nearest) == want and nearest[3001] == 0 and set(nearest[2:3001]) == {1}
+    np.testing.assert_allclose(score[1:], [s[:j, j].max() for j in range(1, len(x))], rtol=0, atol=1e-15)

@@ -15,8 +15,10 @@ float32 score is within twice `clusters.error_bound` of the float32 maximum is a
 the score, the argmax and hence the duplicate flag are the float64 rule's for every member,
 not only where a float32 score is near `1 - eps`.
 
-Cost: n^2 d / 2 float32 multiply-adds, plus d float64 products per candidate (about one
-per member; many for members with many near-identical earlier copies).
+Bit-identical rows are compared once (`first_copies`). Cost: n u d float32 multiply-adds
+for u distinct rows (about n^2 d / 2 when all differ), plus d float64 products per
+candidate: about one per member, more for a member with many distinct earlier rows within
+~1e-4 of its best score (then up to one per such row); memory O(block_rows^2).
 """
 
 from __future__ import annotations
@@ -38,32 +40,37 @@ def pair_scores(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray
     return out
 
 
-def _candidates(x32: np.ndarray, slack: np.ndarray, block: int):
-    """(earlier, member) pairs whose float32 score is within `slack` of the member's float32 max."""
-    n = len(x32)
-    found_rows, found_cols = [], []
-    for b0 in range(0, n, block):
-        b1 = min(n, b0 + block)
-        cols = x32[b0:b1]
-        best = np.full(b1 - b0, -np.inf, dtype=np.float64)
-        kept = []
-        for r0 in range(0, b1 - 1, block):
-            r1 = min(b1, r0 + block)
-            scores = (x32[r0:r1] @ cols.T).astype(np.float64)
-            if r1 > b0:  # the block touches the diagonal: only i < j counts
-                i = np.arange(r0, r1)[:, None]
-                j = np.arange(b0, b1)[None, :]
-                scores[i >= j] = -np.inf
-            best = np.maximum(best, scores.max(axis=0))
-            rr, cc = np.nonzero((scores >= (best - slack[b0:b1])[None, :]) & (scores > -np.inf))
-            kept.append((rr + r0, cc + b0, scores[rr, cc]))
-        for rr, cc, ss in kept:  # drop those the later blocks' maxima overtook
-            ok = ss >= best[cc - b0] - slack[cc]
-            found_rows.append(rr[ok])
-            found_cols.append(cc[ok])
-    if not found_rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(found_rows), np.concatenate(found_cols)
+def first_copies(x: np.ndarray) -> np.ndarray:
+    """Sorted indices of the rows that are the first of their bit-identical copies.
+
+    A later copy of a row scores exactly what the row scores (the float64 rule only sees the
+    values), so it can never be a member's nearest earlier member: its first copy, earlier,
+    wins the tie. Only first copies are compared as earlier members. This keeps the cost of a
+    cluster of n identical embeddings (a placeholder image, a stock photo) at O(n d).
+    """
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    return np.sort(np.unique(rows, return_index=True)[1])
+
+
+def _best_in_block(x, slack, earlier, b0, b1, x32, best32, best, nearest) -> None:
+    """Update members b0..b1's running float32 max and float64 (best, nearest) from `earlier` rows."""
+    scores = (x32[earlier] @ x32[b0:b1].T).astype(np.float64)
+    if earlier[-1] >= b0:  # the block touches the diagonal: only earlier rows count
+        scores[earlier[:, None] >= np.arange(b0, b1)[None, :]] = -np.inf
+    np.maximum(best32, scores.max(axis=0), out=best32)
+    # Candidates: every pair whose float64 score could reach the float32 leader's, rescored now
+    # (the float64 maximum and all its ties are among them; extra ones cannot win).
+    rr, cc = np.nonzero((scores >= (best32 - slack[b0:b1])[None, :]) & (scores > -np.inf))
+    if not len(rr):
+        return
+    rows, cols = earlier[rr], cc + b0
+    exact = pair_scores(x, rows, cols)
+    order = np.lexsort((rows, -exact, cols))  # per member: highest score, then earliest row
+    first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]]
+    cols, rows, exact = cols[first], rows[first], exact[first]
+    better = exact > best[cols - b0]  # rows come in ascending blocks: a tie keeps the earlier
+    best[cols[better] - b0] = exact[better]
+    nearest[cols[better] - b0] = rows[better]
 
 
 def earlier_maxima(x: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +78,8 @@ def earlier_maxima(x: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> tuple[np.n
     index of that earlier member, lowest on ties). The first member gets (-inf, -1).
 
     x: n x d finite float64 rows (L2-normalised for SemDeDup; any finite rows work, the bound
-    scales with their norms). block_rows only changes the cost, never the answer.
+    scales with their norms). block_rows only changes the cost, never the answer. Memory is
+    O(block_rows^2) whatever n is.
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
     n, d = x.shape
@@ -83,12 +91,17 @@ def earlier_maxima(x: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> tuple[np.n
         raise ValueError("embeddings hold NaN or infinite values")
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     slack = 2 * error_bound(norms, float(norms.max()), d)
-    rows, cols = _candidates(x.astype(np.float32), slack, max(1, int(block_rows)))
-    scores = pair_scores(x, rows, cols)
-    order = np.lexsort((rows, -scores, cols))  # by member, then score descending, then earliest
-    first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]]
-    score[cols[first]] = scores[first]
-    nearest[cols[first]] = rows[first]
+    x32 = x.astype(np.float32)
+    firsts = first_copies(x)
+    block = max(1, int(block_rows))
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        best32 = np.full(b1 - b0, -np.inf)
+        candidates = firsts[firsts < b1 - 1]
+        for r0 in range(0, len(candidates), block):
+            _best_in_block(
+                x, slack, candidates[r0 : r0 + block], b0, b1, x32, best32, score[b0:b1], nearest[b0:b1]
+            )  # fmt: skip
     return score, nearest
 
 
