@@ -60,15 +60,16 @@ def centroid_similarity(x: np.ndarray, centroid_rows: np.ndarray) -> np.ndarray:
     return (np.asarray(x, dtype=np.float64) * np.asarray(centroid_rows, dtype=np.float64)).sum(axis=1)
 
 
-def assign_clusters(x: np.ndarray, centroids: Centroids) -> tuple[np.ndarray, np.ndarray]:
+def assign_clusters(x: np.ndarray, centroids: Centroids, usable: np.ndarray | None = None):
     """(cluster of each normalised row, its float64 similarity to that centroid).
 
     The cluster is `argmax_k x . c_k` with ties to the lowest k, exactly as the image
     filter decides it; rows of zeros (unusable) get cluster -1 and similarity NaN.
+    usable: `normalise_embeddings`' mask when the caller has it (saves a pass over x).
     """
     x = np.asarray(x, dtype=np.float64)
     cluster = nearest_centroids(x, centroids)
-    usable = np.einsum("ij,ij->i", x, x) > 0
+    usable = x.any(axis=1) if usable is None else np.asarray(usable, dtype=bool)
     cluster[~usable] = -1
     sim = np.full(len(x), np.nan)
     sim[usable] = centroid_similarity(x[usable], centroids.values[cluster[usable]])
