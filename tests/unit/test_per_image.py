@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dedup_reference as ref
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.dedup.keys import url_keys
-from transforms.images.per_image import caption_fields, curate_image, image_group_key, image_texts
+from transforms.images.extra_texts import caption_fields, parse_extra_texts_line, texts_with_extras
+from transforms.images.per_image import curate_image, image_group_key, image_texts
 
 
 def curate_pool(urls, keys, matched, probs, files, rows, seed):
@@ -81,7 +83,6 @@ def test_texts_list_puts_the_picked_text_first_unmatched_included():
     assert dec.texts_order == [dec.picked] + [i for i in by_draw if i != dec.picked]
     texts = [f"caption {i}" for i in range(6)]
     assert image_texts(texts, dec)[0] == texts[dec.picked] and sorted(image_texts(texts, dec)) == sorted(texts)
-    assert caption_fields(["a", "b"]) == {"caption_0": "a", "caption_1": "b"}
 
 
 def test_fraction_of_images_kept_matches_metaclips_expectation():
@@ -104,3 +105,22 @@ def test_fraction_of_images_kept_matches_metaclips_expectation():
     assert abs(kept - expected) < 4 * sigma, (kept, expected, sigma)
     # the test tells the per-image rule from per-caption curation ("kept if any caption is kept")
     assert abs(kept - any_caption.sum()) > 4 * sigma
+
+
+def test_extra_texts_lines_and_fields():
+    assert parse_extra_texts_line('{"key": "k1", "texts": ["a", "b"]}') == ("k1", ["a", "b"])
+    assert parse_extra_texts_line(b'{"key": "k", "texts": []}') == ("k", [])
+    for bad, reason in [
+        ("{", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ('{"texts": []}', "no string `key`"),
+        ('{"key": "", "texts": []}', "no string `key`"),
+        ('{"key": "k", "texts": "a"}', "not a list"),
+        ('{"key": "k", "texts": ["a", 1]}', "not a list"),
+        (b"\xff", "not JSON"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            parse_extra_texts_line(bad)
+    assert texts_with_extras("orig", [None, "r1", "", "r2"]) == ["orig", "r1", "r2"]
+    assert texts_with_extras(None, []) == [None]
+    assert caption_fields(["a", "b"]) == {"caption_0": "a", "caption_1": "b"}

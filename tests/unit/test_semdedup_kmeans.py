@@ -13,9 +13,12 @@ from transforms.dedup.kmeans import (
     empty_sums,
     fit_centroids,
     fixed_point,
+    initial_centroids,
     initial_indices,
     merge_sums,
     next_centroids,
+    start_candidates,
+    step_sums,
     sums_as_float,
 )
 from transforms.dedup.semdedup import assign_clusters, normalise_embeddings, prepare_centroids
@@ -97,3 +100,21 @@ def test_a_cluster_without_members_keeps_its_centroid():
     new = next_centroids(batch_sums(xn, clusters, 3), centroids)
     assert list(new[1]) == [1.0, 0.0]
     np.testing.assert_allclose(new[0], (xn[0] + xn[1]) / np.linalg.norm(xn[0] + xn[1]), atol=1e-15)
+
+
+def test_a_distributed_fit_from_its_pieces_is_the_in_memory_fit():
+    """What a Beam loop does: start from the K smallest claims of every batch, then per iteration
+    step_sums per batch (in any order) merged; bit-identical to fit_centroids."""
+    x, keys, files, rows = blob_pool(6, n=400)
+    xn, usable = normalise_embeddings(x)
+    want = fit_centroids(x, keys, files, rows, k=5, seed=6, iterations=20)
+    batches = [slice(s, s + 64) for s in range(0, 400, 64)][::-1]
+    claims = [c for b in batches for c in start_candidates(keys[b], xn[b], usable[b], files[b], rows[b], 6)]
+    centroids, previous, updates = initial_centroids(claims, 5), None, 0
+    while updates < 20:
+        sums = merge_sums([step_sums(xn[b], usable[b], centroids, previous) for b in batches])
+        if previous is not None and sums.changed == 0:
+            break
+        centroids, previous, updates = next_centroids(sums, centroids), centroids, updates + 1
+    assert updates == want.iterations and centroids.tobytes() == want.centroids.tobytes()
+    assert 1 < updates < 20

@@ -23,6 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from transforms.dedup.semdedup import assign_clusters, normalise_embeddings, order_bits, prepare_centroids
+from transforms.filters.clusters import Centroids
 
 SCALE_BITS = 52
 _HALF_BITS = 26
@@ -110,6 +111,45 @@ def initial_indices(sample_keys: Sequence[str], usable: np.ndarray, source_files
     files, rows = np.asarray(source_files)[idx], np.asarray(source_rows)[idx]
     order = np.lexsort((rows, files, bits[idx]))
     return idx[order[:k]]
+
+
+def start_candidates(
+    sample_keys: Sequence[str], x: np.ndarray, usable: np.ndarray, source_files, source_rows, seed: int
+):
+    """A batch's claims to be an initial centroid: (order bits, file, row, normalised row) per
+    usable record. Across the pool, the K smallest tuples (Beam's Top.Smallest, or
+    `initial_centroids`) are the start: the same records as `initial_indices`."""
+    bits = order_bits(sample_keys, seed)
+    files, rows = np.asarray(source_files), np.asarray(source_rows)
+    return [
+        (int(bits[i]), int(files[i]), int(rows[i]), np.asarray(x[i], dtype=np.float64)) for i in np.flatnonzero(usable)
+    ]
+
+
+def initial_centroids(candidates, k: int) -> np.ndarray:
+    """K x d start from `start_candidates` of the whole pool (any order, any subsets merged)."""
+    best = sorted(candidates, key=lambda c: c[:3])[:k]
+    if len(best) < k:
+        raise ValueError(f"{k} clusters need at least {k} usable embeddings, not {len(best)}")
+    return np.array([c[3] for c in best])
+
+
+def _prepared(centroids) -> Centroids:
+    return centroids if isinstance(centroids, Centroids) else prepare_centroids(centroids)
+
+
+def step_sums(x: np.ndarray, usable: np.ndarray, centroids, previous=None) -> ClusterSums:
+    """One batch's part of an iteration, as a Beam loop computes it: assign the normalised rows
+    to `centroids` (prepared or K x d), sum them per cluster; with `previous` (the centroids
+    before), count the rows whose cluster changed. Merge the batches with `merge_sums`."""
+    cents = centroids if hasattr(centroids, "as_float32") else prepare_centroids(centroids)
+    cl, _ = assign_clusters(x, cents, usable)
+    before = None
+    if previous is not None:
+        before, _ = assign_clusters(
+            x, previous if hasattr(previous, "as_float32") else prepare_centroids(previous), usable
+        )
+    return batch_sums(x, cl, cents.values.shape[0], before)
 
 
 class Fit(NamedTuple):

@@ -66,8 +66,3 @@ def curate_image(
 def image_texts(texts: Sequence[str | None], decision: ImageDecision) -> list[str | None]:
     """The `texts` list column of the image's kept record, in the decision's order."""
     return [texts[i] for i in decision.texts_order]
-
-
-def caption_fields(texts: Sequence[str | None]) -> dict[str, str | None]:
-    """The webdataset `.json` fields of a sample's texts: caption_0 (the original), caption_1, ..."""
-    return {f"caption_{i}": text for i, text in enumerate(texts)}
