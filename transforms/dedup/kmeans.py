@@ -142,13 +142,9 @@ def step_sums(x: np.ndarray, usable: np.ndarray, centroids, previous=None) -> Cl
     """One batch's part of an iteration, as a Beam loop computes it: assign the normalised rows
     to `centroids` (prepared or K x d), sum them per cluster; with `previous` (the centroids
     before), count the rows whose cluster changed. Merge the batches with `merge_sums`."""
-    cents = centroids if hasattr(centroids, "as_float32") else prepare_centroids(centroids)
+    cents = _prepared(centroids)
     cl, _ = assign_clusters(x, cents, usable)
-    before = None
-    if previous is not None:
-        before, _ = assign_clusters(
-            x, previous if hasattr(previous, "as_float32") else prepare_centroids(previous), usable
-        )
+    before = None if previous is None else assign_clusters(x, _prepared(previous), usable)[0]
     return batch_sums(x, cl, cents.values.shape[0], before)
 
 
