@@ -18,6 +18,10 @@ deduplicated whole and split into P = 2, 4, 8 parts (`max_cluster_size = ceil(n 
 duplicates the split keeps (it never adds one) and the fraction of the whole rule's
 duplicates it misses, beside 1 - 1/P, the miss rate of a lone pair.
 
+(d) Exact keys. Records/s of `url_keys`, `text_keys` and `exact.candidates` on `--rows`
+generated URLs and captions (one core, Python's `re` and `str`), for the exact kinds' share
+of a run.
+
 Same-run ratios only; no wall-clock assertion. The machine is shared: times are noisy.
 """
 
@@ -29,7 +33,10 @@ import math
 import time
 
 import numpy as np
+import pyarrow as pa
 
+from transforms.dedup.exact import candidates
+from transforms.dedup.keys import text_keys, url_keys
 from transforms.dedup.pairwise import earlier_maxima
 from transforms.dedup.semdedup import (
     assign_clusters,
@@ -131,6 +138,22 @@ def split(n: int, d: int, eps: float = 0.01) -> list[dict]:
     return out
 
 
+def exact_keys(rows: int) -> dict:
+    urls = pa.array([f"https://www.site{i % 997}.com/img/{i}/photo.jpg?utm_source=x" for i in range(rows)])
+    texts = pa.array([f"A  photo of a Dog number {i}\t on the grass" for i in range(rows)])
+    keys = [f"key-{i}" for i in range(rows)]
+    out = {"rows": rows}
+    for name, fn in (
+        ("url_keys", lambda: url_keys(urls)),
+        ("text_keys", lambda: text_keys(texts)),
+        ("candidates", lambda: candidates(keys, np.zeros(rows, np.int64), np.arange(rows), 1)),
+    ):
+        t = time.perf_counter()
+        fn()
+        out[name + "_per_s"] = rows / (time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
@@ -146,6 +169,8 @@ def main() -> None:
     for n in (int(s) for s in args.sizes.split(",") if s):
         result["pairwise"].append(pairwise(n, args.dim))
         print(json.dumps(result["pairwise"][-1]), flush=True)
+    result["exact_keys"] = exact_keys(args.rows)
+    print(json.dumps(result["exact_keys"]), flush=True)
     result["split"] = split(args.split_pool, args.dim) if args.split_pool else []
     for row in result["split"]:
         print(json.dumps(row), flush=True)

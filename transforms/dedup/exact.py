@@ -34,10 +34,10 @@ def survivor_draws(sample_keys: Iterable[str], seed: int) -> np.ndarray:
 
 def candidates(sample_keys: Sequence[str], source_files, source_rows, seed: int) -> list[Candidate]:
     """A Candidate per record of a batch (the value a CombinePerKey on the dedup key carries)."""
-    draws = survivor_draws(sample_keys, seed)
-    files = np.asarray(source_files, dtype=np.int64)
-    rows = np.asarray(source_rows, dtype=np.int64)
-    return [Candidate(float(d), int(f), int(r), k) for d, f, r, k in zip(draws, files, rows, sample_keys, strict=True)]
+    draws = survivor_draws(sample_keys, seed).tolist()  # tolist: Python floats and ints at C speed
+    files = np.asarray(source_files, dtype=np.int64).tolist()
+    rows = np.asarray(source_rows, dtype=np.int64).tolist()
+    return list(map(Candidate._make, zip(draws, files, rows, sample_keys, strict=True)))
 
 
 def survivor_index(draws, source_files, source_rows) -> int:
