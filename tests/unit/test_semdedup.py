@@ -11,6 +11,8 @@ import dedup_reference as ref
 import numpy as np
 import pytest
 
+from transforms.dedup.kmeans import fit_centroids
+from transforms.dedup.local import semdedup_in_memory
 from transforms.dedup.pairwise import duplicates, earlier_maxima, first_copies, removed_fraction
 from transforms.dedup.semdedup import (
     assign_clusters,
@@ -216,3 +218,28 @@ def test_a_cluster_of_identical_rows_is_linear_and_literal():
     want = [-1] + [int(np.argmax(s[:j, j])) for j in range(1, len(x))]
     assert list(nearest) == want and nearest[3001] == 0 and set(nearest[2:3001]) == {1}
     np.testing.assert_allclose(score[1:], [s[:j, j].max() for j in range(1, len(x))], rtol=0, atol=1e-15)
+
+
+def test_in_memory_run_equals_the_literal_rule_and_fits_when_asked():
+    x, keys, centroids = planted_pool(21)
+    x = np.vstack([x, np.zeros((1, x.shape[1]))])  # an unusable row: clustered nowhere
+    keys = keys + ["zero"]
+    n = len(x)
+    files, rows = np.arange(n) // 50, np.arange(n) % 50
+    got = semdedup_in_memory(x, keys, files, rows, seed=21, centroids=centroids, max_cluster_size=None)
+    want_dup, want_of, _ = ref.semdedup_literal(
+        x[:-1], keys[:-1], list(zip(files, rows, strict=True)), centroids, 21, EPS
+    )
+    assert list(got.duplicate[:-1]) == want_dup and not got.duplicate[-1] and got.cluster[-1] == -1
+    assert list(got.duplicate_of[:-1]) == [o if d else -1 for d, o in zip(want_dup, want_of, strict=True)]
+    assert got.clusters_split == 0
+    fitted = semdedup_in_memory(x, keys, files, rows, seed=21, clusters=3, iterations=5)
+    assert (
+        fitted.centroids.tobytes()
+        == fit_centroids(x, keys, files, rows, k=3, seed=21, iterations=5).centroids.tobytes()
+    )
+    sizes = np.sort(np.bincount(got.cluster[:-1]))
+    cap = int(sizes[-2])  # only the largest cluster is over it
+    split = semdedup_in_memory(x, keys, files, rows, seed=21, centroids=centroids, max_cluster_size=cap)
+    assert sizes[-1] > cap and split.clusters_split == 1 and split.part.max() >= 1
+    assert not (split.duplicate & ~got.duplicate).any()
