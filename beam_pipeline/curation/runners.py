@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional
+import subprocess
+from typing import Iterator, Optional
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
@@ -84,6 +86,35 @@ def runs_here(options: PipelineOptions) -> bool:
     as a child of this process; all of them end when it exits.
     """
     return runner_name(options) not in ("dataflow", "testdataflow")
+
+
+def submitted_line(options: PipelineOptions, output_dir: str) -> str:
+    """What a run that does not wait says once pipeline.run() returns (a dry run submits nothing)."""
+    runner = options.view_as(StandardOptions).runner
+    if options.get_all_options().get("dry_run"):
+        return f"dry run: the job was translated for {runner}; nothing was submitted"
+    return f"submitted to {runner}; stats.json in {output_dir} marks its end"
+
+
+@contextlib.contextmanager
+def quiet_sdist_build() -> Iterator[None]:
+    """Beam's stager builds --setup_file's sdist with `python -m build`, then, failing that
+    (`build` is not a requirement), `python setup.py sdist`; the children's stderr went to the
+    terminal (`No module named build`) though the fallback works. Here it joins their stdout,
+    which Beam captures and shows only in the error of a build that fails."""
+    from apache_beam.utils import processes
+
+    check_output = processes.check_output
+
+    def with_stderr(*args, **kwargs):
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        return check_output(*args, **kwargs)
+
+    processes.check_output = with_stderr
+    try:
+        yield
+    finally:
+        processes.check_output = check_output
 
 
 def spills(options: PipelineOptions) -> bool:
