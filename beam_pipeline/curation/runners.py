@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 from typing import Iterator, Optional
@@ -39,12 +40,48 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        encoded = JobServiceHandle.encode_pipeline_options(_options_workers_parse(options))
+        _drop_beam_worker_warning()
         provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         if worker_command is None:
             return fn_runner.FnApiRunner(provision_info=provision_info)
         return _worker_command_runner(fn_runner.FnApiRunner, worker_command)(provision_info=provision_info)
     return None
+
+
+def _options_workers_parse(options: PipelineOptions) -> dict:
+    """The options for the SDK workers, less those a worker cannot parse back.
+
+    Beam writes a True boolean as `--NAME`, which no parser knows when NAME is the dest
+    of a `--no_NAME` flag (pipeline_type_check, direct_runner_use_stacked_bundle: True
+    by default): each worker logged "Discarding unparseable args" and took the default,
+    True, which is what leaving them out gives.
+    """
+    from beam_pipeline.options import beam_option_names
+
+    known = beam_option_names()
+    return {
+        name: value for name, value in options.get_all_options().items() if value is not True or f"--{name}" in known
+    }
+
+
+class _NoMainSessionWarning(logging.Filter):
+    """Drops, from the workers' log as the launcher relays it, Beam's warning that a worker has no
+    staged main session (`No semi_persistent_directory found`, sdk_worker_main): a local
+    worker never has one, and this pipeline pickles no __main__ state for it to load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Worker: %s"
+            and bool(record.args)
+            and 'message: "No semi_persistent_directory found:' in str(record.args[0])
+        )
+
+
+def _drop_beam_worker_warning() -> None:
+    logger = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    if not any(isinstance(existing, _NoMainSessionWarning) for existing in logger.filters):
+        logger.addFilter(_NoMainSessionWarning())
 
 
 def forks_local_workers(options: PipelineOptions) -> bool:
