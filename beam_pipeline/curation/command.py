@@ -130,7 +130,7 @@ def _run_checked(
             if config.spill_dir
             else contextlib.nullcontext()
         )
-        with _quiet_beam_errors(config.strict), progress, quiet_sdist_build():
+        with _quiet_beam_errors(config.strict), progress, quiet_sdist_build(options):
             result = pipeline.run()
             if not runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
     PortableOptions,
+    SetupOptions,
     StandardOptions,
 )
 
@@ -134,13 +135,17 @@ def submitted_line(options: PipelineOptions, output_dir: str) -> str:
 
 
 @contextlib.contextmanager
-def quiet_sdist_build() -> Iterator[None]:
+def quiet_sdist_build(options: PipelineOptions) -> Iterator[None]:
     """Beam's stager builds --setup_file's sdist with `python -m build`, then, failing that
     (`build` is not a requirement), `python setup.py sdist`; the children's stderr went to the
     terminal (`No module named build`) though the fallback works. Here it joins their stdout,
-    which Beam captures and shows only in the error of a build that fails."""
+    which Beam captures and shows only in the error of a build that fails. Only while a run
+    with --setup_file is submitted."""
     from apache_beam.utils import processes
 
+    if options.view_as(SetupOptions).setup_file is None:
+        yield
+        return
     check_output = processes.check_output
 
     def with_stderr(*args, **kwargs):
