@@ -252,8 +252,10 @@ def _matches(expected: list[str], actual: list[str]) -> bool:
     return same and _matches(rest, actual[1:])
 
 
-def _environment() -> dict[str, str]:
+def _environment(temporary: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if temporary is not None:  # e.g. the Dataflow stager's sdist and pickles: removed with the test's folder
+        env["TMPDIR"] = str(temporary)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` is this one
     env["PYTHONPATH"] = str(REPO)
     return env
@@ -262,6 +264,8 @@ def _environment() -> dict[str, str]:
 def run_block(block: Block, folder: Path) -> list[str]:
     """Run the block's commands in `folder`; return the commands skipped."""
     rng = np.random.default_rng(0)
+    temporary = folder.parent / f"{folder.name}-tmp"
+    temporary.mkdir()
     for standin in block.standins:
         STANDINS[standin](folder, rng)
     skipped = []
@@ -273,7 +277,7 @@ def run_block(block: Block, folder: Path) -> list[str]:
         run = subprocess.run(
             ["bash", "-c", command.text + (" 2>&1" if command.expected is not None else "")],
             cwd=folder,
-            env=_environment(),
+            env=_environment(temporary),
             capture_output=True,
             text=True,
             timeout=240,
@@ -299,7 +303,8 @@ def test_the_docs_mark_runnable_blocks_of_known_stand_ins():
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.where for block in BLOCKS])
 def test_a_documented_block_runs_as_written(block, tmp_path):
-    skipped = run_block(block, tmp_path)
+    (tmp_path / "work").mkdir()
+    skipped = run_block(block, tmp_path / "work")
     ran = len(block.commands) - len(skipped)
     print(f"\n{block.where}: {ran} commands run, {len(skipped)} skipped")
     assert ran >= 1
