@@ -16,18 +16,12 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 
+from beam_pipeline.curation import runners
 from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
 from beam_pipeline.curation.pipeline_options import CachedViewsOptions
-from beam_pipeline.curation.runners import (
-    forks_local_workers,
-    make_runner,
-    one_blas_thread_per_worker,
-    quiet_sdist_build,
-    runs_here,
-    submitted_line,
-)
+from beam_pipeline.curation.runners import forks_local_workers, make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
@@ -130,11 +124,11 @@ def _run_checked(
             if config.spill_dir
             else contextlib.nullcontext()
         )
-        with _quiet_beam_errors(config.strict), progress, quiet_sdist_build(options):
+        with _quiet_beam_errors(config.strict), progress, runners.quiet_sdist_build(options):
             result = pipeline.run()
             if not runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.
-                print(submitted_line(options, config.output_dir))
+                print(runners.submitted_line(options, config.output_dir))
                 return 0
             result.wait_until_finish()
     except Exception as error:  # only a --strict rejection is handled; anything else is raised again
