@@ -51,19 +51,23 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
 
 
 def _options_workers_parse(options: PipelineOptions) -> dict:
-    """The options for the SDK workers, less those a worker cannot parse back.
+    """The options for the SDK workers: those Beam's own options classes parse back.
 
+    A worker parses them before it imports this pipeline's modules, so it knows none
+    of the curation flags (which its DoFns do not read: they carry their config), and
     Beam writes a True boolean as `--NAME`, which no parser knows when NAME is the dest
-    of a `--no_NAME` flag (pipeline_type_check, direct_runner_use_stacked_bundle: True
-    by default): each worker logged "Discarding unparseable args" and took the default,
-    True, which is what leaving them out gives.
+    of a `--no_NAME` flag (pipeline_type_check, direct_runner_use_stacked_bundle, True
+    by default). Each worker logged "Discarding unparseable args" for them and went on
+    without them, which is what leaving them out gives.
     """
-    from beam_pipeline.options import beam_option_names
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
 
-    known = beam_option_names()
-    return {
-        name: value for name, value in options.get_all_options().items() if value is not True or f"--{name}" in known
-    }
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        if cls.__module__.startswith("apache_beam."):
+            cls._add_argparse_args(parser)
+    known = {flag for action in parser._actions for flag in action.option_strings}
+    return {name: value for name, value in options.get_all_options().items() if f"--{name}" in known or value is False}
 
 
 class _NoMainSessionWarning(logging.Filter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -413,3 +414,18 @@ def test_relative_patterns_match_and_key_files_below_their_common_folder(
     keys = sorted(pq.read_table(tmp_path / "out" / "matches").column("key").to_pylist())
     assert keys == sorted(f"{name}:{row}" for name in expected_files for row in (0, 1))
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["duplicate_keys"] == 0
+
+
+@pytest.mark.parametrize("warm", ["1", "0"])
+def test_multi_process_workers_log_no_beam_warning(tmp_path, warm):
+    """Each worker, warm or cold, used to log "Discarding unparseable args" and "No
+    semi_persistent_directory found": warnings the pipeline caused, indistinguishable from real ones."""
+    write_jsonl(tmp_path / "pool.jsonl", [{"key": str(i), "text": f"a dog {i}"} for i in range(40)])
+    (tmp_path / "md.json").write_text('["dog"]')
+    argv = ["--input", "pool.jsonl", "--metadata", "md.json", "--output_dir", "out", "--report", "false"]
+    argv += ["--progress", "0", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    env = {**os.environ, "BALANCEBEAM_WARM_WORKERS": warm, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "beam_pipeline.curate", *argv]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
