@@ -257,8 +257,9 @@ def add_curation_arguments(parser, checked: bool = True) -> None:
         "--cache_dir",
         default=None,
         metavar="DIR|none",
-        help="local runs: keep the built automaton here (~130 MB per metadata list, the newest 3 kept) so that "
-        "the next run on the same metadata loads it in ~0.3 s instead of building it; none: build every time "
+        help="local runs: keep the built automaton here (~52 MB for a 500k-entry list with daachorse, ~132 MB "
+        "with pyahocorasick; the newest 3 kept) so that the next run on the same metadata loads it in ~0.1 s "
+        "(pyahocorasick: ~0.3 s) instead of building it; none: build every time "
         "(default: $BALANCEBEAM_CACHE_DIR, else ~/.cache/balancebeam)",
     )
 

@@ -15,8 +15,8 @@ import time
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
 
+from beam_pipeline.curation import runners
 from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
@@ -124,14 +124,11 @@ def _run_checked(
             if config.spill_dir
             else contextlib.nullcontext()
         )
-        with _quiet_beam_errors(config.strict), progress:
+        with _quiet_beam_errors(config.strict), progress, runners.quiet_sdist_build(options):
             result = pipeline.run()
             if not runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.
-                print(
-                    f"submitted to {options.view_as(StandardOptions).runner}; "
-                    f"stats.json in {config.output_dir} marks its end"
-                )
+                print(runners.submitted_line(options, config.output_dir))
                 return 0
             result.wait_until_finish()
     except Exception as error:  # only a --strict rejection is handled; anything else is raised again

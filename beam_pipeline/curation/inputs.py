@@ -18,10 +18,11 @@ from transforms.formats.layout import (
     InputError,
     InputLayout,
     infer_format,
+    listable_names,
     preset_fields,
 )
 from transforms.formats.readers import probe_columns, probe_layout
-from transforms.formats.tar import TXT_MEMBER, WEBDATASET, expand_braces
+from transforms.formats.tar import TXT_MEMBER, WEBDATASET
 
 # Webdataset shards are mostly image bytes: count ~1/64 of them as caption data.
 WEBDATASET_BYTES_PER_CAPTION_BYTE = 64
@@ -35,7 +36,7 @@ def resolve_inputs(globs: Sequence[str]) -> tuple[list[str], dict[str, int]]:
     """
     sizes: dict[str, int] = {}
     for pattern in globs:
-        names = expand_braces(pattern)
+        names = listable_names(pattern)
         missing = []
         for name in names:
             try:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Optional
+import subprocess
+from typing import Iterator, Optional
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
     PortableOptions,
+    SetupOptions,
     StandardOptions,
 )
 
@@ -37,12 +41,52 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        encoded = JobServiceHandle.encode_pipeline_options(_options_workers_parse(options))
+        _drop_beam_worker_warning()
         provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
         if worker_command is None:
             return fn_runner.FnApiRunner(provision_info=provision_info)
         return _worker_command_runner(fn_runner.FnApiRunner, worker_command)(provision_info=provision_info)
     return None
+
+
+def _options_workers_parse(options: PipelineOptions) -> dict:
+    """The options for the SDK workers: those Beam's own options classes parse back.
+
+    A worker parses them before it imports this pipeline's modules, so it knows none
+    of the curation flags (which its DoFns do not read: they carry their config), and
+    Beam writes a True boolean as `--NAME`, which no parser knows when NAME is the dest
+    of a `--no_NAME` flag (pipeline_type_check, direct_runner_use_stacked_bundle, True
+    by default). Each worker logged "Discarding unparseable args" for them and went on
+    without them, which is what leaving them out gives.
+    """
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        if cls.__module__.startswith("apache_beam."):
+            cls._add_argparse_args(parser)
+    known = {flag for action in parser._actions for flag in action.option_strings}
+    return {name: value for name, value in options.get_all_options().items() if f"--{name}" in known or value is False}
+
+
+class _NoMainSessionWarning(logging.Filter):
+    """Drops, from the workers' log as the launcher relays it, Beam's warning that a worker has no
+    staged main session (`No semi_persistent_directory found`, sdk_worker_main): a local
+    worker never has one, and this pipeline pickles no __main__ state for it to load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Worker: %s"
+            and bool(record.args)
+            and 'message: "No semi_persistent_directory found:' in str(record.args[0])
+        )
+
+
+def _drop_beam_worker_warning() -> None:
+    logger = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    if not any(isinstance(existing, _NoMainSessionWarning) for existing in logger.filters):
+        logger.addFilter(_NoMainSessionWarning())
 
 
 def forks_local_workers(options: PipelineOptions) -> bool:
@@ -84,6 +128,39 @@ def runs_here(options: PipelineOptions) -> bool:
     as a child of this process; all of them end when it exits.
     """
     return runner_name(options) not in ("dataflow", "testdataflow")
+
+
+def submitted_line(options: PipelineOptions, output_dir: str) -> str:
+    """What a run that does not wait says once pipeline.run() returns (a dry run submits nothing)."""
+    runner = options.view_as(StandardOptions).runner
+    if options.get_all_options().get("dry_run"):
+        return f"dry run: the job was translated for {runner}; nothing was submitted"
+    return f"submitted to {runner}; stats.json in {output_dir} marks its end"
+
+
+@contextlib.contextmanager
+def quiet_sdist_build(options: PipelineOptions) -> Iterator[None]:
+    """Beam's stager builds --setup_file's sdist with `python -m build`, then, failing that
+    (`build` is not a requirement), `python setup.py sdist`; the children's stderr went to the
+    terminal (`No module named build`) though the fallback works. Here it joins their stdout,
+    which Beam captures and shows only in the error of a build that fails. Only while a run
+    with --setup_file is submitted."""
+    from apache_beam.utils import processes
+
+    if options.view_as(SetupOptions).setup_file is None:
+        yield
+        return
+    check_output = processes.check_output
+
+    def with_stderr(*args, **kwargs):
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        return check_output(*args, **kwargs)
+
+    processes.check_output = with_stderr
+    try:
+        yield
+    finally:
+        processes.check_output = check_output
 
 
 def spills(options: PipelineOptions) -> bool:

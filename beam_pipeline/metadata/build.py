@@ -101,6 +101,17 @@ def _sources(args) -> Iterator[SourceEntries]:
         )
 
 
+def _why_none(block: dict) -> str:
+    """Why a source added no entry, from its sidecar block."""
+    if not block["selected"]:
+        return "(none passed the thresholds)"
+    if not block["dropped_empty_or_punctuation"]:
+        return "(all already in earlier sources)"
+    if not block["already_in_earlier_source"]:
+        return "(all empty or punctuation)"
+    return "(all empty, punctuation or already in earlier sources)"
+
+
 def build_command(args, _beam_args) -> int:
     args.wordnet = args.wordnet or bool(args.wordnet_dir)
     if not (args.wordnet or args.wiki_unigrams or args.wiki_bigrams or args.wiki_titles):
@@ -138,7 +149,7 @@ def build_command(args, _beam_args) -> int:
         first, size = block["first_id"], block["num_entries"]
         print(
             f"  {block['source']:<14} {size:>9,} entries  "
-            + (f"ids {first}..{first + size - 1}" if size else "(all already in earlier sources)")
+            + (f"ids {first}..{first + size - 1}" if size else _why_none(block))
         )
     never = [entry for entry in entries if not can_ever_match(entry)]
     if never:

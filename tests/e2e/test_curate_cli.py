@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -388,3 +389,43 @@ def test_duplicate_keys_are_a_warning_in_the_summary(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("warning: 1 records have the key of an earlier record (e.g. 'twice')")
     assert "WARNING" in captured.out and "--key_field" in captured.out
+
+
+@pytest.mark.parametrize(
+    "patterns, expected_files",
+    [
+        (["a/*.parquet", "b/*.parquet"], ["a/part-00000.parquet", "b/part-00000.parquet"]),
+        (["{a,b}/part-00000.parquet"], ["a/part-00000.parquet", "b/part-00000.parquet"]),
+        (["*/part-00000.parquet"], ["a/part-00000.parquet", "b/part-00000.parquet"]),  # no folder before the glob
+        (["*.parquet"], ["part-00000.parquet"]),  # from inside the pool's folder
+    ],
+)
+def test_relative_patterns_match_and_key_files_below_their_common_folder(
+    tmp_path, monkeypatch, patterns, expected_files
+):
+    """Relative --input patterns, as a user types them in the pool's folder (issue 34, items 2 and 3)."""
+    for folder in ("a", "b"):
+        _keyless_parquet(tmp_path / "pool" / folder / "part-00000.parquet", ["a dog", "a dog too"])
+    (tmp_path / "md.json").write_text('["dog"]')
+    monkeypatch.chdir(tmp_path / "pool" / ("a" if patterns == ["*.parquet"] else ""))
+    argv = [arg for pattern in patterns for arg in ("--input", pattern)]
+    common = ["--metadata", str(tmp_path / "md.json"), "--report", "false", "--output_dir", str(tmp_path / "out")]
+    assert curate.run(argv + common) == 0
+    keys = sorted(pq.read_table(tmp_path / "out" / "matches").column("key").to_pylist())
+    assert keys == sorted(f"{name}:{row}" for name in expected_files for row in (0, 1))
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["duplicate_keys"] == 0
+
+
+@pytest.mark.parametrize("warm", ["1", "0"])
+def test_multi_process_workers_log_no_beam_warning(tmp_path, warm):
+    """Each worker, warm or cold, used to log "Discarding unparseable args" and "No
+    semi_persistent_directory found": warnings the pipeline caused, indistinguishable from real ones."""
+    write_jsonl(tmp_path / "pool.jsonl", [{"key": str(i), "text": f"a dog {i}"} for i in range(40)])
+    (tmp_path / "md.json").write_text('["dog"]')
+    argv = ["--input", "pool.jsonl", "--metadata", "md.json", "--output_dir", "out", "--report", "false"]
+    argv += ["--progress", "0", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    env = {**os.environ, "BALANCEBEAM_WARM_WORKERS": warm, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "beam_pipeline.curate", *argv]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -251,7 +252,7 @@ def test_run_returns_without_waiting_for_a_dataflow_job(small_pool, tmp_path, mo
         remove_staging_directories(result)
     assert status == 0
     assert len(submitted) == 1 and attempts == []
-    assert "submitted to DataflowRunner" in printed.getvalue()
+    assert printed.getvalue() == "dry run: the job was translated for DataflowRunner; nothing was submitted\n"
     assert not (output_dir / "stats.json").exists()
 
 
@@ -299,3 +300,15 @@ def test_the_job_graph_does_not_grow_with_the_number_of_input_files(tmp_path):
     small = _translated_size(tmp_path / "pool_a", 10, tmp_path / "out_a")
     large = _translated_size(tmp_path / "pool_b", 2000, tmp_path / "out_b")
     assert abs(large - small) < 512, (small, large)
+
+
+def test_a_dry_run_says_nothing_was_submitted_and_nothing_else(small_pool, tmp_path):
+    """As a user runs it (issue 34, item 6): no 'submitted' line, and the sdist build's stderr
+    (`No module named build` before Beam falls back to `setup.py sdist`) stays out of the terminal."""
+    argv = dataflow_args(small_pool, tmp_path / "out")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the stager's sdist and pickles: removed with tmp_path
+    command = [sys.executable, "-m", "beam_pipeline.curate", *argv]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["dry run: the job was translated for DataflowRunner; nothing was submitted"]
+    assert run.stderr == ""

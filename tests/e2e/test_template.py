@@ -367,7 +367,7 @@ def test_a_flex_template_launch_submits_the_job_and_returns(tmp_path, monkeypatc
     finally:
         logging.getLogger().setLevel(root_level)
     assert exit_status.value.code == 0
-    assert "submitted to DataflowRunner" in printed.getvalue()
+    assert "translated for DataflowRunner; nothing was submitted" in printed.getvalue()
     (options,) = submitted
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert options.view_as(WorkerOptions).sdk_container_image == image

@@ -148,3 +148,19 @@ def test_a_list_checked_when_the_run_started_is_not_checked_again():
     with pytest.raises(MetadataError, match="duplicate"):
         parse_metadata(data, "m.json", checked_sha256="0" * 64)  # another list's digest: checked
     assert parse_metadata(data, "m.json", checked_sha256=hashlib.sha256(data).hexdigest()).entries == ["dog", "dog"]
+
+
+def test_build_says_why_a_source_added_no_entry(tmp_path, capsys):
+    """None selected (below --min_pmi) is not 'all already in earlier sources' (issue 34, item 8)."""
+    (tmp_path / "uni.txt").write_text("dog 100\ncat 100\nhot 100\n")
+    (tmp_path / "bi.txt").write_text("hot dog 1\n")  # PMI log2(1 * 300 / 10000) < 30
+    argv = ["build", "--wiki_unigrams", str(tmp_path / "uni.txt"), "--wiki_bigrams", str(tmp_path / "bi.txt")]
+    assert metadata.run(argv + ["--output", str(tmp_path / "m.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["wiki_bigrams", "0", "entries", "(none", "passed", "the", "thresholds)"]
+    # Every word a second time: the unigram source adds nothing new after the first.
+    (tmp_path / "more.txt").write_text("dog 100\n")
+    argv = ["build", "--wiki_unigrams", str(tmp_path / "more.txt"), "--wiki_titles", str(tmp_path / "t.txt")]
+    (tmp_path / "t.txt").write_text("dog 100\n")
+    assert metadata.run(argv + ["--output", str(tmp_path / "m2.json")]) == 0
+    assert "wiki_titles            0 entries  (all already in earlier sources)" in capsys.readouterr().out

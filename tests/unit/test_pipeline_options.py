@@ -43,3 +43,14 @@ def test_a_pipeline_built_with_it_is_the_same_graph():
         return sorted((t.unique_name, t.spec.urn) for t in transforms)
 
     assert graph(CachedViewsOptions(ARGV)) == graph(PipelineOptions(ARGV))
+
+
+def test_a_dataflow_run_says_submitted_and_a_dry_run_says_nothing_was():
+    from beam_pipeline.curation.runners import submitted_line
+
+    real = PipelineOptions(["--runner=DataflowRunner", "--project=p"])
+    assert submitted_line(real, "gs://b/out") == "submitted to DataflowRunner; stats.json in gs://b/out marks its end"
+    dry = PipelineOptions(["--runner=DataflowRunner", "--dry_run=True"])
+    assert (
+        submitted_line(dry, "gs://b/out") == "dry run: the job was translated for DataflowRunner; nothing was submitted"
+    )

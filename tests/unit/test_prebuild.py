@@ -234,3 +234,11 @@ def test_a_list_the_checks_refuse_is_never_written(tmp_path, capsys):
     assert curate.run(argv, prebuild.start(argv)) == 2
     assert "would corrupt entry ids" in capsys.readouterr().err
     assert not cache.exists() or not any(cache.glob("automaton-*"))
+
+
+def test_a_list_with_a_non_string_entry_ends_the_child_without_a_traceback(tmp_path, monkeypatch):
+    """The child cannot pad 7 as an entry: it leaves the one-line error to the run's checks (issue 34, 1)."""
+    path, _ = _metadata(tmp_path, ["dog", 7])
+    abandoned = []
+    assert _child(monkeypatch, ["--metadata", path], None, abandoned) == 0
+    assert not (tmp_path / "cache").exists()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from helpers import corrupt_row_group
 from transforms.formats.compression import decompressed
-from transforms.formats.layout import InputLayout, infer_format
+from transforms.formats.layout import InputLayout, fallback_key, infer_format, key_root, listable_names
 from transforms.formats.readers import probe_layout, read_caption_file
 from transforms.formats.rejections import (
     Rejection,
@@ -368,3 +368,33 @@ def test_parquet_with_arbitrary_bytes_in_string_columns_and_corruption_accounts_
         return
     assert footer_rows == len(cells) and not [r for r in rejections if r.reason == "unreadable_file"]
     assert _accounted(rows, rejections) == len(cells)
+
+
+@pytest.mark.parametrize(
+    "pattern, names",
+    [
+        ("*.parquet", ["./*.parquet"]),  # Beam lists the folder before the first wildcard: there is none
+        ("*/part-0.parquet", ["./*/part-0.parquet"]),
+        ("[ab].jsonl", ["./[ab].jsonl"]),
+        ("laion/*.parquet", ["laion/*.parquet"]),
+        ("{a,b}/part-0.parquet", ["a/part-0.parquet", "b/part-0.parquet"]),
+        ("{a,b}*.tar", ["./a*.tar", "./b*.tar"]),
+        ("./*.parquet", ["./*.parquet"]),
+        ("../pool/*.parquet", ["../pool/*.parquet"]),
+        ("/data/*.parquet", ["/data/*.parquet"]),
+        ("gs://bucket/*.parquet", ["gs://bucket/*.parquet"]),
+        ("part-0.parquet", ["part-0.parquet"]),
+    ],
+)
+def test_listable_names_anchor_a_relative_glob_without_a_folder(pattern, names):
+    assert listable_names(pattern) == names
+
+
+def test_default_keys_of_relative_paths_in_different_folders_keep_their_folders():
+    root = key_root(["a/part-0.parquet", "b/part-0.parquet"])
+    assert [fallback_key(p, 3, root) for p in ("a/part-0.parquet", "b/part-0.parquet")] == [
+        "a/part-0.parquet:3",
+        "b/part-0.parquet:3",
+    ]
+    assert fallback_key("gs://bucket/pool/00007.parquet", 0) == "00007.parquet:0"  # no root known: the file name
+    assert fallback_key("/data/a/x.parquet", 1, key_root(["/data/a/x.parquet", "/data/b/x.parquet"])) == "a/x.parquet:1"

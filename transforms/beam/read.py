@@ -17,10 +17,9 @@ from apache_beam.pvalue import PBegin, PCollection
 from transforms.beam import metrics
 from transforms.formats.compression import decompressed
 from transforms.formats.embeddings import EmbeddingSource, NpzEmbeddings, npz_path, split_missing_embeddings
-from transforms.formats.layout import InputLayout
+from transforms.formats.layout import InputLayout, listable_names
 from transforms.formats.readers import read_caption_file
 from transforms.formats.rejections import EMBEDDINGS_MISSING, UNREADABLE_FILE, Rejection, strict_error
-from transforms.formats.tar import expand_braces
 
 __all__ = ["Read", "ReadCaptions"]
 
@@ -177,7 +176,7 @@ class ReadCaptions(beam.PTransform):
         listed_files = (
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
-            | "ExpandBraces" >> beam.FlatMap(expand_braces)
+            | "ExpandBraces" >> beam.FlatMap(listable_names)
             | "MatchFiles" >> fileio.MatchAll()
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
             | "SortedPaths" >> beam.CombineGlobally(_SortedUnique())

@@ -19,7 +19,7 @@ from transforms.formats.rejections import (
     NULL_TEXT,
     TEXT_TOO_LONG,
 )
-from transforms.formats.tar import TXT_MEMBER, WEBDATASET
+from transforms.formats.tar import TXT_MEMBER, WEBDATASET, expand_braces
 
 FORMATS = ("jsonl", "parquet", "tsv", "csv", WEBDATASET)
 # The suffixes Beam's CompressionTypes.AUTO decompresses.
@@ -74,7 +74,7 @@ class InputLayout:
     batch_size: int = 4096
     # The folder every input is in (key_root): a record without a key gets the key
     # `<its file's path below this folder>:<row>`, unique across the inputs.
-    key_root: str = ""
+    key_root: Optional[str] = None  # None: not known, the file name
 
     @property
     def key_column(self) -> str:
@@ -112,10 +112,28 @@ def key_root(paths: Sequence[str]) -> str:
     return common[: common.rfind("/") + 1]
 
 
-def fallback_key(path: str, row: int, root: str = "") -> str:
+def listable_names(pattern: str) -> list[str]:
+    """The names an --input pattern spells (brace expansion), each as Beam's match can list it.
+
+    Beam lists the folder before a pattern's first wildcard, and a local relative glob
+    without one (`*.parquet`, `*/part-0.parquet`) would match nothing: it gets `./`.
+    """
+    names = expand_braces(pattern)
+    return ["./" + name if _glob_in_first_folder(name) else name for name in names]
+
+
+def _glob_in_first_folder(name: str) -> bool:
+    if "://" in name or name.startswith(("/", "./", "../")):
+        return False
+    wildcards = [i for i in (name.find(c) for c in "*?[") if i != -1]
+    return bool(wildcards) and "/" not in name[: min(wildcards)]
+
+
+def fallback_key(path: str, row: int, root: Optional[str] = None) -> str:
     """The key of a record without one: `<path below root>:<row number>` (the file name when root is
-    the file's own folder, or when the path is not below root)."""
-    name = path[len(root) :] if root and path.startswith(root) else posixpath.basename(path)
+    the file's own folder, None, or not above the path; the whole path when root is "", as for
+    relative paths in different folders, `a/part-0.parquet` and `b/part-0.parquet`)."""
+    name = path[len(root) :] if root is not None and path.startswith(root) else posixpath.basename(path)
     return f"{name}:{row}"
 
 
