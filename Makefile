@@ -51,7 +51,8 @@ test-e2e: setup system-deps
 
 # The integration tier (not part of `make test`): the real clients of the hand-off outputs
 # (img2dataset, webdataset 1.0.2 and 0.2.86, DataComp's uid search) on a pool served from
-# 127.0.0.1. img2dataset gets its own environment.
+# 127.0.0.1, and gs:// runs against a Cloud Storage emulator on 127.0.0.1 (tests/integration/test_gcs.py).
+# img2dataset and the emulator get their own environment.
 INTEGRATION_VENV := .venv-integration
 INTEGRATION_STAMP := $(INTEGRATION_VENV)/.installed-stamp
 OLD_WEBDATASET := .integration/webdataset-0.2.86
@@ -67,6 +68,7 @@ integration-setup: setup $(INTEGRATION_STAMP)
 
 test-integration: integration-setup
 	BALANCEBEAM_IMG2DATASET=$(INTEGRATION_VENV)/bin/img2dataset BALANCEBEAM_OLD_WEBDATASET=$(OLD_WEBDATASET) \
+		BALANCEBEAM_GCS_EMULATOR=$(INTEGRATION_VENV)/bin/gcp-storage-emulator \
 		$(BIN)/python -m pytest -q tests/integration --integration
 
 clean:

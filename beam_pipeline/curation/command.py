@@ -12,11 +12,12 @@ import logging
 import os
 import sys
 import time
+import traceback
 from typing import Optional, Sequence
 
 import apache_beam as beam
 
-from beam_pipeline.curation import runners
+from beam_pipeline.curation import runners, worker_failure
 from beam_pipeline.curation.config import CurationConfig, prepare
 from beam_pipeline.curation.graph import build_curation
 from beam_pipeline.curation.outputs import clear_outputs
@@ -111,7 +112,7 @@ def _run_checked(
         return _refused(error, early)
     clear_outputs(config.output_dir, config.reshard_dir)
     one_blas_thread_per_worker(options)
-    started = time.monotonic()
+    started, oom_before = time.monotonic(), worker_failure.oom_kills()
     builder = _prebuild_automaton(config, argv, early)
     try:
         runner = make_runner(options, worker_command=None if warm is None else warm.command)
@@ -124,17 +125,28 @@ def _run_checked(
             if config.spill_dir
             else contextlib.nullcontext()
         )
-        with _quiet_beam_errors(config.strict), progress, runners.quiet_sdist_build(options):
+        with (
+            _quiet_beam_errors(config.strict),
+            progress,
+            runners.quiet_sdist_build(options),
+            worker_failure.abort_on_worker_death(warm),
+        ):
             result = pipeline.run()
             if not runs_here(options):
                 # Dataflow: the job runs on in the service, without this process.
                 print(runners.submitted_line(options, config.output_dir))
                 return 0
             result.wait_until_finish()
-    except Exception as error:  # only a --strict rejection is handled; anything else is raised again
+    except (Exception, worker_failure.WorkerDied) as error:  # a --strict stop, a dead worker; else raised again
         message = strict_failure(error) if config.strict else None
         if message is None:
-            raise
+            message = worker_failure.message(error, _worker_deaths(warm, error), oom_before, worker_failure.oom_kills())
+            if message is None:
+                raise
+            traceback.print_exc()  # the full story above the one line
+            worker_failure.end_quietly(warm)
+            print(f"error: {message}", file=sys.stderr)
+            return worker_failure.EXIT_STATUS
         print(f"error: {message}", file=sys.stderr)
         return 1
     finally:
@@ -142,3 +154,10 @@ def _run_checked(
             builder.wait()  # long done when the workers needed its file
     print_summary(config, time.monotonic() - started)
     return 0
+
+
+def _worker_deaths(warm: Optional[warm_workers.WarmWorkers], error: Exception) -> list[tuple[int, int]]:
+    """The workers the warm process saw die; waited for a moment when Beam says it lost one."""
+    if warm is None:
+        return []
+    return warm.deaths(wait_seconds=2.0 if worker_failure.looks_like_a_lost_worker(error) else 0.2)

@@ -24,7 +24,7 @@ from transforms.filters.datacomp import FilterSpec
 from transforms.formats.embeddings import EmbeddingSource
 from transforms.formats.layout import InputLayout, key_root
 from transforms.metadata.lists import MetadataError
-from transforms.runtime.automaton_cache import default_cache_dir
+from transforms.runtime.automaton_cache import default_cache_dir, unsafe_reason
 from transforms.selection.stage import SelectSpec
 
 # Caption data (in memory, uncompressed) per output shard: a shard writer holds
@@ -163,4 +163,11 @@ def _mode(args: CurationArgs, layout: InputLayout) -> CurationMode:
 def _local_workers(args: CurationArgs) -> LocalWorkers:
     if args.cache_dir is not None and args.cache_dir.strip().lower() == "none":
         return LocalWorkers(cache_dir=None)
-    return LocalWorkers(cache_dir=args.cache_dir or default_cache_dir())
+    cache_dir = args.cache_dir or default_cache_dir()
+    unsafe = unsafe_reason(cache_dir)
+    if unsafe:
+        raise UsageError(
+            f"--cache_dir {cache_dir}: {unsafe}; the next run would load what another user put there. "
+            "Use a directory only you can write (chmod 700), or --cache_dir none"
+        )
+    return LocalWorkers(cache_dir=cache_dir)

@@ -194,3 +194,39 @@ def test_a_forked_workers_cpu_time_counts_in_the_launchers_children():
         """)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.split()[-1]) >= 0.95
+
+
+def test_the_warm_process_reports_each_worker_that_died_with_its_signal_or_status():
+    # The launcher's run fails with Beam's `Channel closed prematurely.`; the warm
+    # process, each worker's parent, is what knows that a signal ended it.
+    done = _script("""
+        import signal
+        def body(environment):
+            how = environment["HOW"]
+            if how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"clean": 0, "status": 5}[how]
+        warm = warm_workers.start(body=body)
+        for how in ("clean", "sigkill", "status"):
+            subprocess.run(warm.command, shell=True, env=dict(os.environ, HOW=how))
+        import time
+        deadline = time.monotonic() + 10
+        deaths = warm.deaths(wait_seconds=5)
+        while len(deaths) < 2 and time.monotonic() < deadline:  # each is reported once reaped
+            time.sleep(0.05)
+            deaths = warm.deaths()
+        print(json.dumps([[os.WIFSIGNALED(s) and os.WTERMSIG(s), os.WIFEXITED(s) and os.WEXITSTATUS(s)]
+                          for _, s in deaths]))
+        warm.close()
+        print(len(warm.deaths()))  # what was reported stays readable after close
+        """)
+    assert done.returncode == 0, done.stderr
+    reported, after_close = done.stdout.splitlines()
+    assert __import__("json").loads(reported) == [[9, False], [False, 5]]  # the clean exit is not a death
+    assert after_close == "2"
+
+
+def test_deaths_records_parse_and_skip_garbage():
+    from transforms.runtime.warm_workers import parse_deaths
+
+    assert parse_deaths(b"12 9\nnot a record\n13 256\n") == [(12, 9), (13, 256)]

@@ -13,8 +13,13 @@ new name; a file that does not load is rebuilt and replaced. One builder per
 file at a time (an exclusive lock file naming its host and process); the
 others wait for its file. The newest KEEP files are kept.
 
-The cache directory is the user's own (created 0700): files in it are
-unpickled, so it must not be writable by anyone else.
+The cache directory is the user's own (created 0700), and that is checked,
+as ssh checks its keys: a directory or file that another user owns or that
+group or others may write is refused (`unsafe_reason`: the command fails
+before any work, one line; a worker builds without the cache), since a file
+planted there would be loaded by the next run. And loading runs no code a
+file names: the unpickler only makes the few classes a matcher is made of
+(`_MatcherUnpickler`); any other name in a file makes it a foreign file, rebuilt.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import pickle
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -78,10 +84,83 @@ def cache_path(cache_dir: str, metadata_sha256: str, matcher: str = DAACHORSE) -
     return os.path.join(cache_dir, PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32] + SUFFIX)
 
 
+def _why_not_private(info: os.stat_result, what: str, path: str) -> Optional[str]:
+    if info.st_uid != os.geteuid():
+        return f"{what} {path} is owned by another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{what} {path} may be written by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def unsafe_reason(cache_dir: str) -> Optional[str]:
+    """Why `cache_dir` must not be used (someone else could put a file there), or None.
+
+    The directory, when it exists, must be the user's and writable by the user
+    only; each directory above it the user's or root's, and not writable by
+    others unless sticky (/tmp: no one may rename what another user owns in it).
+    A group-writable directory above is tolerated: a user's own group, on many
+    systems, by default.
+    """
+    path = os.path.realpath(cache_dir)
+    if os.path.lexists(path):
+        info = os.stat(path)
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{path} is not a directory"
+        reason = _why_not_private(info, "the directory", path)
+        if reason:
+            return reason
+    parent = os.path.dirname(path)
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(parent)
+            if info.st_uid not in (0, os.geteuid()):
+                return f"the directory {parent} above it is owned by another user (uid {info.st_uid})"
+            if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+                return (
+                    f"the directory {parent} above it may be written by anyone (mode {stat.S_IMODE(info.st_mode):04o})"
+                )
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
+
+
+# Every global a cached matcher's pickle names (protocol 5): the matcher, its automaton, numpy's arrays.
+_MATCHER_GLOBALS = frozenset(
+    {
+        ("transforms.core.matching", "EntryMatcher"),
+        ("daachorse", "DoubleArrayAhoCorasick"),
+        ("ahocorasick", "Automaton"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+class _MatcherUnpickler(pickle.Unpickler):
+    """Unpickles a matcher and nothing else: a file naming any other callable is refused, not run."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _MATCHER_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a matcher")
+        return super().find_class(module, name)
+
+
+def _open_private(path: str):
+    """`path` opened for reading if it is the user's own regular file, written by the user only."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    handle = os.fdopen(descriptor, "rb")
+    info = os.fstat(descriptor)  # the very file read, not a name that could be swapped meanwhile
+    reason = "it is not a regular file" if not stat.S_ISREG(info.st_mode) else _why_not_private(info, "it", path)
+    if reason:
+        handle.close()
+        raise PermissionError(reason)
+    return handle
+
+
 def _load(path: str, num_entries: Optional[int], matcher_name: str) -> Optional[EntryMatcher]:
     try:
-        with open(path, "rb") as handle:
-            matcher = pickle.load(handle)
+        with _open_private(path) as handle:
+            matcher = _MatcherUnpickler(handle).load()
     except FileNotFoundError:
         return None
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: rebuild it
@@ -188,6 +267,10 @@ def cached_matcher(
     it too; a builder that died or takes over WAIT_SECONDS is not waited for.
     """
     if not cache_dir:
+        return build()
+    unsafe = unsafe_reason(cache_dir)
+    if unsafe:  # the command refused it before any work; it has changed since
+        _LOGGER.warning("automaton cache %s not used: %s", cache_dir, unsafe)
         return build()
     path = cache_path(cache_dir, metadata_sha256, matcher)
     loaded = _load(path, num_entries, matcher)
