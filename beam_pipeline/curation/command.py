@@ -25,6 +25,7 @@ from beam_pipeline.curation.runners import forks_local_workers, make_runner, one
 from beam_pipeline.curation.summary import print_summary
 from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
+from beam_pipeline.stages.balance import MetaClipBalancing
 from transforms.beam.modes import MetaClip1
 from transforms.formats.rejections import strict_failure
 from transforms.runtime import automaton_cache, prebuild, warm_workers
@@ -50,7 +51,8 @@ def _prebuild_automaton(
     `early`: the child the command started for this run's --metadata before its
     imports; told where to write, or cancelled when there is nothing to build here.
     """
-    mode, local = config.mode, config.local
+    balancing, local = config.stage(MetaClipBalancing), config.local
+    mode = balancing.mode if balancing is not None else None
     wanted = (
         local is not None
         and bool(local.cache_dir)
@@ -120,7 +122,7 @@ def _run_checked(
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.
         progress = (
-            ProgressReporter(config.spill_dir, args.progress, balancing=config.mode is not None)
+            ProgressReporter(config.spill_dir, args.progress, balancing=config.stage(MetaClipBalancing) is not None)
             if config.spill_dir
             else contextlib.nullcontext()
         )
