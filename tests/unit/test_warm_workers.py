@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wa
 PRELUDE = f"""
 import atexit, json, os, subprocess, sys, threading
 sys.path.insert(0, {str(REPO)!r})
-from transforms.runtime import warm_workers
+from beam_pipeline.launcher import warm_workers
 """
 
 
@@ -161,7 +161,7 @@ def test_no_warm_process_beside_other_threads_or_when_switched_off():
 
 
 def test_a_relay_with_no_warm_process_starts_a_cold_worker(tmp_path):
-    relay = os.path.join(REPO, "transforms", "runtime", "worker_relay.py")
+    relay = os.path.join(REPO, "beam_pipeline", "launcher", "worker_relay.py")
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_SERVICE_DESCRIPTOR")}
     done = subprocess.run(
         [sys.executable, "-I", "-S", relay, str(tmp_path / "no-such-socket")],
