@@ -81,18 +81,18 @@ def curations(work: Path) -> dict[str, list[str]]:
     }
 
 
-def _run(checkout: Path, argv: list[str], out: Path) -> None:
+def _run(checkout: Path, argv: list[str], out: Path, python: Path) -> None:
     command = [
-        str(checkout / ".venv" / "bin" / "python"),
+        str(python),
         "-m",
         "beam_pipeline.curate",
         *argv,
         "--output_dir",
         str(out),
     ]
-    done = subprocess.run(
-        command, cwd=checkout, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}
-    )
+    # PYTHONPATH: the checkout's own modules, whatever the venv has installed (editable or not).
+    environment = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(checkout)}
+    done = subprocess.run(command, cwd=checkout, capture_output=True, text=True, env=environment)
     if done.returncode != 0:
         raise SystemExit(f"{checkout}: {' '.join(argv)}\nexit {done.returncode}\n{done.stderr[-3000:]}")
 
@@ -116,6 +116,13 @@ def differences(reference: Path, ours: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", required=True, type=Path, help="checkout of the reference commit (its .venv)")
+    parser.add_argument(
+        "--ours",
+        default=REPO,
+        type=Path,
+        help="the checkout to compare (default: this one; a `git archive` copy of a commit stays still while "
+        "this one is edited), run with this checkout's .venv",
+    )
     parser.add_argument("--work", required=True, type=Path, help="a scratch directory for pools and outputs")
     parser.add_argument("--only", default=None, help="comma-separated curation names (default: all)")
     parser.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated runners (default: all)")
@@ -127,9 +134,11 @@ def main() -> int:
         for runner in args.runners.split(","):
             argv = runs[name] + RUNNERS[runner]
             outs = {}
-            for side, checkout in (("reference", args.reference.resolve()), ("ours", REPO)):
+            sides = {"reference": args.reference.resolve(), "ours": args.ours.resolve()}
+            for side, checkout in sides.items():
                 outs[side] = args.work / "out" / f"{name}-{runner}-{side}"
-                _run(checkout, argv, outs[side])
+                venv = args.reference.resolve() if side == "reference" else REPO
+                _run(checkout, argv, outs[side], venv / ".venv" / "bin" / "python")
             differ = differences(outs["reference"], outs["ours"])
             compared = len(_files(outs["ours"]))
             print(
