@@ -33,8 +33,8 @@ from beam_pipeline.curation.outputs import (
 from beam_pipeline.report import write_report
 from beam_pipeline.stages.base import Stage
 from transforms.beam.filters import FILTERED_SCHEMA
-from transforms.beam.handoff.datacomp import WriteSubsetUids
 from transforms.beam.handoff.img2dataset import WriteImg2datasetShards
+from transforms.beam.handoff.subset_uids import WriteSubsetUids
 from transforms.beam.handoff.webdataset import WebdatasetHandoff
 from transforms.beam.read import Read, ReadCaptions
 from transforms.beam.sink import ShardedOutput, WriteShards

@@ -1,7 +1,7 @@
 """DataComp's filters through the command line, against an independent per-row reference.
 
 The pool is generated (tests/datacomp_pool.py: parquet + npz, edge cases planted); the
-reference (tests/datacomp_reference.py) is plain Python written from selection-spec.md,
+reference (tests/datacomp_reference.py) is plain Python written from docs/datacomp.md,
 sharing no code with the pipeline. Every kept set must be identical.
 """
 
