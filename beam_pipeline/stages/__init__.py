@@ -15,8 +15,10 @@ from beam_pipeline.stages.balance import MetaClipBalancing, NoBalancing
 from beam_pipeline.stages.base import Stage, StageInputs
 from beam_pipeline.stages.datacomp_filters import DataCompFiltering
 from beam_pipeline.stages.selection import CovarianceSelection
+from beam_pipeline.stages.where import Where
 
 STAGES: tuple[type[Stage], ...] = (
+    Where,
     DataCompFiltering,
     MetaClipBalancing,
     NoBalancing,
