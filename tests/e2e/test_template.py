@@ -84,6 +84,7 @@ SAMPLE_VALUES = {
     "text_embedding_key": "l14_txt",
     "centroids": "gs://bucket/l14_centroids.npy",
     "target_clusters": "gs://bucket/in1k_clusters.txt",
+    "allow_uids": "gs://bucket/datacomp_1b_uids.npy",
     "where": "aesthetic > 7",
     "select": "covariance",
     "select_fraction": "0.5",
