@@ -8,7 +8,7 @@ built; a failed check prints one line and exits with status 2. The run itself
 is in beam_pipeline/curation/, one concern a module (command.py runs it).
 
 This module imports no Beam at load: `main` first starts the automaton build of
-a local --metadata file (transforms.runtime.prebuild), which then runs during
+a local --metadata file (beam_pipeline.launcher.prebuild), which then runs during
 the ~1 s the launcher spends importing Beam and the pipeline's modules.
 """
 
@@ -18,7 +18,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from transforms.runtime import prebuild, quick_exit
+from beam_pipeline.launcher import prebuild
+from transforms.runtime import quick_exit
 
 
 def run(argv: Optional[Sequence[str]] = None, early: Optional[prebuild.Prebuild] = None) -> int:

@@ -11,6 +11,10 @@ from typing import Callable, Optional
 HANDOFFS = ("webdataset", "datacomp", "img2dataset")
 
 
+class UsageError(ValueError):
+    """A bad option, input or metadata file: one line, exit status 2, no traceback."""
+
+
 class BadValue(Exception):
     """Raised by the value checks below. Not a ValueError on purpose: argparse would turn
     one into its own "invalid value" message; this one reaches parse_curation_args as is."""

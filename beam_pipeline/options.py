@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline.option_checks import (
     BadValue,
+    UsageError,
     boolean,
     column_names,
     handoff_list,
@@ -24,16 +25,13 @@ from beam_pipeline.option_checks import (
     non_blank,
     seconds,
 )
-from beam_pipeline.stage_options import StageArgs, add_stage_arguments, check_stage_combinations, expand_recipe
+from beam_pipeline.stage_options import add_stage_arguments, expand_recipe
+from beam_pipeline.stages import check_stage_arguments
 from transforms.core.matching import MATCHERS, PYAHOCORASICK
 from transforms.formats.layout import FORMATS, PRESETS
 
 MODES = ("metaclip1", "metaclip2")
 DEFAULT_SAMPLES_PER_SHARD = 10000
-
-
-class UsageError(ValueError):
-    """A bad option, input or metadata file: one line, exit status 2, no traceback."""
 
 
 def add_curation_arguments(parser, checked: bool = True) -> None:
@@ -327,7 +325,8 @@ class CurationArgs:
     handoff: Optional[tuple[str, ...]]  # None: auto
     reshard_dir: Optional[str]
     samples_per_shard: int
-    stages: StageArgs = StageArgs()  # filters, --balance, --recipe (beam_pipeline.stage_options)
+    # Every option, as parsed: what the stages read (beam_pipeline/stages/, each its own flags).
+    flags: argparse.Namespace = dataclasses.field(default_factory=argparse.Namespace, compare=False)
 
 
 # Documentation only: shown in --help, still parsed by Beam itself.
@@ -395,18 +394,8 @@ _WORLDWIDE_ONLY = ("lang_field", "language_map")
 
 
 def _check_combinations(args: argparse.Namespace) -> None:
-    """What no single flag can check: required options, and options that only mean something in one mode."""
-    if not args.input:
-        raise UsageError("--input is required: the caption files to curate")
-    if args.balance == "none":
-        for name in ("metadata", "target_size"):
-            if getattr(args, name) is not None:
-                raise UsageError(f"--{name} is for MetaCLIP balancing; this run is --balance none{_recipe_hint(args)}")
-        if args.mode != "metaclip1" or args.matcher is not None:
-            name = "mode" if args.mode != "metaclip1" else "matcher"
-            raise UsageError(f"--{name} is for MetaCLIP balancing; this run is --balance none{_recipe_hint(args)}")
-    elif not args.metadata:
-        raise UsageError("--metadata is required: a JSON list of entry strings (or --balance none)")
+    """What no single flag can check: required options, and options that only mean something in one mode
+    (the stages check their own: beam_pipeline.stages.check_stage_arguments)."""
     if not args.output_dir:
         raise UsageError("--output_dir is required")
     if args.mode == "metaclip1":
@@ -423,12 +412,6 @@ def _check_combinations(args: argparse.Namespace) -> None:
         raise UsageError("--target_size is not supported with --mode metaclip2 yet: set --threshold (English's t)")
     elif args.matcher not in (None, PYAHOCORASICK):
         raise UsageError(f"--matcher {args.matcher}: --mode metaclip2 matches with pyahocorasick only")
-
-
-def _recipe_hint(args) -> str:
-    if not args.recipe:
-        return ""
-    return f" (--recipe {args.recipe} implies it: add --balance metaclip to balance the filtered pool)"
 
 
 def _refuse_unknown_flags(rest: Sequence[str]) -> None:
@@ -449,11 +432,14 @@ def parse_curation_args(argv: Optional[Sequence[str]]) -> tuple[CurationArgs, li
     try:
         args, rest = curation_parser().parse_known_args(expand_recipe(argv or []))
         _refuse_unknown_flags(rest)
-        check_stage_combinations(args)
+        if not args.input:
+            raise UsageError("--input is required: the caption files to curate")
+        check_stage_arguments(args)
         _check_combinations(args)
     except BadValue as error:
         raise UsageError(str(error)) from None
     args.input = tuple(args.input)
     args.default_language = args.default_language.strip()
-    args.stages = StageArgs.from_namespace(args)
-    return CurationArgs(**{field.name: getattr(args, field.name) for field in dataclasses.fields(CurationArgs)}), rest
+    named = [field.name for field in dataclasses.fields(CurationArgs) if field.name != "flags"]
+    values = {name: getattr(args, name) for name in named}
+    return CurationArgs(**values, flags=args), rest

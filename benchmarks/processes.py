@@ -24,8 +24,8 @@ from typing import Callable, Optional, Sequence
 
 import psutil
 
+from beam_pipeline.launcher.warm_workers import WARM_PROCESS_NAME, WORKER_PROCESS_NAME
 from transforms.runtime.quick_exit import SDK_WORKER_MODULE
-from transforms.runtime.warm_workers import WARM_PROCESS_NAME, WORKER_PROCESS_NAME
 
 MIB = 1 << 20
 
@@ -36,7 +36,7 @@ MIB = 1 << 20
 def process_role(cmdline: Sequence[str], is_root: bool, name: str = "") -> str:
     """'main' for the command itself, 'sdk_worker' for a Beam SDK worker process,
     'shell' for a /bin/sh wrapper or the relay of a forked worker, 'warm' for the
-    process that forks them (transforms.runtime.warm_workers), else 'other'."""
+    process that forks them (beam_pipeline.launcher.warm_workers), else 'other'."""
     if is_root:
         return "main"
     if name == WORKER_PROCESS_NAME:

@@ -36,7 +36,7 @@ class _ChildSampler:
 
     The sampling runs in a process of its own, not in a thread: the command forks
     its warm worker process only while the launcher runs a single thread
-    (transforms.runtime.warm_workers), and should run here as it runs for a user.
+    (beam_pipeline.launcher.warm_workers), and should run here as it runs for a user.
     """
 
     def __init__(self):
@@ -135,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     curate_args = args.curate_args[1:] if args.curate_args[:1] == ["--"] else args.curate_args
     from beam_pipeline import curate
-    from transforms.runtime import prebuild
+    from beam_pipeline.launcher import prebuild
 
     sampler = _ChildSampler()
     timer = StageTimer(sampler)

@@ -1,4 +1,4 @@
-"""An independent, slow, obviously-right cross-covariance selection (selection-spec.md, section 3).
+"""An independent, slow, obviously-right cross-covariance selection (docs/selection.md).
 
 Written from the spec in plain numpy and Python with no import from `transforms`, for the
 unit and pipeline tests to compare the package against. It follows the package's

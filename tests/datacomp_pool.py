@@ -3,7 +3,7 @@
 `write_pool` writes parquet shards (the DataComp metadata columns) with their embeddings
 (a same-named `.npz`, or fixed-size-list columns of the parquet), and the user assets
 DataComp downloads: pool centroids, target clusters, ImageNet-1k-like features and an
-ImageNet-21k-like wnid list. The data is planted to exercise docs/selection-spec.md §2:
+ImageNet-21k-like wnid list. The data is planted to exercise docs/datacomp.md, "The rules":
 captions at the word/character/token-count edges, odd white space, non-English text,
 image sizes at 199/200 and aspect 3.0, exact score ties around the 30% threshold, NaN
 scores, centroids of different norms (L2-nearest differs from the inner-product argmax)

@@ -1,4 +1,4 @@
-"""An independent per-row reference of DataComp's filters (docs/selection-spec.md §2).
+"""An independent per-row reference of DataComp's filters (docs/datacomp.md, "The rules").
 
 Plain Python and numpy, one row at a time, written from the spec: it imports nothing
 from the project (`transforms`, `beam_pipeline`), so that a test comparing the pipeline

@@ -2,7 +2,7 @@
 
 What options alone cannot tell: which hand-offs the input allows, whether its keys
 are DataComp uids, whether the output and reshard directories may be written, and
-whether metaclip2's language options fit the input.
+(Each stage checks its own flags: beam_pipeline/stages/.)
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.curation.outputs import STATS_JSON
 from beam_pipeline.options import CurationArgs, UsageError
+from beam_pipeline.stages import worker_path_flags
 from transforms.beam.io import glob_paths, open_input
-from transforms.beam.modes import WorldwideSettings
 from transforms.core.columns import KEY
 from transforms.formats.layout import InputLayout
 from transforms.formats.readers import read_caption_file
 from transforms.formats.tar import WEBDATASET
 from transforms.handoff.reshard import MANIFEST, RESHARD_MARKER
 from transforms.handoff.uids import UidError, check_uids
-from transforms.worldwide.language_id import language_identifier
-from transforms.worldwide.language_map import LanguageMap
 
 
 def handoffs(args: CurationArgs, fmt: str, layout: InputLayout) -> frozenset:
@@ -124,34 +122,9 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         )
 
 
-def worldwide_settings(args: CurationArgs, layout: InputLayout) -> WorldwideSettings:
-    """--mode metaclip2's language options, checked (the language-id model is loaded now)."""
-    if args.lang_field is not None and args.lang_field not in [name for name, _ in layout.passthrough]:
-        fields = ", ".join(name for name, _ in layout.passthrough) or "none besides key and text"
-        raise UsageError(f"--lang_field {args.lang_field!r} is not a field of the input (its fields: {fields})")
-    language_map = args.language_map
-    if language_map is not None and "=" not in language_map and not language_map.lstrip().startswith("{"):
-        try:
-            with FileSystems.open(language_map, compression_type="uncompressed") as handle:
-                language_map = handle.read().decode("utf-8")
-        except Exception as error:  # noqa: BLE001 - one clear line
-            raise UsageError(
-                f"--language_map {args.language_map!r} is neither A=B pairs nor a readable JSON file: {error}"
-            ) from None
-    try:
-        LanguageMap.parse(language_map)
-        identifier = language_identifier(args.language_id, args.lang_field)
-        if identifier is not None:
-            identifier.load()
-    except (ValueError, ImportError) as error:
-        raise UsageError(f"{error}") from None
-    return WorldwideSettings(args.lang_field, args.language_id, language_map, args.default_language)
-
-
 # Flags whose files the Dataflow workers (or the service) read: they must name a filesystem
 # the workers can reach. --imagenet_wnids is read here, before the run, and may stay local.
 WORKER_PATH_FLAGS = ("input", "metadata", "output_dir", "reshard_dir")
-WORKER_STAGE_PATH_FLAGS = ("lid_model", "centroids", "target_clusters", "class_embeddings")
 
 
 def check_remote_paths(args: CurationArgs, runner: str, dry_run: bool) -> None:
@@ -162,7 +135,7 @@ def check_remote_paths(args: CurationArgs, runner: str, dry_run: bool) -> None:
     if runner not in ("dataflow", "testdataflow") or dry_run:
         return
     named = [(flag, value) for flag in WORKER_PATH_FLAGS for value in _values(getattr(args, flag))]
-    named += [(flag, value) for flag in WORKER_STAGE_PATH_FLAGS for value in _values(getattr(args.stages, flag))]
+    named += [(flag, value) for flag in worker_path_flags() for value in _values(getattr(args.flags, flag))]
     for flag, value in named:
         if "://" not in value:
             raise UsageError(

@@ -24,11 +24,13 @@ from beam_pipeline.curation.outputs import clear_outputs
 from beam_pipeline.curation.pipeline_options import CachedViewsOptions
 from beam_pipeline.curation.runners import forks_local_workers, make_runner, one_blas_thread_per_worker, runs_here
 from beam_pipeline.curation.summary import print_summary
+from beam_pipeline.launcher import prebuild, warm_workers
 from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
+from beam_pipeline.stages.balance import MetaClipBalancing
 from transforms.beam.modes import MetaClip1
 from transforms.formats.rejections import strict_failure
-from transforms.runtime import automaton_cache, prebuild, warm_workers
+from transforms.runtime import automaton_cache
 
 
 @contextlib.contextmanager
@@ -46,12 +48,13 @@ def _quiet_beam_errors(quiet: bool):
 def _prebuild_automaton(
     config: CurationConfig, argv: Sequence[str], early: Optional[prebuild.Prebuild]
 ) -> Optional[prebuild.Prebuild]:
-    """Local metaclip1 runs with a cache: build the automaton while the run starts (transforms.runtime.prebuild).
+    """Local metaclip1 runs with a cache: build the automaton while the run starts (beam_pipeline.launcher.prebuild).
 
     `early`: the child the command started for this run's --metadata before its
     imports; told where to write, or cancelled when there is nothing to build here.
     """
-    mode, local = config.mode, config.local
+    balancing, local = config.stage(MetaClipBalancing), config.local
+    mode = balancing.mode if balancing is not None else None
     wanted = (
         local is not None
         and bool(local.cache_dir)
@@ -121,7 +124,7 @@ def _run_checked(
         # Beam logs a failing step's traceback before raising; a --strict stop is
         # a finding about the data, told in one line below.
         progress = (
-            ProgressReporter(config.spill_dir, args.progress, balancing=config.mode is not None)
+            ProgressReporter(config.spill_dir, args.progress, balancing=config.stage(MetaClipBalancing) is not None)
             if config.spill_dir
             else contextlib.nullcontext()
         )

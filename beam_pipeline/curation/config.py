@@ -11,21 +11,18 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipeline.curation import checks, inputs, stage_checks
+from beam_pipeline.curation import checks, inputs
 from beam_pipeline.curation.outputs import SPILL_DIR
 from beam_pipeline.curation.runners import runner_name, spills
 from beam_pipeline.options import CurationArgs, UsageError
+from beam_pipeline.stages import configure_stages, wanted_embeddings
+from beam_pipeline.stages.assets import embedding_width
+from beam_pipeline.stages.base import RunContext, Stage, StageInputs
 from transforms.beam.match import LocalWorkers
-from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2
 from transforms.core.columns import KEY, TEXT
-from transforms.core.matching import DAACHORSE
-from transforms.core.stats import filter_run_figures
-from transforms.filters.datacomp import FilterSpec
 from transforms.formats.embeddings import EmbeddingSource
 from transforms.formats.layout import InputLayout, key_root
-from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import default_cache_dir, unsafe_reason
-from transforms.selection.stage import SelectSpec
 
 # Caption data (in memory, uncompressed) per output shard: a shard writer holds
 # its shard and sorts it (transforms.formats.input_size).
@@ -38,7 +35,7 @@ class CurationConfig:
 
     paths: tuple[str, ...]  # every input file, sorted, as listed before the run
     layout: InputLayout
-    mode: Optional[CurationMode]  # metaclip1 or metaclip2; None: --balance none (no MetaCLIP balancing)
+    stages: tuple[Stage, ...]  # the chain, checked, in order (beam_pipeline/stages/)
     threshold: int
     seed: int
     output_dir: str
@@ -51,19 +48,13 @@ class CurationConfig:
     # Where batches wait between passes on engines that would hold them in memory.
     spill_dir: Optional[str] = None
     strict: bool = False
-    target_size: Optional[int] = None
     report: bool = True
     # Engines whose worker processes run on this machine: the automaton cache.
     local: Optional[LocalWorkers] = None
-    # DataComp filters before balancing (None: no filter stage); where the embeddings are;
-    # the image filter's target clusters when given as ids (else computed from features).
-    filters: Optional[FilterSpec] = None
+    # The CLIP embeddings the stages read, attached to each batch by ReadCaptions (None: none).
     embeddings: Optional[EmbeddingSource] = None
-    target_clusters: Optional[tuple] = None
     # The --input values: the pipeline lists the files from them again (transforms.beam.read).
     input_patterns: tuple[str, ...] = ()
-    # Cross-covariance selection after balancing (None: no selection stage).
-    select: Optional[SelectSpec] = None
 
     @property
     def subset_schema(self) -> pa.Schema:
@@ -79,22 +70,15 @@ class CurationConfig:
     def output(self, *parts: str) -> str:
         return FileSystems.join(self.output_dir, *parts)
 
-    def run_figures(self) -> dict:
-        files = {"input_files": len(self.paths), "num_shards": self.num_shards}
-        if self.mode is None:  # --balance none
-            figures = {"balance": "none", **files}
-            if self.select is not None:
-                figures["seed"] = self.seed  # the selection's tie keys depend on it
-        else:  # keys in the order stats.json has always had them
-            figures = {
-                "threshold": self.threshold,
-                "seed": self.seed,
-                **files,
-                "metadata_sha256": self.mode.metadata_sha256,
-                "mode": self.mode.name,
-                **({"target_size": self.target_size} if self.target_size is not None else {}),
-            }
-        return {**figures, **filter_run_figures(self.filters)} if self.filters else figures
+    def run_context(self) -> RunContext:
+        """What the stages may use of the run."""
+        return RunContext(
+            self.output_dir, self.num_shards, self.seed, self.spill_dir, self.shards_spill_dir, self.local, self.output
+        )
+
+    def stage(self, kind: type) -> Optional[Stage]:
+        """The run's stage of class `kind`, or None when the run has none."""
+        return next((stage for stage in self.stages if isinstance(stage, kind)), None)
 
 
 def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
@@ -118,8 +102,8 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
     handoff = checks.handoffs(args, fmt, layout)
     if "datacomp" in handoff:
         checks.check_uid_keys(paths, layout)
-    stages = stage_checks.stages_of(args.stages, layout, paths, args.seed)
-    mode = _mode(args, layout) if args.stages.balance == "metaclip" else None
+    embeddings, width = _embeddings(args.flags, layout, paths)
+    stages = configure_stages(args.flags, StageInputs(layout, tuple(paths), args.seed, embeddings, width))
     if args.reshard_dir is not None:
         checks.check_reshard_dir(args.reshard_dir, paths, args.output_dir, args.overwrite)
     checks.check_output_dir(args.output_dir, args.overwrite)
@@ -128,7 +112,7 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
     return CurationConfig(
         paths=tuple(paths),
         layout=layout,
-        mode=mode,
+        stages=stages,
         threshold=args.threshold,
         seed=args.seed,
         output_dir=args.output_dir,
@@ -141,23 +125,24 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         spill_dir=FileSystems.join(args.output_dir, SPILL_DIR) if local else None,
         local=_local_workers(args) if local else None,
         strict=args.strict,
-        target_size=args.target_size,
         report=args.report,
-        filters=stages.filters,
-        embeddings=stages.embeddings,
-        target_clusters=stages.target_clusters,
-        select=stages.select,
+        embeddings=embeddings,
         input_patterns=tuple(args.input),
     )
 
 
-def _mode(args: CurationArgs, layout: InputLayout) -> CurationMode:
-    try:
-        if args.mode == "metaclip2":
-            return dataclasses.replace(MetaClip2.load(args.metadata), settings=checks.worldwide_settings(args, layout))
-        return MetaClip1.load(args.metadata, args.matcher or DAACHORSE)
-    except MetadataError as error:
-        raise UsageError(str(error)) from None
+def _embeddings(flags, layout: InputLayout, paths) -> tuple[Optional[EmbeddingSource], int]:
+    """(where the CLIP embeddings the stages read are, the image embeddings' width d), or (None, 0)."""
+    names = wanted_embeddings(flags)
+    if not names:
+        return None, 0
+    if layout.format != "parquet":
+        raise UsageError(
+            f"CLIP embeddings are read beside parquet shards (DataComp's pools); the input is {layout.format}"
+        )
+    kind = flags.embeddings or "npz"
+    widths = [embedding_width(kind, layout, paths, name) for name in names]
+    return EmbeddingSource(kind, names), widths[0]
 
 
 def _local_workers(args: CurationArgs) -> LocalWorkers:

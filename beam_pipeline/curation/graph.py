@@ -1,19 +1,15 @@
-"""The curation's pipeline graph: a chain of stages over record batches, then stats.json and the report.
+"""The curation's pipeline graph: ReadCaptions, the run's stages in order, the writers, stats.json, the report.
 
     ReadCaptions      files -> Read(batches, rejected, listed_files)            transforms.beam.read
-    Filter            batches -> Filtered(kept batches, filtered, threshold)    transforms.beam.filters (--filter)
-    Balance           batches -> Balanced(batches + keep flag, counts, plan)    transforms.beam.balance
-                      (KeepAll with --balance none: every record kept, no counts)
-    Select            batches -> Selected(batches, keep flag narrowed; figures)  transforms.beam.select (--select)
-    WriteOutputs      balanced batches -> every output but stats.json           (below)
+    each stage        batches -> StageOutput(batches, figures, dropped)        beam_pipeline/stages/
+                      (Filter, Balance, Select ...: the registry's order, those the flags ask for)
+    WriteOutputs      the final batches -> every output but stats.json           (below)
     WriteStats        stats.json, after every other output: it marks a finished run
     WriteReport...    report.html and plots, from the written outputs; beside it, the spill
                       directory removed
 
-Each stage is a PTransform over record batches with a typed `expand`; a new stage
-(DataComp filters before Balance, a selection after it) is one more line in
-`build_curation` and its own outputs in WriteOutputs and stats.json
-(docs/architecture.md).
+The graph knows no stage by name: a new stage is a module and a line in
+beam_pipeline/stages/__init__.py (docs/architecture.md, "Adding a stage").
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.pvalue import PCollection
 
@@ -36,36 +31,57 @@ from beam_pipeline.curation.outputs import (
     SUBSET_UIDS,
 )
 from beam_pipeline.report import write_report
-from transforms.beam.balance import Balanced, KeepAll, MetaClipBalance
-from transforms.beam.filters import FILTERED_SCHEMA, DataCompFilters, Filtered
-from transforms.beam.handoff.datacomp import WriteSubsetUids
+from beam_pipeline.stages.base import Stage
+from transforms.beam.filters import FILTERED_SCHEMA
 from transforms.beam.handoff.img2dataset import WriteImg2datasetShards
+from transforms.beam.handoff.subset_uids import WriteSubsetUids
 from transforms.beam.handoff.webdataset import WebdatasetHandoff
 from transforms.beam.read import Read, ReadCaptions
-from transforms.beam.report_data import ExpectedSizes, KeptEntryCounts, ReportFigures
-from transforms.beam.select import CovarianceSelect, Selected
 from transforms.beam.sink import ShardedOutput, WriteShards
 from transforms.beam.spill import delete_spill_dir
 from transforms.beam.stats import SumFigures
 from transforms.beam.write import (
     ParquetShards,
     WriteJsonFile,
-    WriteJsonFiles,
     WriteJsonLinesShards,
     WriteParquetShards,
 )
-from transforms.core.expected_size import threshold_grid
-from transforms.core.report_figures import figures_document, size_table
 from transforms.core.stats import (
-    batch_figures,
     duplicate_figures,
     filtered_figures,
     kept_figures,
+    merge_sections,
     rejection_figures,
-    stats_document,
+    run_sections,
 )
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.handoff.reshard import key_files_need_index
+
+
+class Chain(NamedTuple):
+    """The stages a run applied, each with what it handed on, and the batches at the end."""
+
+    applied: list  # [(Stage, StageOutput)], in order
+    final: PCollection  # [pa.RecordBatch]: the batches after the last stage, keep flag set
+    dropped: Optional[PCollection]  # [pa.RecordBatch]: key, filter of every record a stage dropped (None: none)
+
+
+def apply_stages(batches: PCollection, config: CurationConfig) -> Chain:
+    """Each configured stage on the batches the one before handed on."""
+    run = config.run_context()
+    # The embedding columns travel only as far as the last stage that reads them.
+    readers = [i for i, stage in enumerate(config.stages) if stage.embedding_keys]
+    applied = []
+    for i, stage in enumerate(config.stages):
+        output = stage.apply(batches, run)
+        applied.append((stage, output))
+        batches = output.batches
+        if config.embeddings is not None and readers and i == readers[-1] and i < len(config.stages) - 1:
+            batches = batches | "DropEmbeddings" >> beam.Map(without_npz_embeddings)
+    dropped = [output.dropped for _, output in applied if output.dropped is not None]
+    if len(dropped) > 1:
+        dropped = [tuple(dropped) | "AllDropped" >> beam.Flatten()]
+    return Chain(applied, batches, dropped[0] if dropped else None)
 
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
@@ -73,25 +89,9 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
     read = pipeline | "ReadCaptions" >> ReadCaptions(
         config.input_patterns, config.layout, strict=config.strict, embeddings=config.embeddings
     )
-    batches, filtered = read.batches, None
-    if config.filters is not None:
-        targets = config.target_clusters and np.asarray(config.target_clusters, dtype=np.int64)
-        filtered = batches | "Filter" >> DataCompFilters(config.filters, targets)
-        batches = filtered.batches
-        if config.select is None and config.embeddings is not None:
-            batches = batches | "DropEmbeddings" >> beam.Map(without_npz_embeddings)
-    if config.mode is None:
-        balanced = batches | "Balance" >> KeepAll()
-    else:
-        balanced = batches | "Balance" >> MetaClipBalance(
-            config.mode, config.threshold, config.seed, config.target_size, config.spill_dir, config.local
-        )
-    final, selected = balanced.batches, None
-    if config.select is not None:
-        selected = final | "Select" >> CovarianceSelect(config.select)
-        final = selected.batches
-    written = final | "WriteOutputs" >> WriteOutputs(config, read, balanced, filtered)
-    stats = _write_stats(pipeline, config, read, final, balanced, written, filtered, selected)
+    chain = apply_stages(read.batches, config)
+    written = chain.final | "WriteOutputs" >> WriteOutputs(config, read, chain)
+    stats = _write_stats(pipeline, config, read, chain, written)
     # After stats.json, two independent tasks: the report (it reads stats.json; a failed
     # report leaves a finished run, and `python -m beam_pipeline.report OUTPUT_DIR` writes
     # it again) and removing the spill directory (~0.8 s for the 2.7 GB of a 4M-caption
@@ -106,64 +106,60 @@ def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
             | "SpreadFinishingTasks" >> beam.Reshuffle()
             | "WriteReportDeleteSpill" >> beam.Map(_run_finishing_task)
         )
-    return {
-        "batches": read.batches,
-        "rejected": read.rejected,
-        "counts": balanced.counts,
-        "sampled": balanced.batches,
-        "stats": stats,
-    }
+    return {"batches": read.batches, "rejected": read.rejected, "final": chain.final, "stats": stats}
 
 
 class Written(NamedTuple):
     """What the write stage hands on: the outputs to wait for, and what the writers found."""
 
     files: list  # PCollections whose completion means an output is written (stats.json's `after`)
-    duplicates: PCollection  # [dict]: repeated keys per matches/ shard
+    duplicates: PCollection  # [dict]: repeated keys per shard of the first sharded output
 
 
 class WriteOutputs(beam.PTransform):
     """The write stage: every output of a run but stats.json and the report.
 
-    In: the balanced batches (keep flag set). Out: `Written`. The counts and plan
-    (entry_counts.json, figures.json) and the rejections come from the stages
-    that made them (`read`, `balanced`).
+    In: the final batches (keep flag set). Out: `Written`. subset/ and the sharded outputs
+    of the stages (matches/) in one shuffle, rejected/ from ReadCaptions, filtered/ from
+    the stages that drop records, the hand-offs, and each stage's own files.
     """
 
-    def __init__(self, config: CurationConfig, read: Read, balanced: Balanced, filtered: Optional[Filtered] = None):
+    def __init__(self, config: CurationConfig, read: Read, chain: Chain):
         super().__init__()
         self._config = config
         self._read = read
-        self._balanced = balanced
-        self._filtered = filtered
+        self._chain = chain
 
-    def expand(self, sampled: PCollection[pa.RecordBatch]) -> Written:
-        config, mode = self._config, self._config.mode
-        files = []
-        subset_format = ParquetShards(config.subset_schema, kept_only=True)
-        if mode is None:
-            shards = sampled | "WriteSubset" >> WriteShards(
-                config.output("subset"), config.num_shards, subset_format, config.shards_spill_dir, "WriteSubset"
-            )
-        else:  # MetaCLIP balancing: the match index too, both in one stage; its shards report repeated keys
-            shards = sampled | "WriteMatchesAndSubset" >> WriteShards(
-                config.output("matches"),
-                config.num_shards,
-                ParquetShards(mode.matches_schema),
-                config.shards_spill_dir,
-                "WriteMatches",
-                prepare=mode.match_rows,
-                together=[ShardedOutput(config.output("subset"), config.num_shards, subset_format, "WriteSubset")],
-            )
-        duplicates = shards.figures
+    def expand(self, final: PCollection[pa.RecordBatch]) -> Written:
+        config, run = self._config, self._config.run_context()
+        subset = ShardedOutput(
+            config.output("subset"),
+            config.num_shards,
+            ParquetShards(config.subset_schema, kept_only=True),
+            "WriteSubset",
+        )
+        # Repeated keys are counted in the first of these (a stage's, holding every record, else subset/).
+        outputs = [out for stage, _ in self._chain.applied for out in stage.sharded_outputs(run, config.subset_schema)]
+        first, *together = outputs + [subset]
+        label = "Write" + "And".join(out.label.removeprefix("Write") for out in [first, *together])
+        shards = final | label >> WriteShards(
+            first.directory,
+            first.num_shards,
+            first.format,
+            config.shards_spill_dir,
+            first.label,
+            prepare=first.prepare,
+            together=together,
+        )
         rejected = (
             self._read.rejected
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )
-        files += [shards.written, rejected.written]
-        if self._filtered is not None:
-            filtered = self._filtered.filtered | "WriteFiltered" >> WriteParquetShards(
+        files = [shards.written, rejected.written]
+        dropped = self._chain.dropped
+        if dropped is not None:
+            filtered = dropped | "WriteFiltered" >> WriteParquetShards(
                 config.output(FILTERED_DIR),
                 max(1, config.num_shards // 4),
                 FILTERED_SCHEMA,
@@ -171,14 +167,13 @@ class WriteOutputs(beam.PTransform):
                 spill_label="WriteFiltered",
             )
             files.append(filtered.written)
-        files += _write_handoff(sampled, self._read.listed_files, config)
-        if mode is not None:
-            documents, side_inputs = _balancing_documents(sampled, self._balanced, config)
-            files.append(sampled.pipeline | "WriteDocuments" >> WriteJsonFiles(documents, side_inputs))
-        return Written(files, duplicates)
+        files += _write_handoff(final, self._read.listed_files, config)
+        for stage, output in self._chain.applied:
+            files += stage.write(final, output, run)
+        return Written(files, shards.figures)
 
 
-def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
+def _write_handoff(final, listed_files, config: CurationConfig) -> list:
     """The training hand-off writers the config asks for; their outputs, for stats.json's `after`.
 
     `listed_files`: (index, path) of every input file (ReadCaptions' Read.listed_files).
@@ -192,7 +187,7 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
             "seed": config.seed,
             "input_shards": len(config.paths),
         }
-        written += sampled | "WebdatasetHandoff" >> WebdatasetHandoff(
+        written += final | "WebdatasetHandoff" >> WebdatasetHandoff(
             listed_files,
             config.output(KEPT_KEYS_DIR) if keep_lists else None,
             key_files_need_index(config.paths),
@@ -202,11 +197,11 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
             manifest_extra={"source": source},
         )
     if "datacomp" in config.handoff:
-        written.append(sampled | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
+        written.append(final | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
     if "img2dataset" in config.handoff:
         written.append(
             (
-                sampled
+                final
                 | "WriteImg2dataset"
                 >> WriteImg2datasetShards(
                     config.output(IMG2DATASET_DIR),
@@ -219,47 +214,6 @@ def _write_handoff(sampled, listed_files, config: CurationConfig) -> list:
     return written
 
 
-def _balancing_documents(sampled, balanced: Balanced, config: CurationConfig) -> tuple[dict, dict]:
-    """entry_counts.json, figures.json and entry_counts_kept.json, for one WriteJsonFiles:
-    (documents, side inputs). E(t) over a grid around the run's t comes free with the
-    sampling pass, for modes with one t for all.
-    """
-    mode, target, plan, counts = config.mode, config.target_size, balanced.plan, balanced.counts
-    figures = sampled | "ReportFigures" >> ReportFigures()
-    kept_counts = sampled | "KeptEntryCounts" >> KeptEntryCounts(mode.num_entries)
-    if mode.single_threshold:
-        grid = plan | "SizeGrid" >> beam.Map(
-            lambda plan, counts: threshold_grid(counts, extra=[plan.threshold]), beam.pvalue.AsSingleton(counts)
-        )
-        sizes = sampled | "SizeVersusThreshold" >> ExpectedSizes(counts, grid)
-    else:  # a t per language: E as a function of English's t is not computed
-        grid = plan | "NoGrid" >> beam.Map(lambda _: np.zeros(0, dtype=np.int64))
-        sizes = grid | "NoSizes" >> beam.Map(lambda _: None)
-
-    def figures_json(figures, grid, sizes, plan):
-        table = size_table(grid, sizes)
-        chosen = {"threshold": plan.threshold, "target_size": target, "expected_kept": dict(table).get(plan.threshold)}
-        return figures_document(figures, mode.entry_names(), table, chosen)
-
-    def kept_counts_json(kept_counts):
-        return mode.counts_document(kept_counts)
-
-    documents = {
-        config.output("entry_counts.json"): (mode.counts_document, ("counts",)),
-        config.output("figures.json"): (figures_json, ("figures", "grid", "sizes", "plan")),
-        config.output("entry_counts_kept.json"): (kept_counts_json, ("kept_counts",)),
-    }
-    side_inputs = {
-        "counts": counts,
-        "kept_counts": kept_counts,
-        "figures": figures,
-        "grid": grid,
-        "sizes": sizes,
-        "plan": plan,
-    }
-    return documents, side_inputs
-
-
 def _run_finishing_task(task: tuple[str, str]) -> None:
     name, path = task
     if name == "report":
@@ -268,23 +222,27 @@ def _run_finishing_task(task: tuple[str, str]) -> None:
         delete_spill_dir(path)
 
 
-def _write_stats(
-    pipeline,
-    config: CurationConfig,
-    read: Read,
-    final: PCollection,
-    balanced: Balanced,
-    written: Written,
-    filtered: Optional[Filtered],
-    selected: Optional[Selected],
-) -> PCollection:
+def _counts_final_batches(stage: Stage) -> bool:
+    return type(stage).final_figures is not Stage.final_figures
+
+
+def _final_figures(batch: pa.RecordBatch, counting: list) -> dict:
+    """The run's figures of one final batch, and those of each stage that counts them (keys prefixed by its place)."""
+    figures = dict(kept_figures(batch))
+    for i, stage in counting:
+        figures.update({f"{i}|{key}": value for key, value in stage.final_figures(batch).items()})
+    return figures
+
+
+def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, written: Written) -> PCollection:
     """stats.json, written after every other output: its presence marks a finished run.
 
-    `final`: the batches with the run's last keep flag (after the selection, if any).
+    One merge (transforms.core.stats.merge_sections) of each stage's figures and the run's.
     """
-    batch_stats = (
+    counting = [(i, stage) for i, (stage, _) in enumerate(chain.applied) if _counts_final_batches(stage)]
+    final_stats = (
         (
-            final | "BatchFigures" >> beam.Map(batch_figures if config.mode else kept_figures),
+            chain.final | "BatchFigures" >> beam.Map(_final_figures, counting),
             written.duplicates | "DuplicateFigures" >> beam.Map(duplicate_figures),
         )
         | "AllBatchFigures" >> beam.Flatten()
@@ -295,41 +253,28 @@ def _write_stats(
         | "RejectionFigures" >> beam.Map(rejection_figures)
         | "SumRejectionFigures" >> beam.CombineGlobally(SumFigures())
     )
-    run_figures = config.run_figures()
-    side = {"batch": batch_stats, "rejected": rejected_stats}
-    filters = config.filters.filters if config.filters else ()
-    if filtered is not None:
-        side["filtered"] = (
-            filtered.filtered
+    side = {"final": final_stats, "rejected": rejected_stats}
+    dropped = chain.dropped
+    if dropped is not None:
+        side["dropped"] = (
+            dropped
             | "FilteredFigures" >> beam.Map(filtered_figures)
             | "SumFilteredFigures" >> beam.CombineGlobally(SumFigures())
         )
-        if filtered.threshold is not None:
-            side["clip_threshold"] = filtered.threshold
-    if config.mode is not None:
-        side.update(counts=balanced.counts, plan=balanced.plan)
-    if selected is not None:
-        side["selection"] = selected.figures
+    for i, (_, output) in enumerate(chain.applied):
+        side.update({f"{i}|{name}": figures for name, figures in output.figures.items()})
+    stages = [stage for stage, _ in chain.applied]
+    reasons = [reason for stage in stages for reason in stage.reasons]
+    files = {"input_files": len(config.paths), "num_shards": config.num_shards}
 
-    def document(batch, rejected, filtered=None, clip_threshold=None, counts=None, plan=None, selection=None):
-        run = run_figures if plan is None else _with_plan(run_figures, plan)
-        if clip_threshold is not None:
-            run = {**run, "clip_score_threshold": _json_float(clip_threshold)}
-        if selection is not None:
-            run = {**run, "selection": selection}
-        head = None if plan is None else plan.entry_probs < 1.0
-        return stats_document(batch, rejected, counts, run, head=head, filtered=filtered, filters=filters)
+    def document(final, rejected, dropped=None, **figures):
+        run = {key: value for key, value in final.items() if "|" not in key}
+        parts = []
+        for i, stage in enumerate(stages):
+            own = {name.split("|", 1)[1]: value for name, value in figures.items() if name.startswith(f"{i}|")}
+            counted = {key.split("|", 1)[1]: value for key, value in final.items() if key.startswith(f"{i}|")}
+            parts.append(stage.stats(own, counted))
+        parts.append(run_sections(run, rejected, dropped or {}, reasons, files))
+        return merge_sections(parts)
 
     return pipeline | "WriteStats" >> WriteJsonFile(config.output(STATS_JSON), document, side, after=written.files)
-
-
-def _json_float(value: float):
-    """A threshold for stats.json: NaN (nothing kept) as null, which JSON can hold."""
-    return None if value != value else float(value)
-
-
-def _with_plan(figures: dict, plan) -> dict:
-    figures = {**figures, "threshold": plan.threshold}  # --target_size: the t it chose
-    if plan.thresholds:  # metaclip2: each language's t (English's is --threshold)
-        return {**figures, "thresholds_by_language": dict(sorted(plan.thresholds.items()))}
-    return figures

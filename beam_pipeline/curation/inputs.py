@@ -104,12 +104,17 @@ def _first_columns(paths: Sequence[str], fmt: str, column_names) -> list:
 
 
 def fields(paths: Sequence[str], fmt: str, args: CurationArgs) -> dict:
-    """text/key/url fields: the format's defaults, then the preset's, then explicit flags."""
+    """text/key/url fields: the format's defaults, then the preset's, then explicit flags.
+
+    Explicit flags win over the preset's (README): the preset's columns are checked only for
+    the fields no flag names.
+    """
     chosen = {"text_field": TXT_MEMBER if fmt == WEBDATASET else TEXT, "key_field": None, "url_field": None}
     if args.input_preset:
         columns = [] if fmt == WEBDATASET else _first_columns(paths, fmt, args.column_names)
+        given = {name: getattr(args, name) for name in chosen}
         try:
-            chosen.update(preset_fields(args.input_preset, fmt, columns))
+            chosen.update(preset_fields(args.input_preset, fmt, columns, given))
         except InputError as error:
             raise UsageError(str(error)) from None
     for name in chosen:

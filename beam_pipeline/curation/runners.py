@@ -34,7 +34,7 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
     --direct_running_mode=multi_processing (filesystem settings such as
     --s3_endpoint_url, the pickler). `worker_command`: the shell command that
     starts each SDK worker of multi_processing in place of Beam's
-    (transforms.runtime.warm_workers).
+    (beam_pipeline.launcher.warm_workers).
     """
     if runner_name(options) == "direct":
         from apache_beam.portability.api import beam_provision_api_pb2

@@ -27,44 +27,18 @@ def _read_json(path: str):
 def print_summary(config: CurationConfig, seconds: float) -> None:
     stats = _read_json(config.output(STATS_JSON))
     read = stats["records_read"]
-    # metaclip2 has a t per language (stats.json's thresholds_by_language).
-    per_language = bool(stats.get("thresholds_by_language"))
     rows = [("records read", read), ("rejected", stats["records_rejected"])]
-    rows += _filter_rows(stats)
-    if config.mode is not None:
-        rows += [
-            ("matched (>= 1 entry)", stats["records_matched"]),
-            ("kept", stats["records_kept"]),
-            ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
-            (
-                "head entries (count > their language's t)"
-                if per_language
-                else f"head entries (count > {stats['threshold']})",
-                stats["entries_over_threshold"],
-            ),
-        ]
-    else:
-        rows.append(("kept" if "selection" in stats else "kept (no balancing)", stats["records_kept"]))
-    rows += _selection_rows(stats)
+    rows += [(f"filtered: {name}", count) for name, count in stats.get("filtered_by_filter", {}).items()]
+    for stage in config.stages:
+        rows += stage.summary_rows(stats)
+    if not any(name == "kept" for name, _ in rows):
+        rows.append(("kept", stats["records_kept"]))
     rows += [
         ("seconds", f"{seconds:.1f}"),
         ("captions/s", f"{read / seconds:,.0f}" if seconds > 0 else "-"),
     ]
-    if stats.get("target_size") is not None:
-        rows.insert(
-            0,
-            (
-                f"t chosen for --target_size {stats['target_size']:,}",
-                f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})",
-            ),
-        )
     if config.report:
         rows.append(("report", config.output("report.html")))
-    if per_language:
-        shown = sorted(stats["thresholds_by_language"].items(), key=lambda item: item[0] != "en")[:8]
-        more = len(stats["thresholds_by_language"]) - len(shown)
-        listed = ", ".join(f"{lang} {t}" for lang, t in shown)
-        rows.append(("t per language", listed + (f", ... ({more} more in stats.json)" if more > 0 else "")))
     rows += _handoff_rows(config)
     duplicates = _duplicates_warning(stats)
     if duplicates:
@@ -74,38 +48,6 @@ def print_summary(config: CurationConfig, seconds: float) -> None:
     print(f"curation finished: {config.output_dir}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-
-
-def _filter_rows(stats: dict) -> list[tuple[str, object]]:
-    """The filter stage's lines: records each filter dropped, the CLIP-score threshold, the LID model."""
-    if "filtered_by_filter" not in stats:
-        return []
-    rows = [(f"filtered: {name}", count) for name, count in stats["filtered_by_filter"].items()]
-    if "clip_score_threshold" in stats:
-        threshold = stats["clip_score_threshold"]
-        rows.append(("clip score threshold", "none (nothing kept)" if threshold is None else f"{threshold:.6g}"))
-    model = stats.get("lid_model")
-    if model:
-        rows.append(
-            ("language ID", model["name"] + (" (bundled approximation of lid.176.bin)" if model["approximate"] else ""))
-        )
-    return rows
-
-
-def _selection_rows(stats: dict) -> list[tuple[str, object]]:
-    selection = stats.get("selection")
-    if not selection:
-        return []
-    ratio = selection.get("objective_ratio")
-    before, after = selection.get("mean_cosine_before"), selection.get("mean_cosine_after")
-    return [
-        (
-            "selected (covariance)",
-            f"{selection['records_selected']:,} of {selection['records_in']:,} in {selection['classes']} classes",
-        ),
-        ("objective reached", "-" if ratio is None else f"{ratio:.4f} of its maximum"),
-        ("image-caption cosine", "-" if before is None else f"{before:.4f} before, {after:.4f} after"),
-    ]
 
 
 def _duplicates_warning(stats: dict) -> str:

@@ -6,7 +6,7 @@ FnApiRunner raise `RuntimeError: Channel closed prematurely.` in the launcher,
 after a couple of hundred lines of tracebacks from its threads. That says
 nothing a user can act on. `message` turns it into the run's last line: a
 worker process died (with the signal, when the warm process that forked it
-reported it: transforms.runtime.warm_workers), nothing was finished (no
+reported it: beam_pipeline.launcher.warm_workers), nothing was finished (no
 stats.json: the next run clears the leftovers), the same command can be rerun;
 and when memory is the likely cause, what to lower.
 

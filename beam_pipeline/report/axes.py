@@ -164,7 +164,7 @@ def _log_scale(axes, name: str) -> None:
     axis.set_minor_formatter(formatter(10, labelOnlyBase=False))
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
     from PIL import Image
 
     figure.canvas.draw()

@@ -10,7 +10,7 @@ import html
 
 import numpy as np
 
-from beam_pipeline.report.axes import _axes, _figure, _lay_out, _png
+from beam_pipeline.report.axes import _axes, _figure, _lay_out, png_bytes
 
 _DROPPED = "#c44e52"
 
@@ -36,7 +36,7 @@ def plot_filters(stats: dict) -> bytes:
     axes.set_xlim(0, max(1, int(values.max())) * 1.18)
     axes.grid(True, axis="x", alpha=0.3)
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def filter_section(stats: dict, image_html: str) -> str:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, _png
+from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, png_bytes
 from beam_pipeline.report.filters import has_filters, plot_filters
 from beam_pipeline.report.inputs import head_tail, head_threshold, scalar_threshold
 from beam_pipeline.report.selection import has_selection, plot_selection
@@ -54,7 +54,7 @@ def plot_entry_counts(counts: np.ndarray, kept_counts: np.ndarray, threshold: Op
     if not counts.any():
         axes.text(0.5, 0.5, "no entry matched any caption", ha="center", va="center", transform=axes.transAxes)
         _lay_out(figure, axes)
-        return _png(figure)
+        return png_bytes(figure)
     if threshold is not None:
         axes.axhline(threshold, color="#c44e52", linestyle="--", linewidth=1.2, label=f"t = {threshold:,}")
     _log_scale(axes, "x")
@@ -64,7 +64,7 @@ def plot_entry_counts(counts: np.ndarray, kept_counts: np.ndarray, threshold: Op
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="upper right")
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_head_tail(shares: dict, threshold: int) -> bytes:
@@ -103,7 +103,7 @@ def plot_head_tail(shares: dict, threshold: int) -> bytes:
     axes.set_xlabel("share of entry matches")
     legend = axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     _lay_out(figure, axes, outside=legend)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _bucket_range(values: Sequence[int], minimum: int, trim_start: bool) -> tuple[int, int]:
@@ -161,7 +161,7 @@ def plot_histogram(section: dict, title: str, xlabel: str, min_buckets: int, rot
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend()
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_kept_rate(section: dict) -> bytes:
@@ -180,7 +180,7 @@ def plot_kept_rate(section: dict) -> bytes:
     axes.set_ylabel("kept / captions")
     axes.grid(True, alpha=0.3)
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_size_vs_threshold(
@@ -207,7 +207,7 @@ def plot_size_vs_threshold(
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="lower right")
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def make_plots(data: dict) -> dict[str, bytes]:

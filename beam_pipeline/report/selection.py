@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, _png
+from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, png_bytes
 
 _POOL = "#4c72b0"
 _SELECTED = "#dd8452"
@@ -41,7 +41,7 @@ def plot_selection(stats: dict) -> bytes:
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(loc="upper right", framealpha=0.95)
     _lay_out(figure, axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _number(value, digits: int = 4) -> str:

@@ -133,7 +133,10 @@ def test_process_roles():
     assert processes.process_role(launcher, False, "bb-sdk-worker") == "sdk_worker"
     assert processes.process_role(launcher, False, "bb-warm") == "warm"
     assert processes.process_role(launcher, False, "python") == "other"
-    assert processes.process_role([python, "-I", "-S", "/r/transforms/runtime/worker_relay.py", "/s"], False) == "shell"
+    assert (
+        processes.process_role([python, "-I", "-S", "/r/beam_pipeline/launcher/worker_relay.py", "/s"], False)
+        == "shell"
+    )
 
 
 def test_bench_e2e_runs_the_command_line_on_a_tiny_pool_and_writes_its_json(tmp_path):

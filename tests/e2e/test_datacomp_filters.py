@@ -1,7 +1,7 @@
 """DataComp's filters through the command line, against an independent per-row reference.
 
 The pool is generated (tests/datacomp_pool.py: parquet + npz, edge cases planted); the
-reference (tests/datacomp_reference.py) is plain Python written from selection-spec.md,
+reference (tests/datacomp_reference.py) is plain Python written from docs/datacomp.md,
 sharing no code with the pipeline. Every kept set must be identical.
 """
 
@@ -215,7 +215,10 @@ BAD_STAGE_OPTIONS = [
     (["--filter", "text"], "--filter text needs --imagenet_wnids FILE"),
     (["--filter", "image"], "--filter image needs --centroids FILE.npy and --target_clusters FILE"),
     (["--recipe", "datacomp-2b"], "--recipe must be one of datacomp-basic"),
-    (["--balance", "none"], "--balance none without --filter or --select would keep every record"),
+    (
+        ["--balance", "none"],
+        "--balance none without --allow_uids, --deny_uids, --where, --filter or --select would keep every record",
+    ),
     (["--filter", "basic", "--balance", "none", "--metadata", "{md}"], "--metadata is for MetaCLIP balancing"),
     (["--recipe", "datacomp-basic", "--metadata", "{md}"], "add --balance metaclip to balance the filtered pool"),
     (["--filter", "basic"], "--metadata is required"),

@@ -169,3 +169,32 @@ def test_hand_off_options_are_checked_before_any_work(tmp_path, capsys, extra, m
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "preset, columns, flags",
+    [
+        ("img2dataset", {"url": "url", "text": "text"}, ["--text_field", "text", "--url_field", "url"]),
+        ("datacomp", {"uid": "uid", "url": "url", "caption": "text"}, ["--text_field", "caption"]),
+    ],
+)
+def test_explicit_field_flags_win_over_the_preset(tmp_path, preset, columns, flags):
+    """README: explicit --text_field/--url_field win over --input_preset, so a pool whose columns
+    differ from the preset's runs (it used to exit 2: the preset's columns were checked first)."""
+    rows = {"uid": [f"{i:032x}" for i in range(4)], "url": [f"https://img/{i}.jpg" for i in range(4)]}
+    rows["text"] = ["a dog", "a cat", "a dog and a cat", "nothing"]
+    pq.write_table(pa.table({name: rows[source] for name, source in columns.items()}), tmp_path / "pool.parquet")
+    (tmp_path / "md.json").write_text('["dog", "cat"]')
+    out = tmp_path / "out"
+    argv = [
+        "--input",
+        str(tmp_path / "pool.parquet"),
+        "--input_preset",
+        preset,
+        "--metadata",
+        str(tmp_path / "md.json"),
+    ]
+    assert curate.run(argv + ["--output_dir", str(out), "--num_shards", "1", *flags]) == 0
+    listing = pq.read_table(out / "img2dataset")
+    assert sorted(listing.column("caption").to_pylist()) == sorted(rows["text"][:3]) or listing.num_rows == 3
+    assert json.loads((out / "stats.json").read_text())["records_accepted"] == 4

@@ -7,7 +7,7 @@ Set-ups (docs/scale-out.md):
   portable_loopback        --runner=PortableRunner --job_endpoint=embed --environment_type=LOOPBACK
                            (the Fn API path of the Flink and Spark job servers)
 the command as a process of its own with multi_processing (command_multi_processing: its
-workers forked from a warm process, transforms.runtime.warm_workers), and, beyond these, a
+workers forked from a warm process, beam_pipeline.launcher.warm_workers), and, beyond these, a
 standalone job server process with an EXTERNAL worker pool: the deployment shape of a Flink
 or Spark job server, without Java.
 
@@ -227,7 +227,7 @@ def runs(pool, tmp_path_factory) -> dict[str, Run]:
             uninstall()
         results[name] = Run(output_dir, status, time.monotonic() - started, attempts, printed.getvalue())
     # The command as a process of its own: its multi_processing workers are forked
-    # from a warm process (transforms.runtime.warm_workers), which an in-process run
+    # from a warm process (beam_pipeline.launcher.warm_workers), which an in-process run
     # after another, with Beam's threads left running, does not fork.
     output_dir = tmp_path_factory.mktemp("command_multi_processing") / "out"
     started = time.monotonic()
@@ -346,7 +346,7 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline.curation.runners import make_runner
-from transforms.runtime import warm_workers
+from beam_pipeline.launcher import warm_workers
 
 directory = sys.argv[1]
 warm = warm_workers.start()

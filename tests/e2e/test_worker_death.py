@@ -1,6 +1,6 @@
 """A multi-process run whose SDK worker is killed ends with one clear line, and the rerun is whole.
 
-The worker is a real one: forked by the warm process (transforms/runtime/warm_workers.py)
+The worker is a real one: forked by the warm process (beam_pipeline/launcher/warm_workers.py)
 for the relay the DirectRunner started, and killed with SIGKILL as soon as it is seen
 (before its first bundle: Beam 2.77's runner alone then waits for it forever) or while
 the first pass runs (Beam alone raises `Channel closed prematurely.`).

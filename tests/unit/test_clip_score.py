@@ -1,4 +1,4 @@
-"""clip_score fraction filter: the radix select against DataComp's sort (selection-spec.md section 2)."""
+"""clip_score fraction filter: the radix select against DataComp's sort (docs/datacomp.md, "The rules")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Image-filter clusters: the inner-product argmax against a float64 oracle (selection-spec.md section 2)."""
+"""Image-filter clusters: the inner-product argmax against a float64 oracle (docs/datacomp.md, "The rules")."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.filters.clusters import (
-    _fast_argmax,
     error_bound,
+    fast_argmax,
     load_centroids,
     load_target_clusters,
     nearest_centroids,
@@ -119,7 +119,7 @@ def test_planted_near_ties_beat_the_float32_path():
     scores = x @ centroids.T
     rows = np.arange(n)
     assert (scores[rows, 2 * rows] > scores[rows, 2 * rows + 1]).sum() > 10  # misordered, not just tied
-    fast = _fast_argmax(x, prepare_centroids(centroids))
+    fast = fast_argmax(x, prepare_centroids(centroids))
     assert (fast != expected).sum() > n // 4  # the float32 path alone gets many wrong
     assert np.array_equal(nearest_centroids(x, centroids), expected)
 

@@ -1,4 +1,4 @@
-"""Cross-covariance selection (selection-spec.md, section 3): exact class sums, the greedy
+"""Cross-covariance selection (docs/selection.md): exact class sums, the greedy
 against a brute-force oracle, invariances, budgets, and the independent reference."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Checks of the DataComp test support: the pool generator and the independent reference.
 
 tests/datacomp_pool.py writes small DataComp-style pools; tests/datacomp_reference.py
-decides DataComp's filters row by row from docs/selection-spec.md. Both are checked here
+decides DataComp's filters row by row from docs/datacomp.md ("The rules"). Both are checked here
 on their own (hand-built rows, and what the generated pool actually plants), so that the
 pipeline tests that lean on them can trust them.
 """

@@ -1,6 +1,6 @@
 """DataComp's per-row rules: caption counts, image size, fastText LID, the WordNet text rule.
 
-The rules are selection-spec.md section 2. The counts are checked on hand-made
+The rules are docs/datacomp.md, "The rules". The counts are checked on hand-made
 edges and against brute-force versions written differently (character and byte
 loops); the WordNet fast path against nltk's own `synsets(tok)[0].offset()`.
 WordNet tests skip when no WordNet database is installed; LID tests use the

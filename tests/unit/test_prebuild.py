@@ -14,9 +14,10 @@ import pytest
 
 from beam_pipeline import curate
 from beam_pipeline.curation import command
+from beam_pipeline.launcher import prebuild
 from helpers import prepared_config
 from transforms.core.matching import DAACHORSE, PYAHOCORASICK, EntryMatcher
-from transforms.runtime import automaton_cache, prebuild
+from transforms.runtime import automaton_cache
 
 ENTRIES = ["dog", "hot dog", "cat"]
 

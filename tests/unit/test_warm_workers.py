@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wa
 PRELUDE = f"""
 import atexit, json, os, subprocess, sys, threading
 sys.path.insert(0, {str(REPO)!r})
-from transforms.runtime import warm_workers
+from beam_pipeline.launcher import warm_workers
 """
 
 
@@ -161,7 +161,7 @@ def test_no_warm_process_beside_other_threads_or_when_switched_off():
 
 
 def test_a_relay_with_no_warm_process_starts_a_cold_worker(tmp_path):
-    relay = os.path.join(REPO, "transforms", "runtime", "worker_relay.py")
+    relay = os.path.join(REPO, "beam_pipeline", "launcher", "worker_relay.py")
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_SERVICE_DESCRIPTOR")}
     done = subprocess.run(
         [sys.executable, "-I", "-S", relay, str(tmp_path / "no-such-socket")],
@@ -227,6 +227,6 @@ def test_the_warm_process_reports_each_worker_that_died_with_its_signal_or_statu
 
 
 def test_deaths_records_parse_and_skip_garbage():
-    from transforms.runtime.warm_workers import parse_deaths
+    from beam_pipeline.launcher.warm_workers import parse_deaths
 
     assert parse_deaths(b"12 9\nnot a record\n13 256\n") == [(12, 9), (13, 256)]

@@ -35,13 +35,14 @@ from transforms.core.columns import (
     TEXT,
 )
 from transforms.core.matching import DAACHORSE, EntryMatcher
-from transforms.core.plan import BalancingPlan, plan_for_languages, plan_for_threshold
+from transforms.core.plan import BalancingPlan, plan_for_threshold
 from transforms.metadata.lists import MetadataError
 from transforms.runtime.automaton_cache import cached_matcher
 from transforms.worldwide.language_id import language_identifier
 from transforms.worldwide.language_map import LanguageMap
 from transforms.worldwide.matcher import WorldwideMatcher
 from transforms.worldwide.metadata import require_language
+from transforms.worldwide.thresholds import plan_for_languages
 
 __all__ = ["CurationMode", "MetaClip1", "MetaClip2", "WorldwideSettings"]
 

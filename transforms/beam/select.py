@@ -187,7 +187,7 @@ class _GreedyFn(beam.DoFn):
 
 class CovarianceSelect(beam.PTransform):
     """Keep round(f x N) of the N kept records that reach the stage, per pseudo-class, by the
-    greedy that best preserves each class's image-caption cross-covariance (selection-spec.md 3).
+    greedy that best preserves each class's image-caption cross-covariance (docs/selection.md).
 
     In: batches with `__kept`, `key`, source columns and the embedding columns of `spec`.
     Out: `Selected`. Beam metrics: "curation" records_reaching_selection, records_selected.

@@ -19,5 +19,3 @@ KEPT = "__kept"  # bool; internal
 # written as `lang` in matches/, beside entry ids local to that language's list).
 LANGUAGE = "__language"
 LANG = "lang"
-
-INTERNAL_COLUMNS = (SOURCE_FILE, SOURCE_ROW, KEY_HASH, KEPT, LANGUAGE)

@@ -18,7 +18,7 @@ of such text when it is built (profile-guided optimisation, daachorse's
 `corpus`), it places the states that text visits most next to each other in
 memory. The match sets do not change, only where the states sit. A worker that
 builds its own automaton profiles it on its first batch; a local first run's
-child profiles a local Parquet pool's first captions (transforms.runtime.prebuild).
+child profiles a local Parquet pool's first captions (beam_pipeline.launcher.prebuild).
 Measured on the 500k
 list, 2,000 LAION captions profiled and 5,000 others matched
 (benchmarks/bench_profile.py, 2026-12-01): the whole match loop 1.11-1.12x

@@ -1,4 +1,7 @@
-"""The balancing plan: p_e of every entry once the counts are known (docs/curation-spec.md, section 6)."""
+"""The balancing plan: p_e of every entry once the counts are known (docs/curation-spec.md, section 6).
+
+MetaCLIP 2's plan, a t per language, is transforms.worldwide.thresholds.plan_for_languages.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transforms.core.balancing import entry_probabilities
-from transforms.worldwide.metadata import LanguageMetadata
-from transforms.worldwide.thresholds import entry_thresholds, language_thresholds
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,3 @@ class BalancingPlan:
 def plan_for_threshold(counts: np.ndarray, threshold: int) -> BalancingPlan:
     """MetaCLIP 1: one t for every entry."""
     return BalancingPlan(entry_probabilities(counts, threshold), int(threshold))
-
-
-def plan_for_languages(counts: np.ndarray, metadata: LanguageMetadata, threshold: int) -> BalancingPlan:
-    """MetaCLIP 2: English's t is `threshold`; every other language's keeps English's tail share."""
-    thresholds = language_thresholds(counts, metadata, threshold)
-    return BalancingPlan(
-        entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds
-    )

@@ -7,14 +7,13 @@ which workers add them up (transforms.beam.stats sums them in the pipeline).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, LANGUAGE
-from transforms.formats.rejections import Rejection
 
 # keep_prob summed in fixed point: exact and order independent.
 _PROB_SCALE = 1 << 40
@@ -61,20 +60,8 @@ def filtered_figures(batch: pa.RecordBatch, column: str = "filter") -> Counter:
     return figures
 
 
-def filter_run_figures(spec) -> dict:
-    """stats.json's description of the filter stage (a transforms.filters.datacomp.FilterSpec)."""
-    figures: dict = {"filters": list(spec.filters)}
-    if spec.lid_identity:
-        name, sha256, approximate = spec.lid_identity
-        figures["lid_model"] = {"name": name, "sha256": sha256, "approximate": approximate}
-    if "clip_score" in spec.filters:
-        figures["clip_score_field"] = spec.clip_score_field
-        if spec.clip_score_fraction is not None:
-            figures["clip_score_fraction"] = spec.clip_score_fraction
-    return figures
-
-
-def rejection_figures(rejection: Rejection) -> Counter:
+def rejection_figures(rejection) -> Counter:
+    """Figures of one transforms.formats.rejections.Rejection: records and files rejected, per reason."""
     figures = Counter({"records_rejected": rejection.records, f"rejected.{rejection.reason}": rejection.records})
     if rejection.row is None:
         figures["files_rejected"] += 1
@@ -87,59 +74,95 @@ def duplicate_figures(found: dict) -> Counter:
     )
 
 
-def stats_document(
-    batch: dict,
-    rejected: dict,
-    counts: Optional[np.ndarray],
-    run: dict,
-    head: np.ndarray = None,
-    filtered: Optional[dict] = None,
-    filters: Sequence[str] = (),
-) -> dict:
-    """stats.json: the run's figures, keys in a fixed order.
+# stats.json's sections, in the order its keys have always had (readers diff the file):
+# the run and each stage give figures by section; within a section the stages' come in
+# the chain's order and the run's last, a key keeps the place it first had.
+STATS_SECTIONS = (
+    "records",  # records_read ... files_rejected (the run)
+    "dropped",  # records_filtered, filtered_by_filter (the run, over every stage that drops records)
+    "kept",  # what the records at the end are: records_kept (a balancing's counts before it)
+    "keys",  # duplicate_keys (the run's shard writers)
+    "method",  # how records are kept: threshold and seed, or balance: none
+    "files",  # input_files, num_shards (the run)
+    "inputs",  # what the stages read: metadata, mode, a selection's seed
+    "filters",  # the filters' settings
+    "plan",  # what a balancing chose per language
+    "found",  # what the stages found: a CLIP-score threshold, the selection's figures
+    "by_language",  # records per metadata language
+)
 
-    `head`: which entries are head entries (count > their t; with a t per
-    language in metaclip2 mode); by default count > run["threshold"].
-    `counts` None: no MetaCLIP balancing (--balance none), no entry figures.
-    `filtered`: the summed `filtered_figures` of a run with `filters`;
-    records_read = records_rejected + records_filtered + records_accepted.
+
+def merge_sections(parts: Sequence[dict]) -> dict:
+    """stats.json from its parts, each {section: {key: value}} (the stages' in chain order, then the run's).
+
+    Sections are laid out in STATS_SECTIONS' order, any other after them in the order met;
+    a key given twice keeps its first place and takes its last value.
     """
-    accepted = batch.get("records_accepted", 0)
+    names = list(STATS_SECTIONS)
+    for part in parts:
+        names += [name for name in part if name not in names]
+    document: dict = {}
+    for name in names:
+        for part in parts:
+            document.update(part.get(name, {}))
+    return document
+
+
+def run_sections(final: dict, rejected: dict, dropped: dict, reasons: Sequence[str], run: dict) -> dict:
+    """The run's own part of stats.json: what was read, dropped, kept, and the input files.
+
+    `final`: the summed `kept_figures` of the run's final batches plus its shard writers'
+    `duplicate_figures`; `rejected`: summed `rejection_figures`; `dropped`: summed
+    `filtered_figures` of the records the stages dropped for `reasons` (in their order);
+    `run`: input_files and num_shards. records_read = rejected + dropped + accepted.
+    """
+    accepted = final.get("records_accepted", 0)
     rejected_records = rejected.get("records_rejected", 0)
-    filtered = filtered or {}
     by_reason = {key.split(".", 1)[1]: value for key, value in sorted(rejected.items()) if key.startswith("rejected.")}
-    document = {
-        "records_read": accepted + rejected_records + filtered.get("records_filtered", 0),
-        "records_accepted": accepted,
-        "records_rejected": rejected_records,
-        "rejected_by_reason": by_reason,
-        "files_rejected": rejected.get("files_rejected", 0),
+    sections = {
+        "records": {
+            "records_read": accepted + rejected_records + dropped.get("records_filtered", 0),
+            "records_accepted": accepted,
+            "records_rejected": rejected_records,
+            "rejected_by_reason": by_reason,
+            "files_rejected": rejected.get("files_rejected", 0),
+        },
+        "kept": {"records_kept": final.get("records_kept", 0)},
+        "keys": {
+            "duplicate_keys": final.get("duplicate_keys", 0),
+            "duplicate_key_examples": sorted(k.split(".", 1)[1] for k in final if k.startswith("duplicate_example."))[
+                :5
+            ],
+        },
+        "files": run,
     }
-    if filters:
-        document["records_filtered"] = filtered.get("records_filtered", 0)
-        document["filtered_by_filter"] = {name: filtered.get(f"filtered.{name}", 0) for name in filters}
-    if counts is None:
-        document["records_kept"] = batch.get("records_kept", 0)
-    else:
-        if head is None:
-            head = counts > run["threshold"]
-        document.update(
-            {
-                "records_matched": batch.get("records_matched", 0),
-                "records_kept": batch.get("records_kept", 0),
-                "expected_kept": round(batch.get("keep_prob_fixed", 0) / _PROB_SCALE, 3),
-                "entry_matches": batch.get("entry_matches", 0),
-                "entries": int(len(counts)),
-                "entries_matched": int(np.count_nonzero(counts)),
-                "entries_over_threshold": int(np.count_nonzero(head)),
-                "matches_in_head_entries": int(counts[head].sum()),
-            }
-        )
-    document["duplicate_keys"] = batch.get("duplicate_keys", 0)
-    document["duplicate_key_examples"] = sorted(
-        k.split(".", 1)[1] for k in batch if k.startswith("duplicate_example.")
-    )[:5]
-    return {**document, **run, **_language_figures(batch)}
+    if reasons:
+        sections["dropped"] = {
+            "records_filtered": dropped.get("records_filtered", 0),
+            "filtered_by_filter": {name: dropped.get(f"filtered.{name}", 0) for name in reasons},
+        }
+    return sections
+
+
+def balancing_sections(final: dict, counts: np.ndarray, head: np.ndarray) -> dict:
+    """MetaCLIP balancing's counts for stats.json's "kept" and "by_language" sections.
+
+    `final`: the summed `batch_figures` of the run's final batches; `head`: which entries
+    are head entries (count > their t).
+    """
+    return {
+        "kept": {
+            "records_matched": final.get("records_matched", 0),
+            "records_kept": final.get("records_kept", 0),
+            "expected_kept": round(final.get("keep_prob_fixed", 0) / _PROB_SCALE, 3),
+            "entry_matches": final.get("entry_matches", 0),
+            "entries": int(len(counts)),
+            "entries_matched": int(np.count_nonzero(counts)),
+            "entries_over_threshold": int(np.count_nonzero(head)),
+            "matches_in_head_entries": int(counts[head].sum()),
+        },
+        "by_language": _language_figures(final),
+    }
 
 
 def _language_figures(batch: dict) -> dict:

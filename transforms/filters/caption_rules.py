@@ -1,4 +1,4 @@
-"""DataComp's per-row caption and image-size rules (selection-spec.md section 2).
+"""DataComp's per-row caption and image-size rules (docs/datacomp.md, "The rules").
 
 Pure functions over whole batches (no Beam import): the `basic` filter's word,
 character and size tests and the caption half of the `image` filter. They are

@@ -1,6 +1,6 @@
 """DataComp's clip_score fraction filter, exactly, without gathering the score column.
 
-selection-spec.md section 2 (clip_score, fraction f) and section 4 (the threshold is taken
+docs/datacomp.md, "The rules" (clip_score, fraction f: the threshold is taken
 over every accepted record of the pool, before any other filter). DataComp sorts the whole
 column: `n = int(N * f)`, `threshold = -np.sort(-scores)[n]` (NaNs sort last), keep
 `score >= threshold`. `threshold_by_sort` is that rule, literally; it is the test oracle.
@@ -34,7 +34,6 @@ import numpy as np
 
 DIGIT_BITS = 16
 DIGITS = 1 << DIGIT_BITS
-KEY_BITS = 64  # the widest key (float64); a float16 or float32 column has 16- or 32-bit keys
 # Keys have the float's own width, so a batch keyed from another dtype than the state's fails loudly.
 _KEY_DTYPES = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
 

@@ -1,6 +1,6 @@
 """DataComp's image filter: the centroid an image embedding belongs to, and the target clusters.
 
-selection-spec.md section 2 ("image"): a row's cluster is `argmax_j <x, C_j>` over the pool
+docs/datacomp.md, "The rules" ("image"): a row's cluster is `argmax_j <x, C_j>` over the pool
 centroids C (raw inner product, not L2-nearest; ties to the lowest index), and the row is
 kept iff that cluster is in T, the clusters ImageNet-1k train image features land in by the
 same rule (T given as integers, or as the features to compute it from). Section 4: on the
@@ -84,7 +84,7 @@ def _float64_argmax(x64: np.ndarray, values: np.ndarray, rows: np.ndarray, cols:
     return cols[order[first]]
 
 
-def _fast_argmax(x: np.ndarray, centroids: Centroids) -> np.ndarray:
+def fast_argmax(x: np.ndarray, centroids: Centroids) -> np.ndarray:
     """The float32 BLAS argmax alone (no rescoring): what the bound protects against. For tests."""
     return (x.astype(np.float32) @ centroids.as_float32.T).argmax(axis=1)
 

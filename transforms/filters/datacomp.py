@@ -3,7 +3,7 @@
 No Beam import: transforms.beam.filters runs `first_failed` on every batch, and the
 tests call it directly. The rules themselves are in caption_rules (basic, image caption
 part), text_entities (text), clip_score and clusters (image); language ID in language.
-selection-spec.md section 2 has them exactly; section 4 the order.
+docs/datacomp.md, "The rules", has them exactly, and the order.
 
 Each filter only looks at the records still alive after the ones before it, so the
 expensive parts (language ID, the centroid argmax) run on fewer rows: DataComp-1B's

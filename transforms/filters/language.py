@@ -1,4 +1,4 @@
-"""fastText language ID as DataComp runs it (selection-spec.md section 2).
+"""fastText language ID as DataComp runs it (docs/datacomp.md, "The rules").
 
 DataComp keeps a caption when fastText's top-1 label for `text.replace("\\n", " ")`
 is `en`: no probability threshold, no truncation, no lower-casing, no remapping of

@@ -1,4 +1,4 @@
-"""The WordNet rule of DataComp's `text` filter (selection-spec.md section 2).
+"""The WordNet rule of DataComp's `text` filter (docs/datacomp.md, "The rules").
 
 A caption passes when some token of `text.split()` (punctuation stays attached)
 has WordNet synsets and the first one's offset is an ImageNet-21k id. nltk's

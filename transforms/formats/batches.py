@@ -1,6 +1,6 @@
-"""The shared base every reader fills: `_BatchBuilder`, and the small helpers the readers share.
+"""The shared base every reader fills: `BatchBuilder`, and the small helpers the readers share.
 
-No Beam import. A reader adds the rows it accepts to the file's `_BatchBuilder`, which
+No Beam import. A reader adds the rows it accepts to the file's `BatchBuilder`, which
 emits fixed-schema `pa.RecordBatch`es of the layout (rejecting the rows Arrow refuses);
 an `Item` is such a batch or a `Rejection`.
 """
@@ -18,11 +18,11 @@ from transforms.formats.rejections import (
     INVALID_UTF8,
     UNREADABLE_ROWS,
     Rejection,
-    _encodable,
+    encodable,
 )
 
 
-class _BatchBuilder:
+class BatchBuilder:
     """Collects accepted rows as Python values and emits fixed-schema batches.
 
     One builder serves a whole file (`readers.read_caption_file` owns it), so that rows
@@ -96,14 +96,14 @@ class _BatchBuilder:
                 self.path,
                 rows[0],
                 UNREADABLE_ROWS,
-                {"rows": [rows[0], rows[-1]], "error": _describe(error)},
+                {"rows": [rows[0], rows[-1]], "error": describe(error)},
                 records=len(rows),
             )
             return
         good = []
         for i, row in enumerate(rows):
             values = [keys[i], texts[i]] + [column[i] for column in extra]
-            if all(_encodable(value) for value in values if isinstance(value, str)):
+            if all(encodable(value) for value in values if isinstance(value, str)):
                 good.append(i)
             else:
                 raw = dict(zip([KEY, TEXT] + [name for name, _ in self.layout.passthrough], values, strict=True))
@@ -120,7 +120,7 @@ class _BatchBuilder:
                 self.path,
                 rows[0],
                 UNREADABLE_ROWS,
-                {"rows": [rows[0], rows[-1]], "error": _describe(error)},
+                {"rows": [rows[0], rows[-1]], "error": describe(error)},
                 records=len(rows),
             )
 
@@ -134,23 +134,23 @@ class _BatchBuilder:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _json_scalar_as_text(value: object) -> Optional[str]:
+def json_scalar_as_text(value: object) -> Optional[str]:
     """Pass-through JSONL values become strings: strings as they are, others as JSON."""
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def _unescape_one(value: str) -> str:
+def unescape_one(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _unescape(values: Sequence[str]) -> list[str]:
-    return [_unescape_one(v) for v in values]
+def unescape(values: Sequence[str]) -> list[str]:
+    return [unescape_one(v) for v in values]
 
 
 Item = Union[pa.RecordBatch, Rejection]

@@ -113,7 +113,7 @@ def decompressed(fileobj, path: str) -> IO[bytes]:
     return io.BufferedReader(_CheckedDecompressor(fileobj, make), buffer_size=1 << 20)
 
 
-def _is_empty(fileobj) -> bool:
+def is_empty(fileobj) -> bool:
     """Whether the stream holds no byte at all, without consuming any."""
     if hasattr(fileobj, "peek"):
         return not fileobj.peek(1)

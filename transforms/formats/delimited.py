@@ -10,7 +10,7 @@ import csv
 import io
 from typing import IO, Iterator
 
-from transforms.formats.batches import Item, _BatchBuilder, _unescape, _unescape_one
+from transforms.formats.batches import BatchBuilder, Item, unescape, unescape_one
 from transforms.formats.layout import InputLayout, text_problem
 from transforms.formats.rejections import (
     BAD_COLUMN_COUNT,
@@ -18,7 +18,7 @@ from transforms.formats.rejections import (
     SCHEMA_MISMATCH,
     TEXT_TOO_LONG,
     Rejection,
-    _encodable,
+    encodable,
 )
 
 # Python's csv module refuses fields over 128 KiB by default, which would make one long
@@ -26,7 +26,7 @@ from transforms.formats.rejections import (
 csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 
 
-def _read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
+def read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder: BatchBuilder) -> Iterator[Item]:
     """TSV (no quoting, CC3M style) or CSV (RFC 4180 quoting); rows count data rows."""
     text_stream = io.TextIOWrapper(fileobj, encoding="utf-8", errors="surrogateescape", newline="")
     if layout.format == "tsv":
@@ -42,7 +42,7 @@ def _read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
             path,
             None,
             SCHEMA_MISMATCH,
-            {"columns": _unescape(names), "missing": layout.text_field},
+            {"columns": unescape(names), "missing": layout.text_field},
             records=sum(1 for _ in reader),
         )
         return
@@ -53,17 +53,17 @@ def _read_delimited(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
     ]
     for row, values in enumerate(reader):
         if len(values) != len(names):
-            yield Rejection(path, row, BAD_COLUMN_COUNT, _unescape(values))
+            yield Rejection(path, row, BAD_COLUMN_COUNT, unescape(values))
             continue
         text = values[text_at]
-        if not _encodable(text):  # undecodable bytes, kept as surrogates by surrogateescape
-            yield Rejection(path, row, INVALID_UTF8, _unescape(values))
+        if not encodable(text):  # undecodable bytes, kept as surrogates by surrogateescape
+            yield Rejection(path, row, INVALID_UTF8, unescape(values))
             continue
         problem = text_problem(text, layout.max_text_bytes)
         if problem:
-            yield Rejection(path, row, problem, _unescape(values) if problem != TEXT_TOO_LONG else None)
+            yield Rejection(path, row, problem, unescape(values) if problem != TEXT_TOO_LONG else None)
             continue
-        key = _unescape_one(values[key_at]) if key_at is not None else None
-        builder.add(key, text, row, [None if i is None else _unescape_one(values[i]) for i in extra_at])
+        key = unescape_one(values[key_at]) if key_at is not None else None
+        builder.add(key, text, row, [None if i is None else unescape_one(values[i]) for i in extra_at])
         if builder.full():
             yield from builder.flush()

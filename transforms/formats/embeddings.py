@@ -1,7 +1,7 @@
 """CLIP embeddings beside the captions: a DataComp `.npz` per parquet shard, or list columns.
 
 No Beam import. DataComp ships, beside each pool shard `X.parquet`, an `X.npz` with the
-same rows in the same order (selection-spec.md section 1); a 12.8B pool's npz is ~3 GB,
+same rows in the same order (docs/datacomp.md, "Embeddings"); a 12.8B pool's npz is ~3 GB,
 so `NpzEmbeddings` reads only the rows of the batch at hand (transforms.formats.npz
 seeks into the stored member). The rows are attached to the batch as internal
 fixed-size-list<float32> columns (float16 widens to float32 exactly), which no writer

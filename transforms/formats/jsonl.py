@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import IO, Iterator
 
-from transforms.formats.batches import Item, _BatchBuilder, _json_scalar_as_text
+from transforms.formats.batches import BatchBuilder, Item, json_scalar_as_text
 from transforms.formats.layout import InputLayout, text_problem
 from transforms.formats.rejections import (
     INVALID_UTF8,
@@ -20,7 +20,7 @@ from transforms.formats.rejections import (
 )
 
 
-def read_jsonl(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
+def read_jsonl(fileobj: IO[bytes], path: str, layout: InputLayout, builder: BatchBuilder) -> Iterator[Item]:
     """One JSON object a line. Blank lines are not records; rows are line numbers."""
     extra_names = [name for name, _ in layout.passthrough]
     source_names = [layout.url_field if name == "url" and layout.url_field else name for name in extra_names]
@@ -50,8 +50,8 @@ def read_jsonl(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _Bat
             continue
         try:
             key = record.get(layout.key_column)
-            key = None if key is None else _json_scalar_as_text(key)
-            extras = [_json_scalar_as_text(record.get(name)) for name in source_names]
+            key = None if key is None else json_scalar_as_text(key)
+            extras = [json_scalar_as_text(record.get(name)) for name in source_names]
         except RecursionError:  # a pass-through value nested too deeply to encode again
             yield Rejection(path, row, MALFORMED_JSON, None)
             continue

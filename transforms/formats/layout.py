@@ -137,31 +137,43 @@ def fallback_key(path: str, row: int, root: Optional[str] = None) -> str:
     return f"{name}:{row}"
 
 
-def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]]) -> dict:
+def preset_fields(preset: str, fmt: str, columns: Optional[Sequence[str]], given: Optional[dict] = None) -> dict:
     """The text, key and url fields of an input preset, for this format and these columns.
 
     datacomp: DataComp's pool metadata (`uid`, `url`, `text`), or its webdataset shards
     (caption in `.txt`, `uid` and `url` in `.json`). img2dataset: its input parquet
     (`url`/`caption`, or LAION's `URL`/`TEXT`), or its webdataset output (`.txt`, `url` in
-    `.json`). Raises InputError when the columns are not there.
+    `.json`). `given`: the fields named explicitly (--text_field ...; None: not given): they
+    win over the preset's, whose columns then need not be there. Raises InputError when a
+    column the preset still names is not there.
     """
     if preset not in PRESETS:
         raise InputError(f"unknown --input_preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    given = {name: value for name, value in (given or {}).items() if value is not None}
     if fmt == WEBDATASET:
-        return {"text_field": TXT_MEMBER, "key_field": "uid" if preset == "datacomp" else None, "url_field": "url"}
+        fields = {"text_field": TXT_MEMBER, "key_field": "uid" if preset == "datacomp" else None, "url_field": "url"}
+        return {**fields, **given}
     names = list(columns or [])
     if preset == "datacomp":
-        missing = [name for name in ("uid", "url", "text") if name not in names]
+        fields = {"key_field": "uid", "url_field": "url", "text_field": "text"}  # in the message's order
+        missing = [column for field, column in fields.items() if field not in given and column not in names]
         if missing:
             raise InputError(
-                f"--input_preset datacomp needs the columns uid, url and text; {', '.join(missing)} missing "
+                f"--input_preset datacomp needs the columns {_needed(fields, given)}; {', '.join(missing)} missing "
                 f"(columns: {', '.join(map(str, names))})"
             )
-        return {"text_field": "text", "key_field": "uid", "url_field": "url"}
+        return {**fields, **given}
     for url, caption in (("url", "caption"), ("URL", "TEXT")):
-        if url in names and caption in names:
-            return {"text_field": caption, "key_field": None, "url_field": url}
+        fields = {"text_field": caption, "key_field": None, "url_field": url}
+        if all(field in given or column is None or column in names for field, column in fields.items()):
+            return {**fields, **given}
     raise InputError(
         "--input_preset img2dataset needs the columns url and caption (or URL and TEXT); "
         f"columns: {', '.join(map(str, names))}"
     )
+
+
+def _needed(fields: dict, given: dict) -> str:
+    """The preset's columns not replaced by an explicit flag, as 'a, b and c'."""
+    needed = [column for field, column in fields.items() if field not in given]
+    return needed[0] if len(needed) == 1 else ", ".join(needed[:-1]) + " and " + needed[-1]

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.formats.batches import Item, _BatchBuilder, _describe
+from transforms.formats.batches import BatchBuilder, Item, describe
 from transforms.formats.layout import InputLayout, fallback_key, text_problem
 from transforms.formats.rejections import (
     INVALID_UTF8,
@@ -209,7 +209,7 @@ def _decoded(values: list, bad: set) -> tuple[list, set]:
     return texts, bad
 
 
-def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
+def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: BatchBuilder) -> Iterator[Item]:
     """Parquet, a row group at a time, a record batch at a time; pass-through columns
     cast to the layout.
 
@@ -238,7 +238,7 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
             try:
                 batch = next(batches, None)
             except Exception as error:  # noqa: BLE001 - a corrupt page, a bad decompression: this row group's fault
-                batch, fault = None, _describe(error)
+                batch, fault = None, describe(error)
             else:
                 fault = None if batch is not None else "fewer rows than the footer says"
             if batch is None:
@@ -262,7 +262,7 @@ def read_parquet(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _B
                     batch, first_row + done, path, layout, text_kind
                 )
             except Exception as error:  # noqa: BLE001 - values that do not convert: this batch's rows
-                lost = {"row_group": group, "error": _describe(error)}
+                lost = {"row_group": group, "error": describe(error)}
                 rejections, accepted = (
                     [Rejection(path, first_row + done, UNREADABLE_ROWS, lost, records=batch.num_rows)],
                     [],

@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms.core.columns import KEY, SOURCE_FILE, SOURCE_ROW, TEXT
-from transforms.formats.batches import Item, _BatchBuilder, _describe
-from transforms.formats.compression import _is_empty, buffered
-from transforms.formats.delimited import _read_delimited
+from transforms.formats.batches import BatchBuilder, Item, describe
+from transforms.formats.compression import buffered, is_empty
+from transforms.formats.delimited import read_delimited
 from transforms.formats.jsonl import read_jsonl
 from transforms.formats.layout import FORMATS, InputError, InputLayout
 from transforms.formats.parquet import read_parquet
@@ -36,8 +36,8 @@ from transforms.formats.webdataset import read_webdataset, webdataset_passthroug
 
 _READERS = {
     "jsonl": read_jsonl,
-    "tsv": _read_delimited,
-    "csv": _read_delimited,
+    "tsv": read_delimited,
+    "csv": read_delimited,
     "parquet": read_parquet,
     WEBDATASET: read_webdataset,
 }
@@ -52,17 +52,17 @@ def read_caption_file(fileobj: IO[bytes], path: str, file_index: int, layout: In
     before the fault included, and one file-level `unreadable_file` rejection
     of 0 records: how many records the unreadable rest held is unknown.
     """
-    builder = _BatchBuilder(layout, path, file_index)
+    builder = BatchBuilder(layout, path, file_index)
     try:
         if layout.format != "parquet":
             fileobj = buffered(fileobj)
-        if _is_empty(fileobj):
+        if is_empty(fileobj):
             yield Rejection(path, None, EMPTY_FILE, None, records=0)
             return
         yield from _READERS[layout.format](fileobj, path, layout, builder)
     except Exception as error:  # noqa: BLE001 - any parser failure is this file's fault
         yield from builder.flush()
-        yield Rejection(path, None, UNREADABLE_FILE, _describe(error), records=0)
+        yield Rejection(path, None, UNREADABLE_FILE, describe(error), records=0)
         return
     yield from builder.flush()
 

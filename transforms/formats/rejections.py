@@ -124,13 +124,13 @@ class Rejection:
             "raw": self.raw,
         }
         line = json.dumps(document, ensure_ascii=False, sort_keys=True, default=repr)
-        if not _encodable(line):
+        if not encodable(line):
             # A lone surrogate (JSON can spell "\ud800"): escaped, the line stays valid UTF-8.
             line = json.dumps(document, ensure_ascii=True, sort_keys=True, default=repr)
         return line
 
 
-def _encodable(value: str) -> bool:
+def encodable(value: str) -> bool:
     """Whether a str is valid Unicode for UTF-8: no lone surrogate (JSON's "\\ud800",
     a tar member name that was not UTF-8). Arrow refuses such strings."""
     if value.isascii():  # O(1) in CPython: the common case costs nothing

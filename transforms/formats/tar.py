@@ -239,7 +239,3 @@ def expand_braces(pattern: str) -> list[str]:
             return [prefix + item + tail for item in items for tail in rest]
         start = pattern.find("{", start + 1)
     return [pattern]
-
-
-def has_braces(pattern: str) -> bool:
-    return expand_braces(pattern) != [pattern]

@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from transforms.core.columns import SHARD, WDS_KEY
 from transforms.formats.batches import (
+    BatchBuilder,
     Item,
-    _BatchBuilder,
-    _json_scalar_as_text,
-    _unescape_one,
+    json_scalar_as_text,
+    unescape_one,
 )
 from transforms.formats.layout import InputLayout, text_problem
 from transforms.formats.rejections import (
@@ -44,7 +44,7 @@ def webdataset_text_member(layout: InputLayout) -> Optional[str]:
     return layout.text_field[1:].lower() if layout.text_field.startswith(".") else None
 
 
-def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder: _BatchBuilder) -> Iterator[Item]:
+def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder: BatchBuilder) -> Iterator[Item]:
     """Webdataset tar shards: one record per sample, rows are sample positions in the tar.
 
     The caption is the member named by `--text_field` when it starts with a dot (`.txt`,
@@ -59,7 +59,7 @@ def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
     wanted = {text_member, "json" if needs_json else None} - {None}
     for sample in iter_tar_samples(fileobj, lambda _, ext: ext in wanted):
         row = sample.index
-        about = {"__key__": _unescape_one(sample.key), "members": sample.extensions()}
+        about = {"__key__": unescape_one(sample.key), "members": sample.extensions()}
         record: dict = {}
         json_member = sample.member("json") if needs_json else None
         if json_member is not None:
@@ -98,10 +98,10 @@ def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
         try:
             if layout.key_field:
                 key = record.get(layout.key_field)
-                key = None if key is None else _json_scalar_as_text(key)
+                key = None if key is None else json_scalar_as_text(key)
             else:
                 key = sample.key
-            url = _json_scalar_as_text(record.get(layout.url_field)) if layout.url_field else None
+            url = json_scalar_as_text(record.get(layout.url_field)) if layout.url_field else None
         except RecursionError:  # a .json value nested too deeply to encode again
             yield Rejection(path, row, MALFORMED_JSON, about)
             continue

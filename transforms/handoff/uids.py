@@ -1,6 +1,6 @@
 """DataComp's `subset_uids.npy`, without Beam: uid checks, packing, sorting and the file's bytes.
 
-No Beam import: the writer in `transforms.beam.handoff.datacomp`, the tests and any
+No Beam import: the writer in `transforms.beam.handoff.subset_uids`, the tests and any
 script call these. `subset_uids.npy` is what DataComp's `resharder.py` loads (`np.load`,
 checked against `np.dtype("u8,u8")`) and searches with `np.searchsorted`: one row per
 kept uid, f0 = int(uid[:16], 16), f1 = int(uid[16:32], 16), little-endian, sorted, no

@@ -25,7 +25,6 @@ from transforms.core.spacing import space_text
 
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
 NUMBERS = tuple(str(i) for i in range(100))
-SOURCE_ORDER = ("numbers", "wordnet", "wiki_unigrams", "wiki_bigrams", "wiki_titles")
 # MetaCLIP's `forbidden`: an entry that is one ASCII punctuation mark is dropped.
 FORBIDDEN = frozenset(string.punctuation)
 

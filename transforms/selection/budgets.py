@@ -1,6 +1,6 @@
 """Budgets of the cross-covariance selection: per class, and per part of a large class.
 
-Pure Python and numpy, no Beam import (docs/selection-spec.md, section 3). Proportional
+Pure Python and numpy, no Beam import (docs/selection.md). Proportional
 budgets by the largest-remainder rule (ours, as the ClipCov authors' earlier SAS code):
 for a fraction f of N samples, k_c = floor(f n_c), then one more for the classes with the
 largest remainders f n_c - k_c (ties to the lower class id) until the total is exactly

@@ -1,6 +1,6 @@
 """Cross-covariance selection: exact class sums, pseudo-classes, tie keys, the greedy.
 
-Pure numpy, no Beam import (docs/selection-spec.md, section 3, ClipCov-style). Within a
+Pure numpy, no Beam import (docs/selection.md, ClipCov-style). Within a
 class c of n_c members with budget k_c, the class sum C_c = sum_i x_i y_i^T (image and
 caption embeddings, L2-normalised) gives the target T_c = k_c C_c / n_c, and the greedy
 picks k_c members whose sum C_S maximises F(S) = 2<T_c, C_S> - ||C_S||_F^2. The Beam

@@ -1,6 +1,6 @@
 """The whole cross-covariance selection of an in-memory pool, composed from the pure parts.
 
-Pure numpy, no Beam import (docs/selection-spec.md, section 3). This is what the Beam
+Pure numpy, no Beam import (docs/selection.md). This is what the Beam
 wrapper does across workers (class sums by CombinePerKey over batches, then a GroupByKey
 per (class, part) and `greedy_select`), in one process: the tests compare it with the
 independent reference in tests/covariance_reference.py, and it shows the order of calls.

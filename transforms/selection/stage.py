@@ -2,7 +2,7 @@
 
 Pure numpy and pyarrow, no Beam import: transforms.beam.select wires these into
 CombinePerKey / GroupByKey steps; `transforms.selection.local` is the same selection in
-one process. selection-spec.md section 3; docs/selection.md.
+one process. docs/selection.md.
 
 A record is identified by its place in the input, `record_ids` = file index << 40 | row
 (unique, whatever its key), and ordered by its tie key (seed and key).

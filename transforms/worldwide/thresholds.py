@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from transforms.core.balancing import entry_probabilities
+from transforms.core.plan import BalancingPlan
 from transforms.worldwide.metadata import LanguageMetadata, require_language
 
 # Decisions, and why (the MetaCLIP 2 reference's `t_to_p` / `p_to_t` were read
@@ -111,4 +113,12 @@ def entry_thresholds(metadata: LanguageMetadata, thresholds: Mapping[str, int]) 
         raise KeyError(f"no threshold for language(s) {', '.join(missing)}")
     return np.repeat(
         np.asarray([thresholds[language] for language in metadata.languages], dtype=np.int64), metadata.sizes
+    )
+
+
+def plan_for_languages(counts: np.ndarray, metadata: LanguageMetadata, threshold: int) -> BalancingPlan:
+    """MetaCLIP 2: English's t is `threshold`; every other language's keeps English's tail share."""
+    thresholds = language_thresholds(counts, metadata, threshold)
+    return BalancingPlan(
+        entry_probabilities(counts, entry_thresholds(metadata, thresholds)), int(threshold), thresholds
     )

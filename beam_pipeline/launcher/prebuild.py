@@ -11,7 +11,7 @@ the cache file's lock at once, so that a worker that asks before the build
 ends waits for the file (transforms.runtime.automaton_cache) instead of
 building it too, and writes the file when the build is done.
 
-    python -m transforms.runtime.prebuild -- CURATE_ARGUMENTS...   (the order: one JSON line on stdin)
+    python -m beam_pipeline.launcher.prebuild -- CURATE_ARGUMENTS...   (the order: one JSON line on stdin)
 
 The child reads what it needs from the command line before the launcher has
 parsed it (`flag_value`): --metadata, --matcher, and where to find captions to

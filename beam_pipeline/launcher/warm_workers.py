@@ -10,7 +10,7 @@ The launcher has imported all of them by the time it has built its options.
 `start()` forks it there, while it still runs one thread, into a warm process
 that imports Beam's worker module and then waits on a Unix socket in a private
 directory (mode 0700: only this user may ask it for a worker). The runner's
-worker command becomes `transforms/runtime/worker_relay.py SOCKET`, a
+worker command becomes `beam_pipeline/launcher/worker_relay.py SOCKET`, a
 standard-library script that starts in ~10 ms and sends the environment Beam
 gave it; the warm process forks a worker with that environment, which runs
 Beam's `sdk_worker_main.main` as a cold one would, and sends its exit status

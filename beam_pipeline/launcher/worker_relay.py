@@ -1,7 +1,7 @@
 """The command the DirectRunner runs for each local SDK worker when warm workers are on.
 
 Standard library only, run as `python -I -S worker_relay.py SOCKET`
-(transforms.runtime.warm_workers): it starts in ~10 ms, hands its environment
+(beam_pipeline.launcher.warm_workers): it starts in ~10 ms, hands its environment
 (the control and logging addresses and the pipeline options Beam set for the
 worker) to the warm process listening on SOCKET, which forks the worker, and
 exits with the worker's status once it has ended, as the worker process itself
