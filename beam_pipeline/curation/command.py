@@ -28,6 +28,7 @@ from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from beam_pipeline.stages.balance import MetaClipBalancing
 from transforms.beam.modes import MetaClip1
+from transforms.core.accounting import accounting_failure
 from transforms.formats.rejections import strict_failure
 from transforms.runtime import automaton_cache
 
@@ -137,8 +138,8 @@ def _run_checked(
                 )
                 return 0
             result.wait_until_finish()
-    except Exception as error:  # only a --strict rejection is handled; anything else is raised again
-        message = strict_failure(error) if config.strict else None
+    except Exception as error:  # a --strict rejection or records unaccounted for; anything else is raised again
+        message = (strict_failure(error) if config.strict else None) or accounting_failure(error)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

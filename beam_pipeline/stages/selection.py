@@ -22,6 +22,7 @@ class CovarianceSelection(Stage):
     """--select covariance: a subset preserving the image-caption cross-covariance per pseudo-class."""
 
     name = "Select"
+    fate = "not_selected"
     main_flag = "--select"
     worker_path_flags = ("class_embeddings",)
 
