@@ -15,11 +15,12 @@ from beam_pipeline.stages.balance import MetaClipBalancing, NoBalancing
 from beam_pipeline.stages.base import Stage, StageInputs
 from beam_pipeline.stages.datacomp_filters import DataCompFiltering
 from beam_pipeline.stages.selection import CovarianceSelection
-from beam_pipeline.stages.uid_lists import AllowUids
+from beam_pipeline.stages.uid_lists import AllowUids, DenyUids
 from beam_pipeline.stages.where import Where
 
 STAGES: tuple[type[Stage], ...] = (
     AllowUids,
+    DenyUids,
     Where,
     DataCompFiltering,
     MetaClipBalancing,

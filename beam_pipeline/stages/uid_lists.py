@@ -102,3 +102,10 @@ class AllowUids(_UidListStage):
 
     name, main_flag, flag, allow = "AllowUids", "--allow_uids", "allow_uids", True
     worker_path_flags = ("allow_uids",)
+
+
+class DenyUids(_UidListStage):
+    """--deny_uids FILE: the listed records are dropped."""
+
+    name, main_flag, flag, allow = "DenyUids", "--deny_uids", "deny_uids", False
+    worker_path_flags = ("deny_uids",)

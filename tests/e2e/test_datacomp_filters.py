@@ -215,7 +215,10 @@ BAD_STAGE_OPTIONS = [
     (["--filter", "text"], "--filter text needs --imagenet_wnids FILE"),
     (["--filter", "image"], "--filter image needs --centroids FILE.npy and --target_clusters FILE"),
     (["--recipe", "datacomp-2b"], "--recipe must be one of datacomp-basic"),
-    (["--balance", "none"], "--balance none without --filter or --select would keep every record"),
+    (
+        ["--balance", "none"],
+        "--balance none without --allow_uids, --deny_uids, --where, --filter or --select would keep every record",
+    ),
     (["--filter", "basic", "--balance", "none", "--metadata", "{md}"], "--metadata is for MetaCLIP balancing"),
     (["--recipe", "datacomp-basic", "--metadata", "{md}"], "add --balance metaclip to balance the filtered pool"),
     (["--filter", "basic"], "--metadata is required"),

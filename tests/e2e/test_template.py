@@ -85,6 +85,7 @@ SAMPLE_VALUES = {
     "centroids": "gs://bucket/l14_centroids.npy",
     "target_clusters": "gs://bucket/in1k_clusters.txt",
     "allow_uids": "gs://bucket/datacomp_1b_uids.npy",
+    "deny_uids": "gs://bucket/eval_set_uids.txt",
     "where": "aesthetic > 7",
     "select": "covariance",
     "select_fraction": "0.5",

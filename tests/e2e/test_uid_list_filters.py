@@ -25,13 +25,23 @@ def pool(tmp_path_factory):
     uids[17] = SHORT_UID
     for shard in range(2):
         part = uids[shard * 120 : (shard + 1) * 120]
-        table = pa.table({"uid": part, "url": [f"https://img/{u}" for u in part], "text": ["a caption"] * len(part)})
+        table = pa.table(
+            {
+                "uid": part,
+                "url": [f"https://img/{u}" for u in part],
+                "text": ["a caption"] * len(part),
+                "aesthetic": [float(i % 10) for i in range(shard * 120, (shard + 1) * 120)],
+            }
+        )
         pq.write_table(table, root / f"{shard:05d}.parquet")
     listed = [v for i, v in enumerate(values) if i % 3 == 0 and i != 17]
     outside = [int.from_bytes(rng.bytes(16), "big") for _ in range(5)]  # listed, not in the pool
     (root / "allow.npy").write_bytes(npy_bytes(uid_rows(listed + outside)))
+    denied = [v for i, v in enumerate(values) if i % 4 == 0 and i != 17]
+    (root / "deny.npy").write_bytes(npy_bytes(uid_rows(denied)))
+    (root / "deny.txt").write_text("\n".join(f"{v:032x}" for v in denied) + "\n")
     (root / "allow.txt").write_text("\n".join([f"{v:032x}" for v in listed] + [SHORT_UID, "not-in-pool"]) + "\n")
-    return root, uids, {f"{v:032x}" for v in listed}
+    return root, uids, {f"{v:032x}" for v in listed}, {f"{v:032x}" for v in denied}
 
 
 def _run(root, out, *flags) -> int:
@@ -50,7 +60,7 @@ def _reasons(out) -> dict:
 
 @pytest.mark.parametrize("name", ["allow.npy", "allow.txt"])
 def test_allow_keeps_exactly_the_listed_records(pool, tmp_path, name):
-    root, uids, listed = pool
+    root, uids, listed, _ = pool
     out = tmp_path / "out"
     assert _run(root, out, "--allow_uids", str(root / name)) == 0
     expected = listed | ({SHORT_UID} if name == "allow.txt" else set())  # a text list names any key
@@ -70,7 +80,7 @@ def test_allow_keeps_exactly_the_listed_records(pool, tmp_path, name):
     ],
 )
 def test_a_bad_list_fails_before_any_work_with_one_line(pool, tmp_path, capsys, make, message):
-    root, _, _ = pool
+    root, _, _, _ = pool
     path = make(tmp_path)
     assert _run(root, tmp_path / "out", "--allow_uids", str(path)) == 2
     err = capsys.readouterr().err
@@ -83,9 +93,44 @@ def _write(path, data: bytes):
 
 
 def test_an_npy_list_needs_uid_keys(pool, tmp_path, capsys):
-    root, _, _ = pool
+    root, _, _, _ = pool
     (tmp_path / "pool.jsonl").write_text('{"key": "k0", "text": "a dog"}\n{"key": "k1", "text": "a cat"}\n')
     argv = ["--input", str(tmp_path / "pool.jsonl"), "--balance", "none", "--output_dir", str(tmp_path / "out")]
     assert curate.run(argv + ["--allow_uids", str(root / "allow.npy")]) == 2
     err = capsys.readouterr().err
     assert "lists DataComp uids (an .npy), but the input's keys are not uids (e.g. 'k0')" in err, err
+
+
+@pytest.mark.parametrize("name", ["deny.npy", "deny.txt"])
+def test_deny_drops_exactly_the_listed_records_and_keeps_a_short_uid(pool, tmp_path, name):
+    root, uids, _, denied = pool
+    out = tmp_path / "out"
+    assert _run(root, out, "--deny_uids", str(root / name)) == 0
+    assert _kept(out) == set(uids) - denied and SHORT_UID in _kept(out)
+    assert _reasons(out) == dict.fromkeys(denied, "deny_uids")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["filtered_by_filter"] == {"deny_uids": len(denied)}
+
+
+def test_a_dropped_record_is_charged_to_the_first_filter_it_fails(pool, tmp_path):
+    """allow_uids, then deny_uids, then each --where as given: a record failing several goes to the first."""
+    root, uids, listed, denied = pool
+    out = tmp_path / "out"
+    where = ["--where", "aesthetic >= 3", "--where", "aesthetic < 8"]
+    assert _run(root, out, "--deny_uids", str(root / "deny.txt"), *where, "--allow_uids", str(root / "allow.npy")) == 0
+    aesthetic = {uid: float(i % 10) for i, uid in enumerate(uids)}
+    expected = {}
+    for uid in uids:
+        for reason, fails in (
+            ("allow_uids", uid not in listed),
+            ("deny_uids", uid in denied),
+            ("where aesthetic >= 3", aesthetic[uid] < 3),
+            ("where aesthetic < 8", aesthetic[uid] >= 8),
+        ):
+            if fails:
+                expected[uid] = reason
+                break
+    assert _reasons(out) == expected and _kept(out) == set(uids) - set(expected)
+    stats = json.loads((out / "stats.json").read_text())
+    order = ["allow_uids", "deny_uids", "where aesthetic >= 3", "where aesthetic < 8"]
+    assert list(stats["filtered_by_filter"]) == order and all(stats["filtered_by_filter"][name] > 0 for name in order)
