@@ -29,6 +29,7 @@ from beam_pipeline.options import CurationArgs, UsageError, parse_curation_args
 from beam_pipeline.progress import ProgressReporter
 from beam_pipeline.stages.balance import MetaClipBalancing
 from transforms.beam.modes import MetaClip1
+from transforms.core.accounting import accounting_failure
 from transforms.formats.rejections import strict_failure
 from transforms.runtime import automaton_cache
 
@@ -140,8 +141,8 @@ def _run_checked(
                 print(runners.submitted_line(options, config.output_dir))
                 return 0
             result.wait_until_finish()
-    except (Exception, worker_failure.WorkerDied) as error:  # a --strict stop, a dead worker; else raised again
-        message = strict_failure(error) if config.strict else None
+    except (Exception, worker_failure.WorkerDied) as error:  # --strict, records unaccounted for, a dead worker
+        message = (strict_failure(error) if config.strict else None) or accounting_failure(error)
         if message is None:
             message = worker_failure.message(error, _worker_deaths(warm, error), oom_before, worker_failure.oom_kills())
             if message is None:

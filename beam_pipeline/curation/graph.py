@@ -46,6 +46,7 @@ from transforms.beam.write import (
     WriteJsonLinesShards,
     WriteParquetShards,
 )
+from transforms.core.accounting import account, boundary_figures, dropped_figures, output_name
 from transforms.core.stats import (
     duplicate_figures,
     filtered_figures,
@@ -114,6 +115,7 @@ class Written(NamedTuple):
 
     files: list  # PCollections whose completion means an output is written (stats.json's `after`)
     duplicates: PCollection  # [dict]: repeated keys per shard of the first sharded output
+    rows: list  # PCollections of [Counter]: the rows each sharded output's writers wrote
 
 
 class WriteOutputs(beam.PTransform):
@@ -157,6 +159,7 @@ class WriteOutputs(beam.PTransform):
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )
         files = [shards.written, rejected.written]
+        rows = [shards.rows]
         dropped = self._chain.dropped
         if dropped is not None:
             filtered = dropped | "WriteFiltered" >> WriteParquetShards(
@@ -167,18 +170,22 @@ class WriteOutputs(beam.PTransform):
                 spill_label="WriteFiltered",
             )
             files.append(filtered.written)
-        files += _write_handoff(final, self._read.listed_files, config)
+            rows.append(filtered.rows)
+        handoff, handoff_rows = _write_handoff(final, self._read.listed_files, config)
+        files += handoff
+        rows += handoff_rows
         for stage, output in self._chain.applied:
             files += stage.write(final, output, run)
-        return Written(files, shards.figures)
+        return Written(files, shards.figures, rows)
 
 
 def _write_handoff(final, listed_files, config: CurationConfig) -> list:
     """The training hand-off writers the config asks for; their outputs, for stats.json's `after`.
 
     `listed_files`: (index, path) of every input file (ReadCaptions' Read.listed_files).
+    Also the rows written per shard of img2dataset/ (for the accounting).
     """
-    written = []
+    written, rows = [], []
     if "webdataset" in config.handoff or config.reshard_dir:
         keep_lists = "webdataset" in config.handoff
         source = {
@@ -199,19 +206,15 @@ def _write_handoff(final, listed_files, config: CurationConfig) -> list:
     if "datacomp" in config.handoff:
         written.append(final | "WriteSubsetUids" >> WriteSubsetUids(config.output(SUBSET_UIDS), config.num_shards))
     if "img2dataset" in config.handoff:
-        written.append(
-            (
-                final
-                | "WriteImg2dataset"
-                >> WriteImg2datasetShards(
-                    config.output(IMG2DATASET_DIR),
-                    config.num_shards,
-                    config.img2dataset_key_column,
-                    spill_dir=config.shards_spill_dir,
-                )
-            ).written
+        img2dataset = final | "WriteImg2dataset" >> WriteImg2datasetShards(
+            config.output(IMG2DATASET_DIR),
+            config.num_shards,
+            config.img2dataset_key_column,
+            spill_dir=config.shards_spill_dir,
         )
-    return written
+        written.append(img2dataset.written)
+        rows.append(img2dataset.rows)
+    return written, rows
 
 
 def _run_finishing_task(task: tuple[str, str]) -> None:
@@ -234,10 +237,42 @@ def _final_figures(batch: pa.RecordBatch, counting: list) -> dict:
     return figures
 
 
+def _expected_rows(config: CurationConfig, chain: Chain) -> dict:
+    """Sharded output -> the accounting figure its rows must equal: subset/ and img2dataset/ the
+    kept records, the stages' outputs (the match index) every record at the end, filtered/ the dropped."""
+    run = config.run_context()
+    stages = [stage for stage, _ in chain.applied]
+    expected = {
+        output_name(out.directory): "accepted"
+        for stage in stages
+        for out in stage.sharded_outputs(run, config.subset_schema)
+    }
+    expected["subset"] = "kept"
+    if chain.dropped is not None:
+        expected[FILTERED_DIR] = "dropped"
+    if "img2dataset" in config.handoff:
+        expected[IMG2DATASET_DIR] = "kept"
+    return expected
+
+
+def _accounting_figures(read: Read, chain: Chain, written: Written) -> PCollection:
+    """The accounting's figures (transforms.core.accounting), summed: counted at the reader per
+    file, at each stage's boundary and of its dropped records, and by each sharded output's writers."""
+    parts = [read.counted, read.batches | "AccountRead" >> beam.Map(boundary_figures, 0)]
+    for i, (stage, output) in enumerate(chain.applied):
+        parts.append(output.batches | f"Account{i}{stage.name}" >> beam.Map(boundary_figures, i + 1))
+        if output.dropped is not None:
+            parts.append(output.dropped | f"AccountDropped{i}{stage.name}" >> beam.Map(dropped_figures, i))
+    parts += written.rows
+    return tuple(parts) | "AllAccounting" >> beam.Flatten() | "SumAccounting" >> beam.CombineGlobally(SumFigures())
+
+
 def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, written: Written) -> PCollection:
     """stats.json, written after every other output: its presence marks a finished run.
 
-    One merge (transforms.core.stats.merge_sections) of each stage's figures and the run's.
+    One merge (transforms.core.stats.merge_sections) of each stage's figures and the run's,
+    and the accounting (transforms.core.accounting.account): records unaccounted for fail the
+    run here, before stats.json is written.
     """
     counting = [(i, stage) for i, (stage, _) in enumerate(chain.applied) if _counts_final_batches(stage)]
     final_stats = (
@@ -263,11 +298,18 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, wri
         )
     for i, (_, output) in enumerate(chain.applied):
         side.update({f"{i}|{name}": figures for name, figures in output.figures.items()})
+    side["accounting"] = _accounting_figures(read, chain, written)
     stages = [stage for stage, _ in chain.applied]
     reasons = [reason for stage in stages for reason in stage.reasons]
     files = {"input_files": len(config.paths), "num_shards": config.num_shards}
 
-    def document(final, rejected, dropped=None, **figures):
+    fates = [stage.fate for stage in stages]
+    names = [stage.name for stage in stages]
+    expected_rows = _expected_rows(config, chain)
+
+    def document(final, rejected, accounting, dropped=None, **figures):
+        # First: a run whose records do not add up raises here, and writes no stats.json.
+        records = account(accounting, rejected.get("records_rejected", 0), fates, names, expected_rows)
         run = {key: value for key, value in final.items() if "|" not in key}
         parts = []
         for i, stage in enumerate(stages):
@@ -275,6 +317,7 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, wri
             counted = {key.split("|", 1)[1]: value for key, value in final.items() if key.startswith(f"{i}|")}
             parts.append(stage.stats(own, counted))
         parts.append(run_sections(run, rejected, dropped or {}, reasons, files))
+        parts.append({"accounting": {"accounting": records}})
         return merge_sections(parts)
 
     return pipeline | "WriteStats" >> WriteJsonFile(config.output(STATS_JSON), document, side, after=written.files)

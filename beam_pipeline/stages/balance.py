@@ -39,6 +39,7 @@ class MetaClipBalancing(Stage):
     """--balance metaclip: match every caption, count per entry, keep each with P = 1 - prod(1 - p_e)."""
 
     name = "Balance"
+    fate = "balanced_out"
 
     def __init__(self, mode: CurationMode, threshold: int, seed: int, target_size: Optional[int]):
         self.mode = mode
@@ -147,6 +148,7 @@ class NoBalancing(Stage):
     """--balance none: every record that reaches the stage is kept (the writers read the keep flag it sets)."""
 
     name = "Balance"
+    fate = ""
     keeps_every_record = True
 
     @classmethod

@@ -78,6 +78,9 @@ class Stage:
     worker_path_flags: Sequence[str] = ()  # its flags naming files the workers read
     embedding_keys: Sequence[str] = ()  # the CLIP embeddings it reads (--image_embedding_key ...), in order
     reasons: Sequence[str] = ()  # what it writes to filtered/'s `filter` column for a record it drops
+    # The accounting's name for the records it drops or whose keep flag it clears
+    # (transforms.core.accounting; "" for a stage that keeps every record).
+    fate = "filtered"
 
     @classmethod
     def add_arguments(cls, group, add) -> None:

@@ -22,6 +22,7 @@ class CovarianceSelection(Stage):
     """--select covariance: a subset preserving the image-caption cross-covariance per pseudo-class."""
 
     name = "Select"
+    fate = "not_selected"
     main_flag = "--select"
     worker_path_flags = ("class_embeddings",)
 
@@ -115,7 +116,7 @@ class CovarianceSelection(Stage):
                 f"{selection['records_selected']:,} of {selection['records_in']:,} in {selection['classes']} classes",
             ),
             ("objective reached", "-" if ratio is None else f"{ratio:.4f} of its maximum"),
-            ("image-caption cosine", "-" if before is None else f"{before:.4f} before, {after:.4f} after"),
+            ("image-caption cosine", _cosines(before, after)),
         ]
 
 
@@ -127,3 +128,10 @@ def _check_class_embeddings(path: str, width: int) -> None:
         raise UsageError(f"{name} must hold a K x d float array; it holds {header.dtype} {header.shape}")
     if width > 0 and header.shape[1] != width:
         raise UsageError(f"{name}: class embeddings are {header.shape[1]}-d but the image embeddings are {width}-d")
+
+
+def _cosines(before, after) -> str:
+    """The mean image-caption cosine before and after; None where there were no records (after: none selected)."""
+    if before is None:
+        return "-"
+    return f"{before:.4f} before, " + ("- after (none selected)" if after is None else f"{after:.4f} after")

@@ -8,7 +8,9 @@ Parquet, a Parquet file with a corrupt row group, 0-byte files, a truncated
 The command line must finish, put every bad record in rejected/ with its reason
 and source row, account for every record in stats.json, and curate the good
 records exactly as a clean run over only them does. Then: determinism with
-faults, --strict, a finished run left alone. The pools are in tests/faulty_pools.py;
+faults, --strict, a finished run left alone; then the stages' edge cases (an empty pool,
+every record filtered, --select_fraction 0 and 1, bad class embeddings, bad vectors under
+--filter image). The pools are in tests/faulty_pools.py;
 ReadCaptions' metrics and --strict on them are tests/pipeline/test_read_faults.py.
 docs/fault-policy.md is the policy these tests pin down.
 """
@@ -20,10 +22,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from beam_pipeline import curate
+from covariance_pool import write_covariance_pool
+from datacomp_pool import write_pool
 from faulty_pools import MAX_TEXT_BYTES, METADATA, NUM_SHARDS, POOLS, SEED, THRESHOLD, Pool, write_files
 
 # --- running them ------------------------------------------------------------------------
@@ -129,6 +135,12 @@ def test_stats_account_for_every_record(runs, fmt):
     assert {k: v for k, v in stats["rejected_by_reason"].items() if v} == {k: v for k, v in by_reason.items() if v}
     assert stats["files_rejected"] == sum(1 for _, row, _, _ in run.pool.rejections if row is None)
     assert stats["duplicate_keys"] == 0
+    # Counted at the reader, per file: the records of a truncated file's unreadable rest are not known.
+    accounting = stats["accounting"]
+    assert accounting["read"] == run.pool.good + rejected_records
+    assert accounting["rejected"] == rejected_records
+    assert accounting["kept"] == stats["records_kept"]
+    assert accounting["kept"] + accounting["balanced_out"] == run.pool.good
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -204,3 +216,91 @@ def test_strict_run_stops_at_the_first_rejection_with_one_line(tmp_path, capsys)
     # Without --strict the same pool finishes and rejects the record.
     assert curate.run(argv + ["--progress", "0", "--report", "false"]) == 0
     assert json.loads((out / "stats.json").read_text())["rejected_by_reason"] == {"non_string_text": 1}
+
+
+# --- the stages' edge cases ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_pool(tmp_path_factory):
+    """600 DataComp-style records with npz embeddings, an empty shard pool beside, and list files."""
+    root = tmp_path_factory.mktemp("stage-faults")
+    pool = write_covariance_pool(root / "pool", rows=600, dim=8)
+    empty = root / "empty"
+    empty.mkdir()
+    strings = pa.array([], pa.string())
+    pq.write_table(pa.table({"uid": strings, "url": strings, "text": strings}), empty / "00000000.parquet")
+    np.savez(empty / "00000000.npz", l14_img=np.zeros((0, 8), np.float32), l14_txt=np.zeros((0, 8), np.float32))
+    (root / "half.txt").write_text("\n".join(pool.keys[::2]) + "\n")
+    (root / "none.txt").write_text("f" * 32 + "\n")
+    np.save(root / "wide.npy", np.ones((5, 7), np.float32))
+    np.save(root / "ints.npy", np.ones((5, 8), np.int64))
+    return root
+
+
+SELECT_HALF = ["--select", "covariance", "--select_fraction", "0.5"]
+STAGE_CASES = {
+    "empty pool, filter and select": ("empty", ["--allow_uids", "half.txt", *SELECT_HALF], (0, 0, 0, 0)),
+    "every record filtered, select": ("pool", ["--allow_uids", "none.txt", *SELECT_HALF], (600, 600, 0, 0)),
+    "--select_fraction 0": ("pool", ["--select", "covariance", "--select_fraction", "0"], (600, 0, 600, 0)),
+    "--select_fraction 1": ("pool", ["--select", "covariance", "--select_fraction", "1"], (600, 0, 0, 600)),
+}
+
+
+def _stage_run(root: Path, pool: str, flags: list[str]) -> list[str]:
+    files = {"half.txt", "none.txt", "wide.npy", "ints.npy"}
+    flags = [str(root / flag) if flag in files else flag for flag in flags]
+    argv = ["--input", str(root / pool / "*.parquet"), "--input_preset", "datacomp", "--balance", "none"]
+    return [*argv, "--output_dir", str(root / "out"), "--overwrite", *flags]
+
+
+@pytest.mark.parametrize("case", list(STAGE_CASES))
+def test_stage_edge_cases_finish_with_their_figures(embedded_pool, case):
+    """Each finishes (the summary included) with its outputs, and zeros where nothing was left."""
+    pool, flags, (read, filtered, not_selected, kept) = STAGE_CASES[case]
+    assert curate.run(_stage_run(embedded_pool, pool, flags)) == 0
+    out = embedded_pool / "out"
+    stats = json.loads((out / "stats.json").read_text())
+    accounting = {"read": read, "rejected": 0, "filtered": filtered, "not_selected": not_selected, "kept": kept}
+    assert stats["accounting"] == {k: v for k, v in accounting.items() if k != "filtered" or "--allow_uids" in flags}
+    assert stats["records_kept"] == kept == pq.read_table(out / "subset").num_rows
+    assert stats["selection"]["records_selected"] == kept
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--class_embeddings", "wide.npy"], "class embeddings are 7-d but the image embeddings are 8-d"),
+        (["--class_embeddings", "ints.npy"], "must hold a K x d float array; it holds int64 (5, 8)"),
+    ],
+)
+def test_class_embeddings_of_another_width_or_dtype_fail_before_any_work(embedded_pool, flags, message, capsys):
+    (embedded_pool / "refused").mkdir(exist_ok=True)
+    argv = _stage_run(embedded_pool, "pool", [*SELECT_HALF, *flags])
+    argv[argv.index("--output_dir") + 1] = str(embedded_pool / "refused")
+    assert curate.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --class_embeddings") and message in err and err.count("\n") == 1, err
+    assert not list((embedded_pool / "refused").iterdir())
+
+
+def test_bad_image_vectors_under_filter_image_are_rejected_not_filtered(tmp_path):
+    """A NaN, an infinite and a zero image vector: rejected with the embedding named, not in filtered/."""
+    pool = write_pool(tmp_path / "pool", shards=2, rows_per_shard=200)
+    members = dict(np.load(pool.npz_paths[0]))
+    members["l14_img"][[5, 6, 7]] = np.float16(0)
+    members["l14_img"][5, 0], members["l14_img"][6, 3] = np.nan, np.inf
+    np.savez(pool.npz_paths[0], **members)
+    out = tmp_path / "out"
+    flags = ["--centroids", str(pool.centroids_path), "--target_clusters", str(pool.target_clusters_path)]
+    argv = ["--input", str(pool.directory / "*.parquet"), "--input_preset", "datacomp", "--output_dir", str(out)]
+    argv += ["--balance", "none"]
+    assert curate.run([*argv, "--filter", "image", *flags]) == 0
+    bad = {pool.uids[0][5]: "bad_embedding_vector", pool.uids[0][6]: "bad_embedding_vector"}
+    bad[pool.uids[0][7]] = "zero_embedding_vector"
+    found = {r["raw"]["key"]: (r["reason"], r["raw"]["embedding"]) for r in _rejected(out)}
+    assert found == {key: (reason, "l14_img") for key, reason in bad.items()}
+    assert not set(bad) & set(pq.read_table(out / "filtered").column("key").to_pylist())
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["accounting"]["rejected"] == stats["records_rejected"] == 3
+    assert sum(v for k, v in stats["accounting"].items() if k != "read") == stats["accounting"]["read"] == 400

@@ -15,8 +15,15 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PBegin, PCollection
 
 from transforms.beam import metrics
+from transforms.core.accounting import read_figures
 from transforms.formats.compression import decompressed
-from transforms.formats.embeddings import EmbeddingSource, NpzEmbeddings, npz_path, split_missing_embeddings
+from transforms.formats.embeddings import (
+    EmbeddingSource,
+    NpzEmbeddings,
+    npz_path,
+    split_bad_vectors,
+    split_missing_embeddings,
+)
 from transforms.formats.layout import InputLayout, listable_names
 from transforms.formats.readers import read_caption_file
 from transforms.formats.rejections import EMBEDDINGS_MISSING, UNREADABLE_FILE, Rejection, strict_error
@@ -25,10 +32,12 @@ __all__ = ["Read", "ReadCaptions"]
 
 BATCHES = "batches"
 REJECTED = "rejected"
+COUNTED = "counted"
 
 
 class _ReadCaptionFileFn(beam.DoFn):
-    """(file index, path) -> batches (main output) and Rejections (REJECTED).
+    """(file index, path) -> batches (main output), Rejections (REJECTED) and, once per
+    file, the records read from it, rejected ones included (COUNTED: the accounting's `read`).
 
     With `strict`, the first rejection raises StrictRejectionError instead.
     """
@@ -51,24 +60,30 @@ class _ReadCaptionFileFn(beam.DoFn):
             fileobj = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as error:  # noqa: BLE001 - a file that vanished or cannot be opened
             yield self._rejection(Rejection(path, None, UNREADABLE_FILE, f"{type(error).__name__}: {error}", records=0))
+            yield beam.pvalue.TaggedOutput(COUNTED, read_figures(0))
             return
         self._files.inc()
+        read = 0  # counted here, as the file's reader gives them: the accounting's `read`
         with fileobj, contextlib.ExitStack() as stack:
             attach = self._embeddings_for(path, fileobj, stack)
             if isinstance(attach, Rejection):
                 yield self._rejection(attach)
+                yield beam.pvalue.TaggedOutput(COUNTED, read_figures(attach.records))
                 return
             stream = fileobj if self._layout.format == "parquet" else decompressed(fileobj, path)
             for item in read_caption_file(stream, path, file_index, self._layout):
                 if isinstance(item, pa.RecordBatch):
+                    read += item.num_rows
                     self._records.inc(item.num_rows)
                     batch, rejections = attach(item)
                     for rejection in rejections:
-                        yield self._rejection(rejection)
+                        yield self._rejection(rejection, read_before=True)
                     if batch is not None:
                         yield batch
                 else:
+                    read += item.records
                     yield self._rejection(item)
+        yield beam.pvalue.TaggedOutput(COUNTED, read_figures(read))
 
     def _embeddings_for(self, path: str, fileobj, stack: contextlib.ExitStack):
         """batch -> (batch with its embeddings, rejections); or a whole-file Rejection
@@ -76,8 +91,17 @@ class _ReadCaptionFileFn(beam.DoFn):
         source = self._embeddings
         if source is None:
             return lambda batch: (batch, [])
+        columns = {name: source.column(name) for name in source.names}
         if source.kind == "columns":
-            return lambda batch: split_missing_embeddings(batch, source.names, path)
+
+            def checked_columns(batch):
+                batch, rejections = split_missing_embeddings(batch, source.names, path)
+                if batch is None:
+                    return batch, rejections
+                batch, bad = split_bad_vectors(batch, columns, path)
+                return batch, rejections + bad
+
+            return checked_columns
         rows = pq.ParquetFile(fileobj).metadata.num_rows
         fileobj.seek(0)
         npz = npz_path(path)
@@ -90,13 +114,17 @@ class _ReadCaptionFileFn(beam.DoFn):
         if problem is not None:
             reason, detail = problem
             return Rejection(path, None, reason, detail, records=rows)
-        return lambda batch: (embeddings.attach(batch), [])
+        return lambda batch: split_bad_vectors(embeddings.attach(batch), columns, path)
 
-    def _rejection(self, rejection: Rejection):
-        """Count a rejection in the metrics and route it to REJECTED (or raise, strict)."""
+    def _rejection(self, rejection: Rejection, read_before: bool = False):
+        """Count a rejection in the metrics and route it to REJECTED (or raise, strict).
+
+        `read_before`: a row of a batch already counted as read (an embedding it lacks).
+        """
         if self._strict:
             raise strict_error(rejection)
-        self._records.inc(rejection.records)
+        if not read_before:
+            self._records.inc(rejection.records)
         self._rejected.inc(rejection.records)
         Metrics.counter(metrics.REJECTED_RECORDS, rejection.reason).inc(rejection.records)
         if rejection.row is None:
@@ -132,6 +160,7 @@ class Read(NamedTuple):
     batches: PCollection  # [pa.RecordBatch]: key, text, source columns, the layout's pass-through columns
     rejected: PCollection  # [Rejection]: each unusable record or file
     listed_files: PCollection  # [(file index, path)]: every input file
+    counted: PCollection  # [Counter]: per file, the records read (transforms.core.accounting.read_figures)
 
 
 class ReadCaptions(beam.PTransform):
@@ -150,6 +179,9 @@ class ReadCaptions(beam.PTransform):
     With `embeddings` (transforms.formats.embeddings), each batch carries its rows' CLIP
     embeddings: from the npz beside each parquet shard (a shard whose npz is missing or
     holds another number of rows is rejected whole), or checked in their columns.
+    A row whose vector holds NaN or infinity, or is all zeros, in any embedding the run
+    reads is rejected (bad_embedding_vector / zero_embedding_vector), so no stage sees one.
+    `counted`: per file, the records read (rejected ones included), for the accounting.
     `listed_files` is the PCollection of (file index, path): writers that need
     every input file use it; the job graph holds only the patterns (Dataflow refuses
     graphs over 10 MB).
@@ -188,7 +220,7 @@ class ReadCaptions(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "ParseFiles"
             >> beam.ParDo(_ReadCaptionFileFn(self._layout, self._strict, self._embeddings)).with_outputs(
-                REJECTED, main=BATCHES
+                REJECTED, COUNTED, main=BATCHES
             )
         )
-        return Read(parsed[BATCHES], parsed[REJECTED], listed_files)
+        return Read(parsed[BATCHES], parsed[REJECTED], listed_files, parsed[COUNTED])

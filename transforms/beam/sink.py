@@ -24,11 +24,13 @@ from apache_beam.pvalue import PCollection
 
 from transforms.beam.io import write_atomically
 from transforms.beam.spill import GroupBatchesByShard
+from transforms.core.accounting import output_name, written_figures
 
 __all__ = ["ShardFormat", "ShardedOutput", "ShardsWritten", "WriteShards", "shard_name"]
 
 _WRITTEN = "written"
 _FIGURES = "figures"
+_ROWS = "rows"
 
 
 def shard_name(directory: str, shard: int, num_shards: int, suffix: str) -> str:
@@ -47,6 +49,10 @@ class ShardFormat:
     def write(self, handle, parts: list) -> Optional[dict]:
         """Write one shard's parts (maybe none) to `handle`; return figures for the run's stats, or None."""
         raise NotImplementedError
+
+    def rows(self, parts: list) -> int:
+        """How many rows `write` writes of these parts (the accounting's count of an output)."""
+        return len(parts)
 
     def path(self, directory: str, shard: int, num_shards: int) -> str:
         return shard_name(directory, shard, num_shards, self.suffix)
@@ -67,6 +73,7 @@ class ShardedOutput(NamedTuple):
 class ShardsWritten(NamedTuple):
     written: PCollection  # [str]: the path of every shard, once written
     figures: PCollection  # [dict]: what `ShardFormat.write` reported (e.g. duplicate keys)
+    rows: PCollection = None  # [Counter]: per shard of every output, the rows written (accounting.written_figures)
 
 
 class _Keys:
@@ -110,19 +117,22 @@ class _WriteShardFn(beam.DoFn):
         write_atomically(path, lambda handle: reported.append(output.format.write(handle, parts)))
         if reported[0] and index == 0:
             yield beam.pvalue.TaggedOutput(_FIGURES, reported[0])
+        rows = written_figures(output_name(output.directory), output.format.rows(parts))
+        yield beam.pvalue.TaggedOutput(_ROWS, rows)
         yield path
 
 
 class WriteShards(beam.PTransform):
     """Write elements as `num_shards` files in `directory`, in `fmt`'s format.
 
-    In: whatever `fmt.split` takes. Out: `ShardsWritten`: the paths, and the
-    figures the format reported per shard. With `spill_dir`, the parts reach their
-    shard's writer through files there (`spill_label` names them), not through the
-    runner's memory; only Arrow record batches can be spilled. `prepare`, if
-    given, turns each element into what `fmt` splits. `together`: more outputs
-    of the same elements, written in the same shuffle and stage; their paths are
-    in `written` too, their figures are not reported.
+    In: whatever `fmt.split` takes. Out: `ShardsWritten`: the paths, the
+    figures the format reported per shard, and the rows written per shard of every
+    output. With `spill_dir`, the parts reach their shard's writer through files
+    there (`spill_label` names them), not through the runner's memory; only Arrow
+    record batches can be spilled. `prepare`, if given, turns each element into
+    what `fmt` splits. `together`: more outputs of the same elements, written in
+    the same shuffle and stage; their paths and rows are in `written` and `rows`
+    too, their figures are not reported.
     """
 
     def __init__(
@@ -145,6 +155,6 @@ class WriteShards(beam.PTransform):
             elements
             | "SplitByShard" >> beam.ParDo(_SplitFn(keys))
             | "GroupShards" >> GroupBatchesByShard(self._spill_dir, keys.labels())
-            | "WriteShards" >> beam.ParDo(_WriteShardFn(keys)).with_outputs(_FIGURES, main=_WRITTEN)
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(keys)).with_outputs(_FIGURES, _ROWS, main=_WRITTEN)
         )
-        return ShardsWritten(written[_WRITTEN], written[_FIGURES])
+        return ShardsWritten(written[_WRITTEN], written[_FIGURES], written[_ROWS])

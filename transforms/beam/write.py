@@ -92,6 +92,9 @@ class ParquetShards(ShardFormat):
             # so what crosses the shuffle is just them.
             yield int(sorted_shards[start]), batch.take(pa.array(rows[start:end]))
 
+    def rows(self, parts: list) -> int:
+        return sum(part.num_rows for part in parts)
+
     def write(self, handle, parts: list) -> Optional[dict]:
         if not parts:
             pq.write_table(self._schema.empty_table(), handle, compression="zstd")

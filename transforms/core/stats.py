@@ -89,6 +89,7 @@ STATS_SECTIONS = (
     "plan",  # what a balancing chose per language
     "found",  # what the stages found: a CLIP-score threshold, the selection's figures
     "by_language",  # records per metadata language
+    "accounting",  # every record read, by fate (transforms.core.accounting): the last key
 )
 
 

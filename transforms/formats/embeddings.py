@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +23,11 @@ import pyarrow as pa
 from transforms.core.columns import SOURCE_ROW
 from transforms.formats.npz import NpzError, NpzRows
 from transforms.formats.rejections import (
+    BAD_EMBEDDING_VECTOR,
     EMBEDDINGS_ROW_MISMATCH,
     EMBEDDINGS_UNREADABLE,
     MISSING_EMBEDDING,
+    ZERO_EMBEDDING_VECTOR,
     Rejection,
 )
 
@@ -143,6 +145,43 @@ def split_missing_embeddings(
     keys = batch.column(0).to_pylist()
     rejections = [
         Rejection(path, int(rows[i]), MISSING_EMBEDDING, {"key": keys[i], "columns": list(columns)})
+        for i in np.flatnonzero(bad).tolist()
+    ]
+    kept = batch.filter(pa.array(~bad))
+    return (kept if kept.num_rows else None), rejections
+
+
+def bad_vector_reasons(matrix: np.ndarray) -> np.ndarray:
+    """Per row of an (n, d) matrix: BAD_EMBEDDING_VECTOR (a NaN or infinity), ZERO_EMBEDDING_VECTOR
+    (all zeros: it has no direction to normalise) or "" (a usable vector)."""
+    reasons = np.full(len(matrix), "", dtype=object)
+    zero = ~np.any(matrix != 0, axis=1)
+    reasons[zero] = ZERO_EMBEDDING_VECTOR
+    reasons[~np.isfinite(matrix).all(axis=1)] = BAD_EMBEDDING_VECTOR  # NaN != 0: never "zero" too
+    return reasons
+
+
+def split_bad_vectors(
+    batch: pa.RecordBatch, columns: Mapping[str, str], path: str
+) -> tuple[Optional[pa.RecordBatch], list[Rejection]]:
+    """(the rows whose every embedding holds a usable vector, a rejection for each other row).
+
+    `columns`: embedding name -> the batch column holding it; a row is rejected for the first
+    embedding, in this order, whose vector is bad (`bad_vector_reasons`), named in `raw`.
+    """
+    reason = np.full(batch.num_rows, "", dtype=object)
+    embedding = np.full(batch.num_rows, "", dtype=object)
+    for name, column in columns.items():
+        found = bad_vector_reasons(embedding_matrix(batch, column))
+        new = (reason == "") & (found != "")
+        reason[new], embedding[new] = found[new], name
+    bad = reason != ""
+    if not bad.any():
+        return batch, []
+    rows = batch.column(SOURCE_ROW).to_numpy()
+    keys = batch.column(0).to_pylist()
+    rejections = [
+        Rejection(path, int(rows[i]), reason[i], {"key": keys[i], "embedding": embedding[i]})
         for i in np.flatnonzero(bad).tolist()
     ]
     kept = batch.filter(pa.array(~bad))

@@ -34,6 +34,10 @@ EMBEDDINGS_MISSING = "embeddings_missing"
 EMBEDDINGS_UNREADABLE = "embeddings_unreadable"
 EMBEDDINGS_ROW_MISMATCH = "embeddings_row_count_mismatch"
 MISSING_EMBEDDING = "missing_embedding"
+# A row whose vector, in an embedding the run's stages read, holds NaN or infinity, or is all
+# zeros (every reader normalises it or compares directions): `raw` names the embedding.
+BAD_EMBEDDING_VECTOR = "bad_embedding_vector"
+ZERO_EMBEDDING_VECTOR = "zero_embedding_vector"
 REASONS = (
     MISSING_TEXT,
     NULL_TEXT,
@@ -53,6 +57,8 @@ REASONS = (
     EMBEDDINGS_UNREADABLE,
     EMBEDDINGS_ROW_MISMATCH,
     MISSING_EMBEDDING,
+    BAD_EMBEDDING_VECTOR,
+    ZERO_EMBEDDING_VECTOR,
 )
 
 
