@@ -146,7 +146,11 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         filters=stages.filters,
         embeddings=stages.embeddings,
         target_clusters=stages.target_clusters,
-        select=stages.select,
+        # The selection's member blocks wait in files on local engines (transforms.beam.select_parts).
+        select=stages.select
+        and dataclasses.replace(
+            stages.select, spill_dir=FileSystems.join(args.output_dir, SPILL_DIR, "select") if local else None
+        ),
         input_patterns=tuple(args.input),
     )
 

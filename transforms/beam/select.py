@@ -3,24 +3,24 @@
 In: batches with the keep flag set (what balancing kept) and the image and caption
 embedding columns. Out: `Selected`: the same batches, the keep flag cleared for the kept
 records the selection did not pick, and the `selection` figures of stats.json. The math is
-transforms.selection (pure); this module spreads it:
+transforms.selection (pure); this module spreads it so that no element is large and no
+worker holds more than one part (about --max_class_size members):
 
-    members     batch -> (class, MemberBlock) of its kept records     (pseudo-class by argmax)
-    class sums  CombinePerKey: exact CrossCovSum and size per class   (the card's shape, one level up)
-    plan        sizes -> budgets (largest remainder) and parts per class
-    group       CoGroupByKey on class of its members, its sum and its budget (the plan, keyed)
-    parts       a class's members split by tie key mod parts, each part with its budget and
-                the class sum; spread over workers (Reshuffle)
-    greedy      each part -> the picked record ids
-    mark        the picked ids, as a side input, clear the other records' keep flag
-    figures     CoGroupByKey of class sums, picked sums and budgets -> per-class rows, merged
-                (exact sums) into stats.json's selection
+    members      batch -> (class, MemberBlock) of its kept records     (pseudo-class by argmax)
+    plan         block sizes -> class sizes -> budgets and parts per class (small)
+    split        each block -> ((class, part), block) by tie key mod parts, where it is made
+                 (the plan, a few bytes per class, is the side input); on local engines the
+                 blocks go to spill files and only their names cross the shuffle
+    class sums   CombinePerKey of the blocks by class: exact CrossCovSum (4.7 MB at d = 768)
+    targets      CoGroupByKey on class of its sum, budget and part sizes -> ((class, part),
+                 PartTarget): the class matrix, n_c and the part's budget
+    greedy       CoGroupByKey on (class, part) of its blocks and its target -> the picks
+    mark         the picked ids, per input file (a multimap side input: each batch looks up
+                 its own files), clear the other records' keep flag
+    figures      CoGroupByKey of class sums, picked sums and budgets -> stats.json's selection
 
-Only the mark step reads a side input: everything else reaches its grouping as a keyed
-element, so no runner can group a class before its sum and budget are in (the Python
-FnApiRunner with several worker processes lost a class sum when parts were keyed by a
-side-input plan).
-
+Every grouping that must see one of something checks it, and fails the run with the
+class named rather than select from less (docs/beam-notes.md: the lost class sum).
 A class's picks depend only on its members (exact integer class sums, members sorted by
 tie key), never on files, batches, workers or runner.
 """
@@ -37,12 +37,16 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import PCollection
+from apache_beam.pvalue import AsMultiMap, AsSingleton, PCollection
 
 from transforms.beam import metrics
+from transforms.beam.select_parts import LoadParts, StoreParts
+from transforms.beam.spill import LoadBatches, StoreBatches
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.selection.covariance import CrossCovSum
+from transforms.selection.parts import ids_by_file, part_targets, split_block
 from transforms.selection.stage import (
+    ROW_BITS,
     MemberBlock,
     SelectionPlan,
     SelectionTotals,
@@ -51,9 +55,9 @@ from transforms.selection.stage import (
     class_blocks,
     class_figures,
     mark_selected,
+    record_ids,
     select_part,
     selection_document,
-    split_class,
 )
 
 __all__ = ["CovarianceSelect", "Selected"]
@@ -126,12 +130,20 @@ def _to_dict(pairs) -> dict:
     return merged
 
 
+def _one(cls, grouped: dict, name: str):
+    """The single value of `name` in a CoGroupByKey result; anything else fails the run."""
+    values = list(grouped[name])
+    if len(values) != 1:
+        raise ValueError(f"selection of class {cls}: {len(values)} {name} values where one was expected")
+    return values[0]
+
+
 def _class_totals(element) -> SelectionTotals:
     """(class, its pool sum, selected sum and budget) -> its row and sums, to be merged."""
     cls, grouped = element
-    (pool,) = grouped["pool"]
+    pool = _one(cls, grouped, "pool")
     selected = next(iter(grouped["selected"]), None) or CrossCovSum()
-    (budget, parts) = next(iter(grouped["budget"]))
+    budget, parts = _one(cls, grouped, "budget")
     return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
 
 
@@ -151,38 +163,63 @@ class _MergeTotals(_Merging):
         return selection_document(self._fraction, accumulator)
 
 
-class _SplitClassFn(beam.DoFn):
-    """(class, its members, its sum and its budget) -> ((class, part), PartWork) for each part.
+class _SplitPartsFn(beam.DoFn):
+    """(class, MemberBlock), the plan -> ((class, part), MemberBlock) for each part in the block.
 
-    Everything a part's greedy needs travels with it: no side input feeds the grouping,
-    so no runner can group before the class sums are in.
+    The plan is a side input: Beam computes it whole before this step starts, and a class
+    it lacks fails the run (KeyError), so no block is ever keyed by a partial plan.
     """
 
     def __init__(self, max_class_size: Optional[int]):
         self._max_class_size = max_class_size
 
-    def process(self, element):
-        cls, grouped = element
-        blocks, sums, budgets = list(grouped["members"]), list(grouped["class_sum"]), list(grouped["budget"])
-        if len(sums) != 1 or len(budgets) != 1:
-            raise ValueError(f"class {cls}: {len(sums)} class sums and {len(budgets)} budgets, one of each expected")
-        members = MemberBlock.concat(blocks)
-        class_sum, (budget, _parts) = sums[0], budgets[0]
-        for part, work in split_class(members, class_sum, budget, self._max_class_size):
-            yield (cls, part), work
+    def process(self, element, plan: SelectionPlan):
+        cls, block = element
+        for part, piece in split_block(block, plan.sizes[cls], self._max_class_size):
+            yield (cls, part), piece
+
+
+def _targets(element):
+    """(class, its sum, budget and part sizes) -> ((class, part), PartTarget) per non-empty part."""
+    cls, grouped = element
+    class_sum = _one(cls, grouped, "class_sum")
+    budget, parts = _one(cls, grouped, "budget")
+    sizes: dict = {}
+    for part, n in grouped["part_sizes"]:
+        sizes[part] = sizes.get(part, 0) + n
+    for part, target in part_targets(class_sum, budget, parts, sizes):
+        yield (cls, part), target
 
 
 class _GreedyFn(beam.DoFn):
-    """((class, part), PartWork) -> (class, the picked MemberBlock)."""
+    """((class, part), its blocks and PartTarget) -> (class, the picked MemberBlock)."""
 
     def __init__(self):
         self._selected = Metrics.counter(metrics.CURATION, "records_selected")
+        self._parts = Metrics.counter(metrics.CURATION, "selection_parts_done")
 
     def process(self, element):
-        (cls, _part), work = element
-        picked = select_part(work.members, work.class_matrix, work.class_size, work.budget)
+        (cls, part), grouped = element
+        target = _one(f"{cls} part {part}", grouped, "target")
+        members = MemberBlock.concat(list(grouped["members"]))
+        if len(members) != 0 and target.class_size < len(members):
+            raise ValueError(f"selection of class {cls} part {part}: more members than the class")
+        picked = select_part(members, target.class_matrix, target.class_size, target.budget)
         self._selected.inc(len(picked))
+        self._parts.inc()
         yield cls, picked
+
+
+class _MarkFn(beam.DoFn):
+    """A batch, the picked ids by input file -> the batch with the unpicked records' keep flag cleared."""
+
+    def process(self, batch: pa.RecordBatch, picked_by_file):
+        if batch.num_rows == 0:
+            yield batch
+            return
+        files = np.unique(record_ids(batch) >> np.uint64(ROW_BITS)).tolist()
+        chunks = [ids for f in files for ids in picked_by_file[int(f)]]
+        yield mark_selected(batch, np.concatenate([np.zeros(0, np.uint64)] + chunks))
 
 
 class CovarianceSelect(beam.PTransform):
@@ -190,7 +227,8 @@ class CovarianceSelect(beam.PTransform):
     greedy that best preserves each class's image-caption cross-covariance (selection-spec.md 3).
 
     In: batches with `__kept`, `key`, source columns and the embedding columns of `spec`.
-    Out: `Selected`. Beam metrics: "curation" records_reaching_selection, records_selected.
+    Out: `Selected`. Beam metrics: "curation" records_reaching_selection, records_selected,
+    selection_parts_done.
     """
 
     def __init__(self, spec: SelectSpec):
@@ -199,34 +237,44 @@ class CovarianceSelect(beam.PTransform):
 
     def expand(self, batches: PCollection[pa.RecordBatch]) -> Selected:
         spec = self._spec
+        spill = spec.spill_dir
         split = batches | "ClassMembers" >> beam.ParDo(_MembersFn(spec)).with_outputs(SLIM, main="members")
         members, slim = split["members"], split[SLIM]
-        class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
+        class_sizes = (
+            members
+            | "BlockSizes" >> beam.Map(lambda item: (item[0], len(item[1])))
+            | "ClassSizes" >> beam.CombinePerKey(sum)
+        )
         plan = (
-            class_sums
-            | "ClassSizes" >> beam.Map(lambda item: {item[0]: item[1].count})
+            class_sizes
+            | "SizesAsDict" >> beam.Map(lambda item: {item[0]: item[1]})
             | "AllSizes" >> beam.CombineGlobally(_to_dict)
             | "Plan" >> beam.Map(SelectionPlan.from_sizes, spec.fraction, spec.max_class_size)
         )
-        # The plan goes back to each class as a keyed element, not a side input: the grouping
-        # below then waits for it like for any other input.
         budgets = plan | "BudgetPerClass" >> beam.FlatMap(
             lambda plan: [(cls, (plan.budgets[cls], plan.parts[cls])) for cls in plan.sizes]
         )
+        parts = members | "SplitParts" >> beam.ParDo(_SplitPartsFn(spec.max_class_size), AsSingleton(plan))
+        part_sizes = parts | "PartSizes" >> beam.Map(lambda item: (item[0][0], (item[0][1], len(item[1]))))
+        class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
+        targets = (
+            {"class_sum": class_sums, "budget": budgets, "part_sizes": part_sizes}
+            | "GroupClassTargets" >> beam.CoGroupByKey()
+            | "PartTargets" >> beam.FlatMap(_targets)
+        )
         picked = (
-            {"members": members, "class_sum": class_sums, "budget": budgets}
-            | "GroupClasses" >> beam.CoGroupByKey()
-            | "SplitClasses" >> beam.ParDo(_SplitClassFn(spec.max_class_size))
-            | "SpreadParts" >> beam.Reshuffle()
+            {"members": parts | "StoreParts" >> StoreParts(spill), "target": targets}
+            | "GroupParts" >> beam.CoGroupByKey()
+            | "LoadParts" >> LoadParts(spill)
             | "Greedy" >> beam.ParDo(_GreedyFn())
         )
-        selected_ids = (
-            picked
-            | "PickedIds" >> beam.Map(lambda item: item[1].ids)
-            | "AllPickedIds"
-            >> beam.CombineGlobally(lambda ids: np.sort(np.concatenate([np.zeros(0, np.uint64)] + list(ids))))
+        picked_by_file = picked | "PickedByFile" >> beam.FlatMap(lambda item: ids_by_file(item[1].ids))
+        marked = (
+            slim
+            | "StoreSlim" >> StoreBatches(spill and FileSystems.join(spill, "slim"), "select")
+            | "LoadSlim" >> LoadBatches(spill)
+            | "MarkSelected" >> beam.ParDo(_MarkFn(), AsMultiMap(picked_by_file))
         )
-        marked = slim | "MarkSelected" >> beam.Map(mark_selected, beam.pvalue.AsSingleton(selected_ids))
         selected_sums = picked | "SelectedSums" >> beam.CombinePerKey(_SumClass())
         figures = (
             {"pool": class_sums, "selected": selected_sums, "budget": budgets}
