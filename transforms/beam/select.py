@@ -40,14 +40,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsMultiMap, AsSingleton, PCollection
 
 from transforms.beam import metrics
-from transforms.beam.select_parts import LoadParts, StoreParts
-from transforms.beam.spill import LoadBatches, StoreBatches
+from transforms.beam.select_parts import BlockRef, BlockSpill, load_members, member_rows, read_block, split_member
+from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.selection.covariance import CrossCovSum
-from transforms.selection.parts import ids_by_file, part_targets, split_block
+from transforms.selection.parts import ids_by_file, part_targets
 from transforms.selection.stage import (
     ROW_BITS,
-    MemberBlock,
     SelectionPlan,
     SelectionTotals,
     SelectSpec,
@@ -83,6 +82,9 @@ class Selected(NamedTuple):
 
 
 class _MembersFn(beam.DoFn):
+    """Batch -> (class, MemberBlock), or (class, BlockRef) with a spill directory; SLIM: the batch
+    without its npz embeddings."""
+
     def __init__(self, spec: SelectSpec):
         self._spec = spec
         self._members = Metrics.counter(metrics.CURATION, "records_reaching_selection")
@@ -90,12 +92,24 @@ class _MembersFn(beam.DoFn):
     def setup(self):
         self._classes = _class_embeddings(self._spec.class_embeddings)
 
+    def start_bundle(self):
+        spill = self._spec.spill_dir
+        self._spill = BlockSpill(FileSystems.join(spill, "members")) if spill else None
+
     def process(self, batch: pa.RecordBatch):
         for cls, block in class_blocks(batch, self._spec, self._classes):
             self._members.inc(len(block))
-            yield cls, block
+            if self._spill is None:
+                yield cls, block
+            else:
+                yield from self._spill.add(cls, block)
         # The batch goes on to be marked and written without its npz embeddings.
         yield beam.pvalue.TaggedOutput(SLIM, without_npz_embeddings(batch))
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            for item in self._spill.flush():
+                yield _in_global_window(item)
 
 
 class _Merging(beam.CombineFn):
@@ -111,13 +125,13 @@ class _Merging(beam.CombineFn):
 
 
 class _SumClass(_Merging):
-    """MemberBlocks of one class -> their exact CrossCovSum (count = size)."""
+    """MemberBlocks (or BlockRefs) of one class -> their exact CrossCovSum (count = size)."""
 
     def create_accumulator(self):
         return CrossCovSum()
 
-    def add_input(self, accumulator, block: MemberBlock):
-        return accumulator.merge(block_sum(block))
+    def add_input(self, accumulator, block):
+        return accumulator.merge(block_sum(read_block(block) if isinstance(block, BlockRef) else block))
 
     def extract_output(self, accumulator):
         return accumulator
@@ -174,8 +188,8 @@ class _SplitPartsFn(beam.DoFn):
         self._max_class_size = max_class_size
 
     def process(self, element, plan: SelectionPlan):
-        cls, block = element
-        for part, piece in split_block(block, plan.sizes[cls], self._max_class_size):
+        cls, member = element
+        for part, piece in split_member(member, plan.sizes[cls], self._max_class_size):
             yield (cls, part), piece
 
 
@@ -201,7 +215,7 @@ class _GreedyFn(beam.DoFn):
     def process(self, element):
         (cls, part), grouped = element
         target = _one(f"{cls} part {part}", grouped, "target")
-        members = MemberBlock.concat(list(grouped["members"]))
+        members = load_members(list(grouped["members"]))
         if len(members) != 0 and target.class_size < len(members):
             raise ValueError(f"selection of class {cls} part {part}: more members than the class")
         picked = select_part(members, target.class_matrix, target.class_size, target.budget)
@@ -242,7 +256,7 @@ class CovarianceSelect(beam.PTransform):
         members, slim = split["members"], split[SLIM]
         class_sizes = (
             members
-            | "BlockSizes" >> beam.Map(lambda item: (item[0], len(item[1])))
+            | "BlockSizes" >> beam.Map(lambda item: (item[0], member_rows(item[1])))
             | "ClassSizes" >> beam.CombinePerKey(sum)
         )
         plan = (
@@ -255,7 +269,7 @@ class CovarianceSelect(beam.PTransform):
             lambda plan: [(cls, (plan.budgets[cls], plan.parts[cls])) for cls in plan.sizes]
         )
         parts = members | "SplitParts" >> beam.ParDo(_SplitPartsFn(spec.max_class_size), AsSingleton(plan))
-        part_sizes = parts | "PartSizes" >> beam.Map(lambda item: (item[0][0], (item[0][1], len(item[1]))))
+        part_sizes = parts | "PartSizes" >> beam.Map(lambda item: (item[0][0], (item[0][1], member_rows(item[1]))))
         class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
         targets = (
             {"class_sum": class_sums, "budget": budgets, "part_sizes": part_sizes}
@@ -263,9 +277,8 @@ class CovarianceSelect(beam.PTransform):
             | "PartTargets" >> beam.FlatMap(_targets)
         )
         picked = (
-            {"members": parts | "StoreParts" >> StoreParts(spill), "target": targets}
+            {"members": parts, "target": targets}
             | "GroupParts" >> beam.CoGroupByKey()
-            | "LoadParts" >> LoadParts(spill)
             | "Greedy" >> beam.ParDo(_GreedyFn())
         )
         picked_by_file = picked | "PickedByFile" >> beam.FlatMap(lambda item: ids_by_file(item[1].ids))

@@ -1,12 +1,14 @@
-"""The selection's member blocks through the (class, part) grouping: as elements, or as spill files.
+"""The selection's member blocks as spill files on local engines: written where they are made.
 
-Beam's Python FnApiRunner (the DirectRunner's engine) holds every grouped element in the
-launcher's memory and hands each worker its share of a grouping as one buffer, so a pool's
-embeddings grouped there grow the launcher with the pool (docs/beam-notes.md). With a spill
-directory (local engines), a bundle's blocks are written to Arrow IPC files, one record
-batch per block, and only (path, batch index, rows) crosses the grouping; the greedy's
-worker reads back its part's batches alone. Without one (Dataflow, Flink, Spark: their
-shuffle spills by itself), the blocks travel as they are, each at most one input batch.
+Beam's Python FnApiRunner (the DirectRunner's engine) holds every element that crosses a
+stage boundary in the launcher's memory and sends a stage's input to each worker through
+its data stream, so a pool's embeddings there grow the launcher with the pool and expose
+the runner's data stream to large inputs (docs/beam-notes.md). With a spill directory
+(local engines), _MembersFn writes a bundle's blocks to Arrow IPC files, one record batch
+per block, and only BlockRefs (path, batch index, rows) cross stages; the split into parts
+reads the tie keys alone, and the greedy's worker reads back its part's rows alone.
+Without one (Dataflow, Flink, Spark: their shuffle spills by itself) the blocks travel as
+they are, each at most one input batch's members of one class.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from __future__ import annotations
 import uuid
 from typing import NamedTuple, Optional
 
-import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.pvalue import PCollection
 
-from transforms.beam.spill import _in_global_window
-from transforms.selection.parts import block_from_table, block_table
+from transforms.selection.budgets import num_parts, split_parts
+from transforms.selection.parts import block_from_table, block_table, split_block
+from transforms.selection.stage import MemberBlock
 
-__all__ = ["BlockRef", "LoadParts", "StoreParts"]
+__all__ = ["BlockRef", "BlockSpill", "PartRef", "load_members", "member_rows", "read_block", "split_member"]
 
 # A bundle's blocks are written once this many bytes wait: few files, flat worker memory.
 FLUSH_BYTES = 64 << 20
@@ -37,83 +39,80 @@ class BlockRef(NamedTuple):
     rows: int
 
 
-class _SpillPartsFn(beam.DoFn):
-    """((class, part), MemberBlock) -> ((class, part), BlockRef), a file per FLUSH_BYTES of a bundle."""
+class PartRef(NamedTuple):
+    """The rows of a spilled block in one part: those whose tie key % parts == part."""
+
+    block: BlockRef
+    parts: int
+    part: int
+    rows: int
+
+
+class BlockSpill:
+    """Buffers (class, MemberBlock) of a bundle and writes them, FLUSH_BYTES at a time, to one file each."""
 
     def __init__(self, directory: str):
         self._directory = directory
-
-    def start_bundle(self):
         self._buffer: list = []
         self._bytes = 0
 
-    def process(self, element):
-        key, block = element
-        if len(block) == 0:
-            return
-        self._buffer.append((key, block))
+    def add(self, cls: int, block: MemberBlock) -> list:
+        """(class, BlockRef) of the blocks written now (none until FLUSH_BYTES wait)."""
+        self._buffer.append((cls, block))
         self._bytes += block.x.nbytes + block.y.nbytes
-        if self._bytes >= FLUSH_BYTES:
-            yield from self._flush()
+        return self.flush() if self._bytes >= FLUSH_BYTES else []
 
-    def finish_bundle(self):
-        for item in self._flush():
-            yield _in_global_window(item)
-
-    def _flush(self):
+    def flush(self) -> list:
         buffer, self._buffer, self._bytes = self._buffer, [], 0
         if not buffer:
-            return
-        path = FileSystems.join(self._directory, f"parts-{uuid.uuid4().hex[:16]}.arrow")
+            return []
+        path = FileSystems.join(self._directory, f"members-{uuid.uuid4().hex[:16]}.arrow")
         tables = [block_table(block) for _, block in buffer]
         with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
             with pa.ipc.new_file(handle, tables[0].schema, options=_WRITE_OPTIONS) as writer:
                 for table in tables:
                     writer.write_batch(table)
-        for index, (key, block) in enumerate(buffer):
-            yield key, BlockRef(path, index, len(block))
+        return [(cls, BlockRef(path, index, len(block))) for index, (cls, block) in enumerate(buffer)]
 
 
-def _read_blocks(refs: list) -> list:
-    """The MemberBlocks of `refs`, each spill file opened once."""
+def _read(path: str, indices, column: Optional[str] = None) -> dict:
+    """{index: record batch (or one of its columns)} of a spill file, opened once."""
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        reader = pa.ipc.open_file(pa.PythonFile(handle, mode="r"))
+        batches = {i: reader.get_batch(i) for i in sorted(set(indices))}
+    return {i: (b.column(column) if column else b) for i, b in batches.items()}
+
+
+def read_block(ref: BlockRef) -> MemberBlock:
+    return block_from_table(_read(ref.path, [ref.index])[ref.index])
+
+
+def split_member(member, class_size: int, max_class_size: Optional[int]) -> list:
+    """(part, what goes to that part) of a MemberBlock or a BlockRef: the block's rows in the
+    part, or a PartRef (only the tie keys are read) with the part's row count."""
+    if isinstance(member, MemberBlock):
+        return split_block(member, class_size, max_class_size)
+    ties = _read(member.path, [member.index], "ties")[member.index].to_numpy(zero_copy_only=False)
+    parts = num_parts(class_size, max_class_size)
+    counts = np.bincount(split_parts(ties, class_size, max_class_size), minlength=parts)
+    return [(p, PartRef(member, parts, p, int(n))) for p, n in enumerate(counts.tolist()) if n]
+
+
+def member_rows(member) -> int:
+    return member.rows if isinstance(member, (BlockRef, PartRef)) else len(member)
+
+
+def load_members(members: list) -> MemberBlock:
+    """One part's members: MemberBlocks as they are, PartRefs read back (each file once) and filtered."""
+    blocks = [m for m in members if isinstance(m, MemberBlock)]
+    refs = [m for m in members if isinstance(m, PartRef)]
     by_path: dict = {}
     for ref in refs:
-        by_path.setdefault(ref.path, []).append(ref.index)
-    blocks = []
-    for path, indices in sorted(by_path.items()):
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            reader = pa.ipc.open_file(pa.PythonFile(handle, mode="r"))
-            blocks += [block_from_table(reader.get_batch(i)) for i in sorted(indices)]
-    return blocks
-
-
-def _load_members(element):
-    key, grouped = element
-    return key, {**grouped, "members": _read_blocks(list(grouped["members"]))}
-
-
-class StoreParts(beam.PTransform):
-    """((class, part), MemberBlock) -> the same keys with BlockRefs (spill directory) or the blocks."""
-
-    def __init__(self, directory: Optional[str]):
-        super().__init__()
-        self._directory = directory
-
-    def expand(self, parts: PCollection) -> PCollection:
-        if self._directory is None:
-            return parts
-        directory = FileSystems.join(self._directory, "parts")
-        return parts | "SpillParts" >> beam.ParDo(_SpillPartsFn(directory))
-
-
-class LoadParts(beam.PTransform):
-    """A (class, part) grouping's result with its `members` read back as MemberBlocks."""
-
-    def __init__(self, directory: Optional[str]):
-        super().__init__()
-        self._directory = directory
-
-    def expand(self, grouped: PCollection) -> PCollection:
-        if self._directory is None:
-            return grouped
-        return grouped | "ReadParts" >> beam.Map(_load_members)
+        by_path.setdefault(ref.block.path, []).append(ref)
+    for path, of_path in sorted(by_path.items()):
+        tables = _read(path, [r.block.index for r in of_path])
+        for ref in sorted(of_path, key=lambda r: r.block.index):
+            block = block_from_table(tables[ref.block.index])
+            rows = np.flatnonzero((block.ties % np.uint64(ref.parts)) == np.uint64(ref.part))
+            blocks.append(block.take(rows))
+    return MemberBlock.concat(blocks)
