@@ -34,14 +34,24 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsMultiMap, AsSingleton, PCollection
 
 from transforms.beam import metrics
-from transforms.beam.select_parts import BlockRef, BlockSpill, load_members, member_rows, read_block, split_member
+from transforms.beam.select_parts import (
+    BlockRef,
+    BlockSpill,
+    load_members,
+    mark_progress,
+    member_rows,
+    read_block,
+    split_member,
+)
 from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
+from transforms.core.columns import KEPT
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.selection.covariance import CrossCovSum
 from transforms.selection.parts import ids_by_file, part_targets
@@ -158,7 +168,16 @@ def _class_totals(element) -> SelectionTotals:
     pool = _one(cls, grouped, "pool")
     selected = next(iter(grouped["selected"]), None) or CrossCovSum()
     budget, parts = _one(cls, grouped, "budget")
+    if selected.count != budget:
+        raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
     return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
+
+
+def _check_marked(document: dict, kept: int) -> dict:
+    """The figures, once the batches marked hold exactly the records the figures count as selected."""
+    if kept != document["records_selected"]:
+        raise ValueError(f"selection: {kept} records marked selected, {document['records_selected']} picked")
+    return document
 
 
 class _MergeTotals(_Merging):
@@ -208,7 +227,8 @@ def _targets(element):
 class _GreedyFn(beam.DoFn):
     """((class, part), its blocks and PartTarget) -> (class, the picked MemberBlock)."""
 
-    def __init__(self):
+    def __init__(self, spill_dir: Optional[str] = None):
+        self._spill_dir = spill_dir
         self._selected = Metrics.counter(metrics.CURATION, "records_selected")
         self._parts = Metrics.counter(metrics.CURATION, "selection_parts_done")
 
@@ -216,11 +236,14 @@ class _GreedyFn(beam.DoFn):
         (cls, part), grouped = element
         target = _one(f"{cls} part {part}", grouped, "target")
         members = load_members(list(grouped["members"]))
-        if len(members) != 0 and target.class_size < len(members):
-            raise ValueError(f"selection of class {cls} part {part}: more members than the class")
+        if len(members) != target.part_size:
+            raise ValueError(
+                f"selection of class {cls} part {part}: {len(members)} members arrived of {target.part_size}"
+            )
         picked = select_part(members, target.class_matrix, target.class_size, target.budget)
         self._selected.inc(len(picked))
         self._parts.inc()
+        mark_progress(self._spill_dir, "SelectPartsDone", 1)
         yield cls, picked
 
 
@@ -234,6 +257,10 @@ class _MarkFn(beam.DoFn):
         files = np.unique(record_ids(batch) >> np.uint64(ROW_BITS)).tolist()
         chunks = [ids for f in files for ids in picked_by_file[int(f)]]
         yield mark_selected(batch, np.concatenate([np.zeros(0, np.uint64)] + chunks))
+
+
+def _kept_rows(batch: pa.RecordBatch) -> int:
+    return int(pc.sum(batch.column(KEPT)).as_py() or 0) if batch.num_rows else 0
 
 
 class CovarianceSelect(beam.PTransform):
@@ -265,6 +292,7 @@ class CovarianceSelect(beam.PTransform):
             | "AllSizes" >> beam.CombineGlobally(_to_dict)
             | "Plan" >> beam.Map(SelectionPlan.from_sizes, spec.fraction, spec.max_class_size)
         )
+        _ = plan | "CountParts" >> beam.Map(lambda plan: mark_progress(spill, "SelectParts", sum(plan.parts.values())))
         budgets = plan | "BudgetPerClass" >> beam.FlatMap(
             lambda plan: [(cls, (plan.budgets[cls], plan.parts[cls])) for cls in plan.sizes]
         )
@@ -279,20 +307,22 @@ class CovarianceSelect(beam.PTransform):
         picked = (
             {"members": parts, "target": targets}
             | "GroupParts" >> beam.CoGroupByKey()
-            | "Greedy" >> beam.ParDo(_GreedyFn())
+            | "Greedy" >> beam.ParDo(_GreedyFn(spill))
         )
         picked_by_file = picked | "PickedByFile" >> beam.FlatMap(lambda item: ids_by_file(item[1].ids))
         marked = (
             slim
-            | "StoreSlim" >> StoreBatches(spill and FileSystems.join(spill, "slim"), "select")
+            | "StoreSlim" >> StoreBatches(spill and FileSystems.join(spill, "slim"), "SelectRead")
             | "LoadSlim" >> LoadBatches(spill)
             | "MarkSelected" >> beam.ParDo(_MarkFn(), AsMultiMap(picked_by_file))
         )
+        marked_count = marked | "MarkedRows" >> beam.Map(_kept_rows) | "AllMarkedRows" >> beam.CombineGlobally(sum)
         selected_sums = picked | "SelectedSums" >> beam.CombinePerKey(_SumClass())
         figures = (
             {"pool": class_sums, "selected": selected_sums, "budget": budgets}
             | "ClassFigures" >> beam.CoGroupByKey()
             | "ClassRows" >> beam.Map(_class_totals)
             | "SelectionFigures" >> beam.CombineGlobally(_MergeTotals(spec.fraction))
+            | "CheckMarked" >> beam.Map(_check_marked, AsSingleton(marked_count))
         )
         return Selected(marked, figures)

@@ -13,13 +13,13 @@ they are, each at most one input batch's members of one class.
 
 from __future__ import annotations
 
-import uuid
 from typing import NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.beam.spill import spill_name
 from transforms.selection.budgets import num_parts, split_parts
 from transforms.selection.parts import block_from_table, block_table, split_block
 from transforms.selection.stage import MemberBlock
@@ -66,7 +66,8 @@ class BlockSpill:
         buffer, self._buffer, self._bytes = self._buffer, [], 0
         if not buffer:
             return []
-        path = FileSystems.join(self._directory, f"members-{uuid.uuid4().hex[:16]}.arrow")
+        # spill_name's form: the progress line (beam_pipeline/progress.py) counts these rows.
+        path = spill_name(self._directory, "SelectMembers", sum(len(block) for _, block in buffer))
         tables = [block_table(block) for _, block in buffer]
         with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
             with pa.ipc.new_file(handle, tables[0].schema, options=_WRITE_OPTIONS) as writer:
@@ -116,3 +117,9 @@ def load_members(members: list) -> MemberBlock:
             rows = np.flatnonzero((block.ties % np.uint64(ref.parts)) == np.uint64(ref.part))
             blocks.append(block.take(rows))
     return MemberBlock.concat(blocks)
+
+
+def mark_progress(directory: Optional[str], label: str, count: int) -> None:
+    """An empty file named as a spill file of `count` rows: the progress line adds them up."""
+    if directory is not None:
+        FileSystems.create(spill_name(FileSystems.join(directory, "progress"), label, count)).close()

@@ -39,6 +39,7 @@ class PartTarget:
     class_matrix: np.ndarray  # float64 d x d
     class_size: int
     budget: int
+    part_size: int  # how many members the part must hold (a check against lost elements)
 
 
 def part_targets(
@@ -52,7 +53,7 @@ def part_targets(
     matrix = class_sum.matrix()
     for part, share in enumerate(part_budgets(sizes, budget)):
         if sizes[part]:
-            yield part, PartTarget(matrix, class_sum.count, share)
+            yield part, PartTarget(matrix, class_sum.count, share, sizes[part])
 
 
 def ids_by_file(ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
