@@ -13,6 +13,8 @@ Two kinds of check (docs/selection.md, "In the pipeline"):
 
 from __future__ import annotations
 
+import pickle
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -131,3 +133,25 @@ def test_progress_without_balancing_counts_records_and_selection_parts():
     assert "records read 12,000" in line and "reaching the selection 9,000" in line
     assert "selection parts done 7 / 40" in line
     assert "parts" not in progress_line({"SelectRead": 5}, 3.0, balancing=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=12), order=st.randoms(use_true_random=False))
+def test_class_sum_accumulator_is_exact_whatever_the_split_and_merge_order(sizes, order):
+    from transforms.selection.parts import ClassSumAccumulator
+
+    rng = np.random.default_rng(len(sizes))
+    blocks = [_block(rng, n) for n in sizes]
+    # As the combiner sends them: pickled (rows, or a folded sum in 32-bit limbs).
+    accumulators = [pickle.loads(pickle.dumps(ClassSumAccumulator().add(b.x, b.y))) for b in blocks]
+    order.shuffle(accumulators)
+    total = accumulators[0]
+    for other in accumulators[1:]:
+        total.merge(other)
+    expected = CrossCovSum()
+    for b in blocks:
+        expected.add_batch(b.x.astype(np.float64), b.y.astype(np.float64))
+    result = total.result()
+    assert result.count == sum(sizes)
+    if result.count:
+        assert (result.integer_matrix() == expected.integer_matrix()).all()

@@ -54,13 +54,12 @@ from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
 from transforms.core.columns import KEPT
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.selection.covariance import CrossCovSum
-from transforms.selection.parts import ids_by_file, part_targets
+from transforms.selection.parts import ClassSumAccumulator, ids_by_file, part_targets
 from transforms.selection.stage import (
     ROW_BITS,
     SelectionPlan,
     SelectionTotals,
     SelectSpec,
-    block_sum,
     class_blocks,
     class_figures,
     mark_selected,
@@ -135,16 +134,21 @@ class _Merging(beam.CombineFn):
 
 
 class _SumClass(_Merging):
-    """MemberBlocks (or BlockRefs) of one class -> their exact CrossCovSum (count = size)."""
+    """MemberBlocks (or BlockRefs) of one class -> their exact CrossCovSum (count = size).
+
+    The accumulator holds a bundle's few rows of a class as rows, not as a d x d sum
+    (parts.ClassSumAccumulator): what crosses the shuffle never exceeds the members.
+    """
 
     def create_accumulator(self):
-        return CrossCovSum()
+        return ClassSumAccumulator()
 
     def add_input(self, accumulator, block):
-        return accumulator.merge(block_sum(read_block(block) if isinstance(block, BlockRef) else block))
+        block = read_block(block) if isinstance(block, BlockRef) else block
+        return accumulator.add(block.x, block.y)
 
     def extract_output(self, accumulator):
-        return accumulator
+        return accumulator.result()
 
 
 def _to_dict(pairs) -> dict:
