@@ -155,3 +155,18 @@ def test_class_sum_accumulator_is_exact_whatever_the_split_and_merge_order(sizes
     assert result.count == sum(sizes)
     if result.count:
         assert (result.integer_matrix() == expected.integer_matrix()).all()
+
+
+def test_a_lost_element_fails_the_run_instead_of_selecting_from_less():
+    """What Beam's multi-process engine dropped under load (docs/beam-notes.md): each check raises."""
+    block = _block(np.random.default_rng(1), 10)
+    class_sum = CrossCovSum().add_batch(block.x.astype(np.float64), block.y.astype(np.float64))
+    assert len(dict(part_targets(class_sum, 2, 2, {0: 4, 1: 6}))) == 2
+    with pytest.raises(ValueError, match="do not add up"):
+        dict(part_targets(class_sum, 2, 2, {0: 4}))  # a block's part sizes lost
+    with pytest.raises(ValueError, match="0 class_sum values"):
+        select_module._one(3, {"class_sum": []}, "class_sum")  # a class sum lost
+    with pytest.raises(ValueError, match="2 budget values"):
+        select_module._one(3, {"budget": [(1, 1), (1, 1)]}, "budget")  # a group split in two
+    with pytest.raises(ValueError, match="4 records marked selected, 5 picked"):
+        select_module._check_marked({"records_selected": 5}, 4)
