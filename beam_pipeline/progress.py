@@ -48,7 +48,7 @@ def progress_line(totals: dict[str, int], seconds: float, started: bool = False,
     only says the run goes on.
     """
     if not balancing:
-        return f"[{seconds:6.0f} s] running: no per-pass figures without MetaCLIP balancing"
+        return _selection_line(totals, seconds)
     read = totals.get("matched", 0)
     if not read and started:
         return f"[{seconds:6.0f} s] finishing: the report and the clean-up"
@@ -60,6 +60,18 @@ def progress_line(totals: dict[str, int], seconds: float, started: bool = False,
     if sampled or kept:
         # The two writers flush independently: each figure is a lower bound of its own.
         line += f"; sampling: {sampled:,} rows to matches/, {kept:,} kept rows to subset/"
+    return line
+
+
+def _selection_line(totals: dict[str, int], seconds: float) -> str:
+    """--balance none: the covariance selection's spill files and markers (transforms.beam.select)
+    say how many records were read, how many reached the selection, and its parts done / total."""
+    read, members = totals.get("SelectRead", 0), totals.get("SelectMembers", 0)
+    if not read and not members:
+        return f"[{seconds:6.0f} s] running: no per-pass figures without MetaCLIP balancing"
+    line = f"[{seconds:6.0f} s] records read {read:,}, reaching the selection {members:,}"
+    if totals.get("SelectParts"):
+        line += f"; selection parts done {totals.get('SelectPartsDone', 0):,} / {totals['SelectParts']:,}"
     return line
 
 

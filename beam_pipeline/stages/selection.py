@@ -6,6 +6,10 @@ of the records that reach it, it keeps round(f x N), clearing the keep flag of t
 
 from __future__ import annotations
 
+import dataclasses
+
+from apache_beam.io.filesystems import FileSystems
+
 from beam_pipeline.option_checks import BadValue, UsageError, integer, number
 from beam_pipeline.stages.assets import npy_header, open_asset
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
@@ -99,7 +103,9 @@ class CovarianceSelection(Stage):
         return cls(spec, (args.image_embedding_key, args.text_embedding_key))
 
     def apply(self, batches, run: RunContext) -> StageOutput:
-        selected = batches | self.name >> CovarianceSelect(self.spec)
+        # The selection's member blocks wait in files on local engines (transforms.beam.select_parts).
+        spill_dir = run.spill_dir and FileSystems.join(run.spill_dir, "select")
+        selected = batches | self.name >> CovarianceSelect(dataclasses.replace(self.spec, spill_dir=spill_dir))
         return StageOutput(selected.batches, {"selection": selected.figures})
 
     def stats(self, figures: dict, final: dict) -> dict:

@@ -3,24 +3,24 @@
 In: batches with the keep flag set (what balancing kept) and the image and caption
 embedding columns. Out: `Selected`: the same batches, the keep flag cleared for the kept
 records the selection did not pick, and the `selection` figures of stats.json. The math is
-transforms.selection (pure); this module spreads it:
+transforms.selection (pure); this module spreads it so that no element is large and no
+worker holds more than one part (about --max_class_size members):
 
-    members     batch -> (class, MemberBlock) of its kept records     (pseudo-class by argmax)
-    class sums  CombinePerKey: exact CrossCovSum and size per class   (the card's shape, one level up)
-    plan        sizes -> budgets (largest remainder) and parts per class
-    group       CoGroupByKey on class of its members, its sum and its budget (the plan, keyed)
-    parts       a class's members split by tie key mod parts, each part with its budget and
-                the class sum; spread over workers (Reshuffle)
-    greedy      each part -> the picked record ids
-    mark        the picked ids, as a side input, clear the other records' keep flag
-    figures     CoGroupByKey of class sums, picked sums and budgets -> per-class rows, merged
-                (exact sums) into stats.json's selection
+    members      batch -> (class, MemberBlock) of its kept records     (pseudo-class by argmax)
+    plan         block sizes -> class sizes -> budgets and parts per class (small)
+    split        each block -> ((class, part), block) by tie key mod parts, where it is made
+                 (the plan, a few bytes per class, is the side input); on local engines the
+                 blocks go to spill files and only their names cross the shuffle
+    class sums   CombinePerKey of the blocks by class: exact CrossCovSum (4.7 MB at d = 768)
+    targets      CoGroupByKey on class of its sum, budget and part sizes -> ((class, part),
+                 PartTarget): the class matrix, n_c and the part's budget
+    greedy       CoGroupByKey on (class, part) of its blocks and its target -> the picks
+    mark         the picked ids, per input file (a multimap side input: each batch looks up
+                 its own files), clear the other records' keep flag
+    figures      CoGroupByKey of class sums, picked sums and budgets -> stats.json's selection
 
-Only the mark step reads a side input: everything else reaches its grouping as a keyed
-element, so no runner can group a class before its sum and budget are in (the Python
-FnApiRunner with several worker processes lost a class sum when parts were keyed by a
-side-input plan).
-
+Every grouping that must see one of something checks it, and fails the run with the
+class named rather than select from less (docs/beam-notes.md: the lost class sum).
 A class's picks depend only on its members (exact integer class sums, members sorted by
 tie key), never on files, batches, workers or runner.
 """
@@ -34,26 +34,38 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import PCollection
+from apache_beam.pvalue import AsMultiMap, AsSingleton, PCollection
 
 from transforms.beam import metrics
+from transforms.beam.select_parts import (
+    BlockRef,
+    BlockSpill,
+    load_members,
+    mark_progress,
+    member_rows,
+    read_block,
+    split_member,
+)
+from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
+from transforms.core.columns import KEPT
 from transforms.formats.embeddings import without_npz_embeddings
 from transforms.selection.covariance import CrossCovSum
+from transforms.selection.parts import ClassSumAccumulator, ids_by_file, part_targets
 from transforms.selection.stage import (
-    MemberBlock,
+    ROW_BITS,
     SelectionPlan,
     SelectionTotals,
     SelectSpec,
-    block_sum,
     class_blocks,
     class_figures,
     mark_selected,
+    record_ids,
     select_part,
     selection_document,
-    split_class,
 )
 
 __all__ = ["CovarianceSelect", "Selected"]
@@ -79,6 +91,9 @@ class Selected(NamedTuple):
 
 
 class _MembersFn(beam.DoFn):
+    """Batch -> (class, MemberBlock), or (class, BlockRef) with a spill directory; SLIM: the batch
+    without its npz embeddings."""
+
     def __init__(self, spec: SelectSpec):
         self._spec = spec
         self._members = Metrics.counter(metrics.CURATION, "records_reaching_selection")
@@ -86,12 +101,24 @@ class _MembersFn(beam.DoFn):
     def setup(self):
         self._classes = _class_embeddings(self._spec.class_embeddings)
 
+    def start_bundle(self):
+        spill = self._spec.spill_dir
+        self._spill = BlockSpill(FileSystems.join(spill, "members")) if spill else None
+
     def process(self, batch: pa.RecordBatch):
         for cls, block in class_blocks(batch, self._spec, self._classes):
             self._members.inc(len(block))
-            yield cls, block
+            if self._spill is None:
+                yield cls, block
+            else:
+                yield from self._spill.add(cls, block)
         # The batch goes on to be marked and written without its npz embeddings.
         yield beam.pvalue.TaggedOutput(SLIM, without_npz_embeddings(batch))
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            for item in self._spill.flush():
+                yield _in_global_window(item)
 
 
 class _Merging(beam.CombineFn):
@@ -107,16 +134,21 @@ class _Merging(beam.CombineFn):
 
 
 class _SumClass(_Merging):
-    """MemberBlocks of one class -> their exact CrossCovSum (count = size)."""
+    """MemberBlocks (or BlockRefs) of one class -> their exact CrossCovSum (count = size).
+
+    The accumulator holds a bundle's few rows of a class as rows, not as a d x d sum
+    (parts.ClassSumAccumulator): what crosses the shuffle never exceeds the members.
+    """
 
     def create_accumulator(self):
-        return CrossCovSum()
+        return ClassSumAccumulator()
 
-    def add_input(self, accumulator, block: MemberBlock):
-        return accumulator.merge(block_sum(block))
+    def add_input(self, accumulator, block):
+        block = read_block(block) if isinstance(block, BlockRef) else block
+        return accumulator.add(block.x, block.y)
 
     def extract_output(self, accumulator):
-        return accumulator
+        return accumulator.result()
 
 
 def _to_dict(pairs) -> dict:
@@ -126,13 +158,30 @@ def _to_dict(pairs) -> dict:
     return merged
 
 
+def _one(cls, grouped: dict, name: str):
+    """The single value of `name` in a CoGroupByKey result; anything else fails the run."""
+    values = list(grouped[name])
+    if len(values) != 1:
+        raise ValueError(f"selection of class {cls}: {len(values)} {name} values where one was expected")
+    return values[0]
+
+
 def _class_totals(element) -> SelectionTotals:
     """(class, its pool sum, selected sum and budget) -> its row and sums, to be merged."""
     cls, grouped = element
-    (pool,) = grouped["pool"]
+    pool = _one(cls, grouped, "pool")
     selected = next(iter(grouped["selected"]), None) or CrossCovSum()
-    (budget, parts) = next(iter(grouped["budget"]))
+    budget, parts = _one(cls, grouped, "budget")
+    if selected.count != budget:
+        raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
     return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
+
+
+def _check_marked(document: dict, kept: int) -> dict:
+    """The figures, once the batches marked hold exactly the records the figures count as selected."""
+    if kept != document["records_selected"]:
+        raise ValueError(f"selection: {kept} records marked selected, {document['records_selected']} picked")
+    return document
 
 
 class _MergeTotals(_Merging):
@@ -151,38 +200,71 @@ class _MergeTotals(_Merging):
         return selection_document(self._fraction, accumulator)
 
 
-class _SplitClassFn(beam.DoFn):
-    """(class, its members, its sum and its budget) -> ((class, part), PartWork) for each part.
+class _SplitPartsFn(beam.DoFn):
+    """(class, MemberBlock), the plan -> ((class, part), MemberBlock) for each part in the block.
 
-    Everything a part's greedy needs travels with it: no side input feeds the grouping,
-    so no runner can group before the class sums are in.
+    The plan is a side input: Beam computes it whole before this step starts, and a class
+    it lacks fails the run (KeyError), so no block is ever keyed by a partial plan.
     """
 
     def __init__(self, max_class_size: Optional[int]):
         self._max_class_size = max_class_size
 
-    def process(self, element):
-        cls, grouped = element
-        blocks, sums, budgets = list(grouped["members"]), list(grouped["class_sum"]), list(grouped["budget"])
-        if len(sums) != 1 or len(budgets) != 1:
-            raise ValueError(f"class {cls}: {len(sums)} class sums and {len(budgets)} budgets, one of each expected")
-        members = MemberBlock.concat(blocks)
-        class_sum, (budget, _parts) = sums[0], budgets[0]
-        for part, work in split_class(members, class_sum, budget, self._max_class_size):
-            yield (cls, part), work
+    def process(self, element, plan: SelectionPlan):
+        cls, member = element
+        for part, piece in split_member(member, plan.sizes[cls], self._max_class_size):
+            yield (cls, part), piece
+
+
+def _targets(element):
+    """(class, its sum, budget and part sizes) -> ((class, part), PartTarget) per non-empty part."""
+    cls, grouped = element
+    class_sum = _one(cls, grouped, "class_sum")
+    budget, parts = _one(cls, grouped, "budget")
+    sizes: dict = {}
+    for part, n in grouped["part_sizes"]:
+        sizes[part] = sizes.get(part, 0) + n
+    for part, target in part_targets(class_sum, budget, parts, sizes):
+        yield (cls, part), target
 
 
 class _GreedyFn(beam.DoFn):
-    """((class, part), PartWork) -> (class, the picked MemberBlock)."""
+    """((class, part), its blocks and PartTarget) -> (class, the picked MemberBlock)."""
 
-    def __init__(self):
+    def __init__(self, spill_dir: Optional[str] = None):
+        self._spill_dir = spill_dir
         self._selected = Metrics.counter(metrics.CURATION, "records_selected")
+        self._parts = Metrics.counter(metrics.CURATION, "selection_parts_done")
 
     def process(self, element):
-        (cls, _part), work = element
-        picked = select_part(work.members, work.class_matrix, work.class_size, work.budget)
+        (cls, part), grouped = element
+        target = _one(f"{cls} part {part}", grouped, "target")
+        members = load_members(list(grouped["members"]))
+        if len(members) != target.part_size:
+            raise ValueError(
+                f"selection of class {cls} part {part}: {len(members)} members arrived of {target.part_size}"
+            )
+        picked = select_part(members, target.class_matrix, target.class_size, target.budget)
         self._selected.inc(len(picked))
+        self._parts.inc()
+        mark_progress(self._spill_dir, "SelectPartsDone", 1)
         yield cls, picked
+
+
+class _MarkFn(beam.DoFn):
+    """A batch, the picked ids by input file -> the batch with the unpicked records' keep flag cleared."""
+
+    def process(self, batch: pa.RecordBatch, picked_by_file):
+        if batch.num_rows == 0:
+            yield batch
+            return
+        files = np.unique(record_ids(batch) >> np.uint64(ROW_BITS)).tolist()
+        chunks = [ids for f in files for ids in picked_by_file[int(f)]]
+        yield mark_selected(batch, np.concatenate([np.zeros(0, np.uint64)] + chunks))
+
+
+def _kept_rows(batch: pa.RecordBatch) -> int:
+    return int(pc.sum(batch.column(KEPT)).as_py() or 0) if batch.num_rows else 0
 
 
 class CovarianceSelect(beam.PTransform):
@@ -190,7 +272,8 @@ class CovarianceSelect(beam.PTransform):
     greedy that best preserves each class's image-caption cross-covariance (docs/selection.md).
 
     In: batches with `__kept`, `key`, source columns and the embedding columns of `spec`.
-    Out: `Selected`. Beam metrics: "curation" records_reaching_selection, records_selected.
+    Out: `Selected`. Beam metrics: "curation" records_reaching_selection, records_selected,
+    selection_parts_done.
     """
 
     def __init__(self, spec: SelectSpec):
@@ -199,39 +282,51 @@ class CovarianceSelect(beam.PTransform):
 
     def expand(self, batches: PCollection[pa.RecordBatch]) -> Selected:
         spec = self._spec
+        spill = spec.spill_dir
         split = batches | "ClassMembers" >> beam.ParDo(_MembersFn(spec)).with_outputs(SLIM, main="members")
         members, slim = split["members"], split[SLIM]
-        class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
+        class_sizes = (
+            members
+            | "BlockSizes" >> beam.Map(lambda item: (item[0], member_rows(item[1])))
+            | "ClassSizes" >> beam.CombinePerKey(sum)
+        )
         plan = (
-            class_sums
-            | "ClassSizes" >> beam.Map(lambda item: {item[0]: item[1].count})
+            class_sizes
+            | "SizesAsDict" >> beam.Map(lambda item: {item[0]: item[1]})
             | "AllSizes" >> beam.CombineGlobally(_to_dict)
             | "Plan" >> beam.Map(SelectionPlan.from_sizes, spec.fraction, spec.max_class_size)
         )
-        # The plan goes back to each class as a keyed element, not a side input: the grouping
-        # below then waits for it like for any other input.
+        _ = plan | "CountParts" >> beam.Map(lambda plan: mark_progress(spill, "SelectParts", sum(plan.parts.values())))
         budgets = plan | "BudgetPerClass" >> beam.FlatMap(
             lambda plan: [(cls, (plan.budgets[cls], plan.parts[cls])) for cls in plan.sizes]
         )
+        parts = members | "SplitParts" >> beam.ParDo(_SplitPartsFn(spec.max_class_size), AsSingleton(plan))
+        part_sizes = parts | "PartSizes" >> beam.Map(lambda item: (item[0][0], (item[0][1], member_rows(item[1]))))
+        class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
+        targets = (
+            {"class_sum": class_sums, "budget": budgets, "part_sizes": part_sizes}
+            | "GroupClassTargets" >> beam.CoGroupByKey()
+            | "PartTargets" >> beam.FlatMap(_targets)
+        )
         picked = (
-            {"members": members, "class_sum": class_sums, "budget": budgets}
-            | "GroupClasses" >> beam.CoGroupByKey()
-            | "SplitClasses" >> beam.ParDo(_SplitClassFn(spec.max_class_size))
-            | "SpreadParts" >> beam.Reshuffle()
-            | "Greedy" >> beam.ParDo(_GreedyFn())
+            {"members": parts, "target": targets}
+            | "GroupParts" >> beam.CoGroupByKey()
+            | "Greedy" >> beam.ParDo(_GreedyFn(spill))
         )
-        selected_ids = (
-            picked
-            | "PickedIds" >> beam.Map(lambda item: item[1].ids)
-            | "AllPickedIds"
-            >> beam.CombineGlobally(lambda ids: np.sort(np.concatenate([np.zeros(0, np.uint64)] + list(ids))))
+        picked_by_file = picked | "PickedByFile" >> beam.FlatMap(lambda item: ids_by_file(item[1].ids))
+        marked = (
+            slim
+            | "StoreSlim" >> StoreBatches(spill and FileSystems.join(spill, "slim"), "SelectRead")
+            | "LoadSlim" >> LoadBatches(spill)
+            | "MarkSelected" >> beam.ParDo(_MarkFn(), AsMultiMap(picked_by_file))
         )
-        marked = slim | "MarkSelected" >> beam.Map(mark_selected, beam.pvalue.AsSingleton(selected_ids))
+        marked_count = marked | "MarkedRows" >> beam.Map(_kept_rows) | "AllMarkedRows" >> beam.CombineGlobally(sum)
         selected_sums = picked | "SelectedSums" >> beam.CombinePerKey(_SumClass())
         figures = (
             {"pool": class_sums, "selected": selected_sums, "budget": budgets}
             | "ClassFigures" >> beam.CoGroupByKey()
             | "ClassRows" >> beam.Map(_class_totals)
             | "SelectionFigures" >> beam.CombineGlobally(_MergeTotals(spec.fraction))
+            | "CheckMarked" >> beam.Map(_check_marked, AsSingleton(marked_count))
         )
         return Selected(marked, figures)

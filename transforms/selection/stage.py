@@ -42,6 +42,8 @@ class SelectSpec:
     text_column: str
     class_embeddings: Optional[str] = None  # K x d .npy; None: one class
     max_class_size: Optional[int] = None
+    # Local engines: where member blocks and batches wait between steps (None: in the runner).
+    spill_dir: Optional[str] = None
 
 
 @dataclass
