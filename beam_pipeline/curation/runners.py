@@ -36,6 +36,7 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
     starts each SDK worker of multi_processing in place of Beam's
     (beam_pipeline.launcher.warm_workers).
     """
+    untimed_engine_streams()
     if runner_name(options) == "direct":
         from apache_beam.portability.api import beam_provision_api_pb2
         from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -48,6 +49,24 @@ def make_runner(options: PipelineOptions, worker_command: Optional[str] = None) 
             return fn_runner.FnApiRunner(provision_info=provision_info)
         return _worker_command_runner(fn_runner.FnApiRunner, worker_command)(provision_info=provision_info)
     return None
+
+
+def untimed_engine_streams() -> None:
+    """Beam's local engine sends each stage input to a worker in one piece, not time-flushed.
+
+    Beam 2.77's FnApiRunner writes a stage's input to an SDK worker through a stream that a
+    timer thread flushes every second (worker_handlers.DATA_BUFFER_TIME_LIMIT_MS). Its flush
+    sends the buffer and then clears it without a lock, so whatever the runner writes while
+    a send waits (a full queue on a loaded machine) is cleared unsent: whole elements are
+    lost, without an error (docs/beam-notes.md: the lost class sum). It also let hundreds of
+    MB reach a worker as several messages, which deadlocked the data plane. With no time
+    limit the stream is flushed once, when the runner closes it, by the thread that wrote
+    it. It applies to the engines of this process (DirectRunner, PortableRunner embed); an
+    input over gRPC's 2 GB then fails with Beam's own error instead of being cut.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0
 
 
 def _options_workers_parse(options: PipelineOptions) -> dict:
