@@ -111,3 +111,23 @@ def _check_run_figures(stats: dict, tables: dict) -> None:
     for label, value in tables["run-figures"]:
         assert not any(mark in value for mark in "{}[]'") and value not in ("True", "False"), (label, value)
         assert not ("_" in label and label in stats), label  # a raw key, as records_filtered was
+
+
+def test_demo_runs_the_datacomp_scene_through_every_stage_and_prints_its_accounting(tmp_path, capsys):
+    from beam_pipeline import demo
+
+    assert demo.main(["--output_dir", str(tmp_path), "--captions", "3000", "--threshold", "100"]) == 0
+    printed = capsys.readouterr().out
+    curated = tmp_path / "datacomp_scene" / "curated"
+    stats = json.loads((curated / "stats.json").read_text())
+    accounting = stats["accounting"]
+    lines = printed[printed.index("where the records went") :].splitlines()[1:]
+    shown = {line[:34].strip(): line[34:].split() for line in lines if line.endswith(" left")}
+    assert shown["read"] == [f"{accounting['read']:,}", "left"]
+    for name, count in stats["filtered_by_filter"].items():  # the where and the CLIP-score filter
+        assert shown[f"filter: {name}"][0] == f"-{count:,}"
+    assert len(stats["filtered_by_filter"]) == 2
+    assert shown["balancing (MetaCLIP draw)"][0] == f"-{accounting['balanced_out']:,}"
+    assert shown["selection (not selected)"][0] == f"-{accounting['not_selected']:,}"
+    assert shown["kept"] == [f"{accounting['kept']:,}", "left"] and accounting["kept"] > 0
+    assert f"report: {curated / 'report.html'}" in printed and (curated / "report.html").exists()
