@@ -221,25 +221,32 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
         caption = "Records left after each stage (green) and those the stage took (red), from stats.json's accounting."
         parts.append(funnel_section(steps, _img("funnel.png", plots["funnel.png"], caption)))
     parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
-    if has_filters(stats):
-        figure = _img(
-            "filters.png", plots["filters.png"], "Records each filter dropped, and the records that passed them all."
-        )
-        parts.append(filter_section(stats, figure))
-    if has_selection(stats):
-        figure = _img(
-            "selection.png",
-            plots["selection.png"],
-            "Records per pseudo-class that reached the selection, and those it kept.",
-        )
-        parts.append(selection_section(stats, figure))
-    if not data.get("balanced", True):
-        parts.append(
-            "<p>No MetaCLIP balancing in this run (--balance none): every record the filters pass is kept.</p>"
-        )
-        parts.append("</main></body></html>\n")
-        return "".join(parts)
+    for applies, section in STAGE_SECTIONS:
+        if applies(data):
+            parts += section(data, plots)
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
 
+
+def _filters_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    caption = "Records each filter dropped, and the records that passed them all."
+    return [filter_section(data["stats"], _img("filters.png", plots["filters.png"], caption))]
+
+
+def _selection_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    caption = "Records per pseudo-class that reached the selection, and those it kept."
+    return [selection_section(data["stats"], _img("selection.png", plots["selection.png"], caption))]
+
+
+def _no_balancing_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    return ["<p>No MetaCLIP balancing in this run (--balance none): every record the filters pass is kept.</p>"]
+
+
+def _balancing_sections(data: dict, plots: dict[str, bytes]) -> list[str]:
+    """MetaCLIP balancing's sections: entry counts, head and tail, captions, E(t), examples."""
+    stats, figures = data["stats"], data["figures"]
+    threshold = scalar_threshold(stats)
+    parts: list[str] = []
     parts.append("<h2>Balancing</h2>")
     parts.append(
         _img(
@@ -309,8 +316,22 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
     ):
         if kind in examples:
             parts.append(f"<h3>{title}</h3>{_examples_table(kind, examples[kind])}")
-    parts.append("</main></body></html>\n")
-    return "".join(parts)
+    return parts
+
+
+def _balanced(data: dict) -> bool:
+    return data.get("balanced", True)
+
+
+# Each stage's sections of report.html, in the chain's order (beam_pipeline/stages/__init__.py):
+# whether the run's files show the stage ran, and its sections from them (the report reads
+# files only). The uid lists and --where have theirs in the funnel and the filters section.
+STAGE_SECTIONS = (
+    (lambda data: has_filters(data["stats"]), _filters_section),
+    (_balanced, _balancing_sections),
+    (lambda data: not _balanced(data), _no_balancing_section),
+    (lambda data: has_selection(data["stats"]), _selection_section),
+)
 
 
 def size_csv(table: list[dict]) -> str:

@@ -131,3 +131,9 @@ def test_demo_runs_the_datacomp_scene_through_every_stage_and_prints_its_account
     assert shown["selection (not selected)"][0] == f"-{accounting['not_selected']:,}"
     assert shown["kept"] == [f"{accounting['kept']:,}", "left"] and accounting["kept"] > 0
     assert f"report: {curated / 'report.html'}" in printed and (curated / "report.html").exists()
+    page = (curated / "report.html").read_text(encoding="utf-8")
+    headings = [page.index(f"<h2{tag}>{title}") for tag, title in (
+        (' id="where-records-went"', "Where the records went"), ("", "Run figures"), ("", "Filters"),
+        ("", "Balancing"), ("", "Selection"),
+    )]  # fmt: skip
+    assert headings == sorted(headings)  # the funnel first, then each stage's section in the chain's order
