@@ -6,7 +6,11 @@ It writes a metadata list (English head words, generated tail words and
 two-word entries) and a caption pool whose word use follows a Zipf law, so a
 few entries are in most captions and most entries in a handful, then runs the
 curation pipeline on it and shows the head being capped at t while the tail is
-kept whole. Everything is seeded: two runs print the same figures.
+kept whole. Then it runs a small DataComp-style scene (parquet shards with .npz CLIP
+embeddings, beam_pipeline/demo_scene.py) through the whole chain, a --where, DataComp's
+CLIP-score filter, MetaCLIP balancing and the covariance selection, and prints what each
+stage took, from the run's stats.json accounting. Everything is seeded: two runs print the
+same figures.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_pipeline import curate
+from beam_pipeline.demo_scene import scene_flags, write_scene
+from beam_pipeline.report.funnel import funnel_steps
 
 HEAD_WORDS = (
     "photo dog cat car man woman house tree flower beach city street food table girl boy bird "
@@ -156,6 +162,23 @@ def main(argv=None) -> int:
         f"kept {stats['records_kept']:,} of {stats['records_accepted']:,} captions."
     )
     print(f"outputs: {curated}/ (entry_counts.json, matches/, subset/, rejected/, stats.json)")
+    return run_chain_scene(directory / "datacomp_scene", beam_args)
+
+
+def run_chain_scene(directory: Path, beam_args: list[str]) -> int:
+    """The DataComp-style scene through filters, balancing and selection; prints each stage's share."""
+    scene = write_scene(directory, HEAD_WORDS[:12] + tail_words(300, random.Random(11)))
+    print(f"\ngenerated a DataComp-style pool of {scene.records:,} records in {scene.pool}/ (parquet + npz)")
+    curated = directory / "curated"
+    status = curate.run([*scene_flags(scene, curated), *beam_args])
+    if status:
+        return status
+    stats = json.loads((curated / "stats.json").read_text())
+    print("\nwhere the records went, stage by stage (stats.json's accounting):")
+    for step in funnel_steps(stats):
+        taken = f"-{step.dropped:,}" if step.dropped else ""
+        print(f"  {step.label:<32} {taken:>7} {step.left:>7,} left")
+    print(f"report: {curated / 'report.html'} (the same funnel at its top, then each stage's section)")
     return 0
 
 

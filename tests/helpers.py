@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,45 @@ def prepared_config(argv: list[str]):
     args, _ = parse_curation_args(argv)
     options = PipelineOptions(argv)
     return prepare(args, options), options
+
+
+class _Tables(HTMLParser):
+    """report.html's cell texts of every <table id=...>, and every tag and attribute seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.tags, self.attributes = {}, [], []
+        self._table = self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += attrs
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id"), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            self._table.append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(page: str) -> _Tables:
+    parser = _Tables()
+    parser.feed(page)
+    return parser
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))

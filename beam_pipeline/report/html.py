@@ -7,6 +7,7 @@ import base64
 import html
 
 from beam_pipeline.report.filters import filter_section, has_filters
+from beam_pipeline.report.funnel import funnel_section, funnel_steps
 from beam_pipeline.report.inputs import (
     head_tail,
     head_threshold,
@@ -14,32 +15,7 @@ from beam_pipeline.report.inputs import (
     top_entries,
 )
 from beam_pipeline.report.selection import has_selection, selection_section
-
-# stats.json figures shown first, in this order, with these labels; any other
-# key (later additions, per-language thresholds, ...) follows under its own name.
-_STAT_LABELS = (
-    ("records_read", "records read"),
-    ("records_accepted", "records accepted"),
-    ("records_rejected", "records rejected"),
-    ("rejected_by_reason", "rejected by reason"),
-    ("files_rejected", "files rejected"),
-    ("records_matched", "records matched (>= 1 entry)"),
-    ("records_kept", "records kept"),
-    ("expected_kept", "expected kept (sum of keep_prob)"),
-    ("entry_matches", "entry matches (caption, entry pairs)"),
-    ("entries", "metadata entries"),
-    ("entries_matched", "entries matched"),
-    ("entries_over_threshold", "head entries (count > t)"),
-    ("matches_in_head_entries", "matches in head entries"),
-    ("duplicate_keys", "duplicate keys"),
-    ("duplicate_key_examples", "duplicate key examples"),
-    ("threshold", "threshold t"),
-    ("seed", "seed"),
-    ("input_files", "input files"),
-    ("num_shards", "output shards"),
-    ("metadata_sha256", "metadata SHA-256"),
-)
-
+from beam_pipeline.stage_rows import STAGE_ROWS
 
 _CSS = (
     "\n"
@@ -68,6 +44,7 @@ _CSS = (
     "td.key { max-width: 170px; overflow-wrap: anywhere; font-family: monospace; font-size: 12px; }\n"
     ".wrap { overflow-x: auto; }\n"
     "details summary { cursor: pointer; color: #4c72b0; }\n"
+    "table.kv tr.group th { font-weight: 600; color: #222; padding-top: 10px; }\n"
 )
 
 
@@ -85,27 +62,47 @@ def _n(value) -> str:
 def _value_cell(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f'<td class="n">{_n(value)}</td>'
-    if isinstance(value, dict):
-        text = ", ".join(f"{k}: {_n(v)}" for k, v in value.items()) or "none"
-    elif isinstance(value, list):
-        text = (
-            ", ".join(str(v) for v in value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "")
-            if value
-            else "none"
-        )
-    else:
-        text = str(value)
-    return f"<td>{html.escape(text)}</td>"
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _run_rows(stats: dict) -> list[tuple[str, object]]:
+    """The run's own rows: what was read and rejected, what each filter dropped, what was kept."""
+    rows: list[tuple[str, object]] = [("records read", stats.get("records_read"))]
+    rows.append(("records rejected", stats.get("records_rejected")))
+    reasons = stats.get("rejected_by_reason") or {}
+    if reasons:
+        rows.append(("rejected by reason", ", ".join(f"{reason}: {count:,}" for reason, count in reasons.items())))
+    if stats.get("files_rejected"):
+        rows.append(("files rejected", stats["files_rejected"]))
+    rows += [(f"filtered: {name}", count) for name, count in (stats.get("filtered_by_filter") or {}).items()]
+    rows.append(("records kept", stats.get("records_kept")))
+    if "expected_kept" in stats:
+        rows.append(("expected kept (sum of keep_prob)", stats["expected_kept"]))
+    duplicates = stats.get("duplicate_keys", 0)
+    rows.append(("duplicate keys", duplicates))
+    if duplicates:
+        rows.append(("duplicate key examples", ", ".join(repr(k) for k in stats.get("duplicate_key_examples", []))))
+    rows += [
+        ("seed", stats.get("seed")),
+        ("input files", stats.get("input_files")),
+        ("output shards", stats.get("num_shards")),
+    ]
+    if stats.get("metadata_sha256"):
+        rows.append(("metadata SHA-256", stats["metadata_sha256"]))
+    return [(name, value) for name, value in rows if value is not None]
 
 
 def _stats_table(stats: dict) -> str:
-    known = dict(_STAT_LABELS)
-    keys = [key for key, _ in _STAT_LABELS if key in stats] + [key for key in stats if key not in known]
-    rows = "".join(
-        f'<tr id="stat-{html.escape(key)}"><th>{html.escape(known.get(key, key))}</th>{_value_cell(stats[key])}</tr>'
-        for key in keys
-    )
-    return f'<table class="kv" id="run-figures">{rows}</table>'
+    """The run's rows, then each stage's that ran (beam_pipeline.stage_rows), under its title."""
+    groups = [("Run", _run_rows(stats))]
+    groups += [(stage.title, stage.rows(stats)) for stage in STAGE_ROWS if stage.ran(stats)]
+    parts = []
+    for title, rows in groups:
+        if not rows:
+            continue
+        parts.append(f'<tr class="group"><th>{html.escape(title)}</th><td></td></tr>')
+        parts += [f"<tr><th>{html.escape(str(name))}</th>{_value_cell(value)}</tr>" for name, value in rows]
+    return f'<table class="kv" id="run-figures">{"".join(parts)}</table>'
 
 
 def _img(name: str, png: bytes, caption: str) -> str:
@@ -219,26 +216,37 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
                 f"(expected {_n(chosen.get('expected_kept'))})."
             )
         parts.append("</p>")
+    steps = funnel_steps(stats)
+    if steps:
+        caption = "Records left after each stage (green) and those the stage took (red), from stats.json's accounting."
+        parts.append(funnel_section(steps, _img("funnel.png", plots["funnel.png"], caption)))
     parts += ["<h2>Run figures</h2>", '<p class="sub">From stats.json.</p>', _stats_table(stats)]
-    if has_filters(stats):
-        figure = _img(
-            "filters.png", plots["filters.png"], "Records each filter dropped, and the records that passed them all."
-        )
-        parts.append(filter_section(stats, figure))
-    if has_selection(stats):
-        figure = _img(
-            "selection.png",
-            plots["selection.png"],
-            "Records per pseudo-class that reached the selection, and those it kept.",
-        )
-        parts.append(selection_section(stats, figure))
-    if not data.get("balanced", True):
-        parts.append(
-            "<p>No MetaCLIP balancing in this run (--balance none): every record the filters pass is kept.</p>"
-        )
-        parts.append("</main></body></html>\n")
-        return "".join(parts)
+    for applies, section in STAGE_SECTIONS:
+        if applies(data):
+            parts += section(data, plots)
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
 
+
+def _filters_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    caption = "Records each filter dropped, and the records that passed them all."
+    return [filter_section(data["stats"], _img("filters.png", plots["filters.png"], caption))]
+
+
+def _selection_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    caption = "Records per pseudo-class that reached the selection, and those it kept."
+    return [selection_section(data["stats"], _img("selection.png", plots["selection.png"], caption))]
+
+
+def _no_balancing_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    return ["<p>No MetaCLIP balancing in this run (--balance none): every record the filters pass is kept.</p>"]
+
+
+def _balancing_sections(data: dict, plots: dict[str, bytes]) -> list[str]:
+    """MetaCLIP balancing's sections: entry counts, head and tail, captions, E(t), examples."""
+    stats, figures = data["stats"], data["figures"]
+    threshold = scalar_threshold(stats)
+    parts: list[str] = []
     parts.append("<h2>Balancing</h2>")
     parts.append(
         _img(
@@ -308,8 +316,22 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
     ):
         if kind in examples:
             parts.append(f"<h3>{title}</h3>{_examples_table(kind, examples[kind])}")
-    parts.append("</main></body></html>\n")
-    return "".join(parts)
+    return parts
+
+
+def _balanced(data: dict) -> bool:
+    return data.get("balanced", True)
+
+
+# Each stage's sections of report.html, in the chain's order (beam_pipeline/stages/__init__.py):
+# whether the run's files show the stage ran, and its sections from them (the report reads
+# files only). The uid lists and --where have theirs in the funnel and the filters section.
+STAGE_SECTIONS = (
+    (lambda data: has_filters(data["stats"]), _filters_section),
+    (_balanced, _balancing_sections),
+    (lambda data: not _balanced(data), _no_balancing_section),
+    (lambda data: has_selection(data["stats"]), _selection_section),
+)
 
 
 def size_csv(table: list[dict]) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, png_bytes
 from beam_pipeline.report.filters import has_filters, plot_filters
+from beam_pipeline.report.funnel import funnel_steps, plot_funnel
 from beam_pipeline.report.inputs import head_tail, head_threshold, scalar_threshold
 from beam_pipeline.report.selection import has_selection, plot_selection
 
@@ -213,7 +214,10 @@ def plot_size_vs_threshold(
 def make_plots(data: dict) -> dict[str, bytes]:
     """name -> PNG bytes, for every plot the inputs allow."""
     stats, figures = data["stats"], data["figures"]
-    filters = {"filters.png": plot_filters(stats)} if has_filters(stats) else {}
+    steps = funnel_steps(stats)
+    filters = {"funnel.png": plot_funnel(steps)} if steps else {}
+    if has_filters(stats):
+        filters["filters.png"] = plot_filters(stats)
     if has_selection(stats):
         filters["selection.png"] = plot_selection(stats)
     if not data.get("balanced", True):

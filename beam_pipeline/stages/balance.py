@@ -16,6 +16,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.option_checks import BadValue, UsageError
+from beam_pipeline.stage_rows import metaclip_rows, no_balancing_rows
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
 from transforms.beam.balance import KeepAll, MetaClipBalance
 from transforms.beam.modes import CurationMode, MetaClip1, MetaClip2, WorldwideSettings
@@ -116,32 +117,7 @@ class MetaClipBalancing(Stage):
         return sections
 
     def summary_rows(self, stats: dict) -> list[tuple[str, object]]:
-        per_language = bool(stats.get("thresholds_by_language"))
-        rows = [
-            ("matched (>= 1 entry)", stats["records_matched"]),
-            ("kept", stats["records_kept"]),
-            ("entries matched", f"{stats['entries_matched']} of {stats['entries']}"),
-            (
-                "head entries (count > their language's t)"
-                if per_language
-                else f"head entries (count > {stats['threshold']})",
-                stats["entries_over_threshold"],
-            ),
-        ]
-        if stats.get("target_size") is not None:
-            rows.insert(
-                0,
-                (
-                    f"t chosen for --target_size {stats['target_size']:,}",
-                    f"{stats['threshold']:,} (expected size {stats['expected_kept']:,.0f})",
-                ),
-            )
-        if per_language:
-            shown = sorted(stats["thresholds_by_language"].items(), key=lambda item: item[0] != "en")[:8]
-            more = len(stats["thresholds_by_language"]) - len(shown)
-            listed = ", ".join(f"{lang} {t}" for lang, t in shown)
-            rows.append(("t per language", listed + (f", ... ({more} more in stats.json)" if more > 0 else "")))
-        return rows
+        return metaclip_rows(stats)
 
 
 class NoBalancing(Stage):
@@ -166,7 +142,7 @@ class NoBalancing(Stage):
         return {"method": {"balance": "none"}}
 
     def summary_rows(self, stats: dict) -> list[tuple[str, object]]:
-        return [("balancing", "none: every record that reaches it is kept")]
+        return no_balancing_rows(stats)
 
 
 def worldwide_settings(args, layout) -> WorldwideSettings:

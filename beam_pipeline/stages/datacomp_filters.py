@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_pipeline.option_checks import BadValue, UsageError, number
+from beam_pipeline.stage_rows import datacomp_filter_rows
 from beam_pipeline.stages.assets import check_numeric, column_type, npy_header, open_asset
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
 from transforms.beam.filters import DataCompFilters
@@ -218,15 +219,7 @@ class DataCompFiltering(Stage):
         return sections
 
     def summary_rows(self, stats: dict) -> list[tuple[str, object]]:
-        rows = []
-        if "clip_score_threshold" in stats:
-            threshold = stats["clip_score_threshold"]
-            rows.append(("clip score threshold", "none (nothing kept)" if threshold is None else f"{threshold:.6g}"))
-        model = stats.get("lid_model")
-        if model:
-            approximate = " (bundled approximation of lid.176.bin)" if model["approximate"] else ""
-            rows.append(("language ID", model["name"] + approximate))
-        return rows
+        return datacomp_filter_rows(stats)
 
 
 def _wnids(path: str) -> frozenset:

@@ -11,6 +11,7 @@ import dataclasses
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.option_checks import BadValue, UsageError, integer, number
+from beam_pipeline.stage_rows import selection_rows
 from beam_pipeline.stages.assets import npy_header, open_asset
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
 from transforms.beam.select import CovarianceSelect
@@ -113,17 +114,7 @@ class CovarianceSelection(Stage):
         return {"inputs": {"seed": self.spec.seed}, "found": {"selection": figures["selection"]}}
 
     def summary_rows(self, stats: dict) -> list[tuple[str, object]]:
-        selection = stats["selection"]
-        ratio = selection.get("objective_ratio")
-        before, after = selection.get("mean_cosine_before"), selection.get("mean_cosine_after")
-        return [
-            (
-                "selected (covariance)",
-                f"{selection['records_selected']:,} of {selection['records_in']:,} in {selection['classes']} classes",
-            ),
-            ("objective reached", "-" if ratio is None else f"{ratio:.4f} of its maximum"),
-            ("image-caption cosine", _cosines(before, after)),
-        ]
+        return selection_rows(stats)
 
 
 def _check_class_embeddings(path: str, width: int) -> None:
@@ -134,10 +125,3 @@ def _check_class_embeddings(path: str, width: int) -> None:
         raise UsageError(f"{name} must hold a K x d float array; it holds {header.dtype} {header.shape}")
     if width > 0 and header.shape[1] != width:
         raise UsageError(f"{name}: class embeddings are {header.shape[1]}-d but the image embeddings are {width}-d")
-
-
-def _cosines(before, after) -> str:
-    """The mean image-caption cosine before and after; None where there were no records (after: none selected)."""
-    if before is None:
-        return "-"
-    return f"{before:.4f} before, " + ("- after (none selected)" if after is None else f"{after:.4f} after")

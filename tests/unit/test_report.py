@@ -11,14 +11,13 @@ import json
 import random
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from helpers import REPO
+from helpers import REPO, number, parse
 from transforms.core.balancing import (
     entry_probabilities,
     keep_decisions,
@@ -161,48 +160,6 @@ def build_output_dir(
     }
 
 
-class _Tables(HTMLParser):
-    """Cell texts of every <table id=...>, and every tag and attribute seen."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables, self.tags, self.attributes = {}, [], []
-        self._table = self._row = self._cell = None
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        self.attributes += attrs
-        attrs = dict(attrs)
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("id"), [])
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-            self._table.append(self._row)
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def parse(page: str) -> _Tables:
-    parser = _Tables()
-    parser.feed(page)
-    return parser
-
-
-def number(text: str) -> float:
-    return float(text.replace(",", ""))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("out")
@@ -328,11 +285,11 @@ def test_report_numbers_equal_stats_and_entry_counts(run):
     figures = {row[0]: row[1] for row in parsed.tables["run-figures"]}
     assert number(figures["records read"]) == stats["records_read"]
     assert number(figures["records kept"]) == stats["records_kept"]
-    assert number(figures["records matched (>= 1 entry)"]) == stats["records_matched"]
+    assert number(figures["matched (>= 1 entry)"]) == stats["records_matched"]
     assert number(figures["threshold t"]) == stats["threshold"]
     assert number(figures["expected kept (sum of keep_prob)"]) == stats["expected_kept"]
     assert number(figures["matches in head entries"]) == stats["matches_in_head_entries"]
-    assert figures["thresholds_by_language"] == "en: 60, de: 7"
+    assert figures["t per language"] == "en 60, de 7"
     # Top head entries: the largest counts, in order, with their kept counts and p_e.
     counts, kept, t = run["counts"], run["kept_counts"], stats["threshold"]
     order = sorted((i for i in range(len(counts)) if counts[i] > t), key=lambda i: (-counts[i], i))[:30]
