@@ -59,8 +59,10 @@ def part_targets(
 def ids_by_file(ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(file index, its sorted record ids) for each input file the ids come from."""
     ids = np.sort(np.asarray(ids, dtype=np.uint64))
+    if not len(ids):  # a part that picked nothing (--select_fraction 0)
+        return []
     files = ids >> np.uint64(ROW_BITS)
-    starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]]) if len(ids) else np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, files[1:] != files[:-1]])
     stops = np.r_[starts[1:], len(ids)]
     return [(int(files[a]), ids[a:b]) for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
 
