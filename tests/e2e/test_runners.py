@@ -264,6 +264,7 @@ def test_outputs_are_byte_identical_on_every_runner(runs):
             "kept_rate_by_matches",
             "caption_length",
             "size_vs_threshold",
+            "funnel",  # where the records went (the report's top)
         )
     }
     expected_files = (
