@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -246,7 +245,6 @@ def test_bench_automaton_compares_the_three_libraries_on_a_small_list(tmp_path):
     metadata = tmp_path / "metadata.json"
     metadata.write_text(json.dumps(make_pool.synthetic_metadata(2000)))
     out = tmp_path / "automaton.json"
-    started = time.monotonic()
     assert (
         bench_automaton.main(
             ["--metadata", str(metadata), "--captions", "1k", "--source", "synthetic", "--json", str(out)]
@@ -273,7 +271,6 @@ def test_bench_automaton_compares_the_three_libraries_on_a_small_list(tmp_path):
     assert compared["identical"] and compared["differing_captions"] == 0 and not compared["errors"]
     matches = results["comparison"]["matches_pyahocorasick"]
     assert compared["matches_daachorse"] == compared["matches_pyahocorasick"] == matches > 0
-    assert time.monotonic() - started < 30
 
 
 def test_stage_times_lists_the_runners_stages_and_their_sum(tmp_path, capsys):
