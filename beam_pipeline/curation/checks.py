@@ -11,16 +11,14 @@ import json
 import os
 from typing import Sequence
 
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.curation.outputs import STATS_JSON
 from beam_pipeline.options import CurationArgs, UsageError
 from beam_pipeline.stages import worker_path_flags
-from transforms.beam.io import glob_paths, open_input
-from transforms.core.columns import KEY
+from beam_pipeline.stages.assets import first_keys
+from transforms.beam.io import glob_paths
 from transforms.formats.layout import InputLayout
-from transforms.formats.readers import read_caption_file
 from transforms.formats.tar import WEBDATASET
 from transforms.handoff.reshard import MANIFEST, RESHARD_MARKER
 from transforms.handoff.uids import UidError, check_uids
@@ -54,19 +52,11 @@ def handoffs(args: CurationArgs, fmt: str, layout: InputLayout) -> frozenset:
 def check_uid_keys(paths: Sequence[str], layout: InputLayout) -> None:
     """The first keys of the run must be DataComp uids: fail now, not after hours of work
     (a later key that is not one still fails the run, naming it)."""
-    for path in paths[:3]:
-        try:
-            handle = open_input(path, layout.format)
-        except Exception:  # noqa: BLE001 - the run will report it as unreadable_file
-            continue
-        with handle:
-            for item in read_caption_file(handle, path, 0, layout):
-                if isinstance(item, pa.RecordBatch):
-                    try:
-                        check_uids(item.column(KEY).to_pylist(), f" (a key of {path})")
-                    except UidError as error:
-                        raise UsageError(f"--handoff datacomp: {error}") from None
-                    return
+    path, keys = first_keys(paths, layout)
+    try:
+        check_uids(keys, f" (a key of {path})")
+    except UidError as error:
+        raise UsageError(f"--handoff datacomp: {error}") from None
 
 
 def img2dataset_key_column(layout: InputLayout) -> str:

@@ -75,8 +75,9 @@ def embedding_width(kind: str, layout: InputLayout, paths: Sequence[str], name: 
     return members[name].shape[1]
 
 
-def first_keys(paths: Sequence[str], layout: InputLayout) -> list:
-    """The keys of the input's first batch of records (an empty list if none can be read now)."""
+def first_keys(paths: Sequence[str], layout: InputLayout) -> tuple[str, list]:
+    """The keys of the input's first batch of records and its file, from the first 3 files
+    ("", [] if none can be read now: the run reports an unreadable file as usual)."""
     for path in paths[:3]:
         try:
             handle = open_input(path, layout.format)
@@ -85,8 +86,8 @@ def first_keys(paths: Sequence[str], layout: InputLayout) -> list:
         with handle:
             for item in read_caption_file(handle, path, 0, layout):
                 if isinstance(item, pa.RecordBatch):
-                    return item.column(KEY).to_pylist()
-    return []
+                    return path, item.column(KEY).to_pylist()
+    return "", []
 
 
 def read_asset(path: str, flag: str) -> bytes:

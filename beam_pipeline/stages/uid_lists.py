@@ -80,7 +80,7 @@ class _UidListStage(Stage):
         except ValueError as error:
             raise UsageError(str(error)) from None
         if keys.is_uid_array:
-            sample = first_keys(inputs.paths, inputs.layout)
+            _path, sample = first_keys(inputs.paths, inputs.layout)
             if sample and not any(is_uid(key) for key in sample):
                 raise UsageError(
                     f"{flag} lists DataComp uids (an .npy), but the input's keys are not uids (e.g. {sample[0]!r}): "
