@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,6 +12,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+
+def demo_pool_command(pool: Path, metadata: Path, out: Path, *extra: str) -> list[str]:
+    """The curate command over a make_demo_data pool (t = 300, 4 shards), as a user runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "beam_pipeline.curate",
+        "--input",
+        str(pool / "*.jsonl"),
+        "--metadata",
+        str(metadata),
+        "--threshold",
+        "300",
+        "--num_shards",
+        "4",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def shared_file(*parts: str) -> Path:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from beam_pipeline.demo import make_demo_data
-from helpers import REPO
+from helpers import REPO, demo_pool_command
 
 
 def _final_files(directory: Path) -> dict[str, bytes]:
@@ -27,21 +26,7 @@ def _final_files(directory: Path) -> dict[str, bytes]:
 
 
 def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "beam_pipeline.curate",
-        "--input",
-        str(pool / "*.jsonl"),
-        "--metadata",
-        str(metadata),
-        "--threshold",
-        "300",
-        "--num_shards",
-        "4",
-        "--output_dir",
-        str(out),
-    ]
+    return demo_pool_command(pool, metadata, out)
 
 
 @pytest.fixture(scope="module")

@@ -19,26 +19,16 @@ from typing import Optional
 import pytest
 
 from beam_pipeline.demo import make_demo_data
-from helpers import REPO
+from helpers import REPO, demo_pool_command
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="warm workers are Linux only")
 
 
 def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "beam_pipeline.curate",
-        "--input",
-        str(pool / "*.jsonl"),
-        "--metadata",
-        str(metadata),
-        "--threshold",
-        "300",
-        "--num_shards",
-        "4",
-        "--output_dir",
-        str(out),
+    return demo_pool_command(
+        pool,
+        metadata,
+        out,
         "--cache_dir",
         "none",
         "--progress",
@@ -47,7 +37,7 @@ def _command(pool: Path, metadata: Path, out: Path) -> list[str]:
         "false",
         "--direct_running_mode=multi_processing",
         "--direct_num_workers=2",
-    ]
+    )
 
 
 def _final_files(directory: Path) -> dict[str, bytes]:
