@@ -26,7 +26,9 @@ def planted_pool(seed: int, n_base: int = 300, d: int = 16, k: int = 6):
     for i in rng.choice(n_base, 25, replace=False):  # exact copies, some twice
         rows += [rows[i]] * int(rng.integers(1, 3))
     for i in rng.choice(n_base, 40, replace=False):  # near copies at several distances
-        rows.append(rows[i] + rng.choice([1e-3, 1e-2, 0.05, 0.15, 0.3]) * np.linalg.norm(rows[i]) * _unit(rng.normal(size=d)))
+        rows.append(
+            rows[i] + rng.choice([1e-3, 1e-2, 0.05, 0.15, 0.3]) * np.linalg.norm(rows[i]) * _unit(rng.normal(size=d))
+        )
     for i in rng.choice(n_base, 10, replace=False):  # a chain: copy of a near copy
         near = rows[i] + 0.05 * np.linalg.norm(rows[i]) * _unit(rng.normal(size=d))
         rows += [near, near + 0.05 * np.linalg.norm(near) * _unit(rng.normal(size=d))]

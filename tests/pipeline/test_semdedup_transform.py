@@ -44,7 +44,8 @@ def _expected(x, keys, files, rows, **kw):
         (keys[i], "semantic", keys[got.duplicate_of[i]], float(got.score[i])) for i in np.flatnonzero(got.duplicate)
     )
     scores = sorted(
-        (keys[i], int(got.cluster[i]), None if np.isinf(got.score[i]) else float(got.score[i])) for i in range(len(keys))
+        (keys[i], int(got.cluster[i]), None if np.isinf(got.score[i]) else float(got.score[i]))
+        for i in range(len(keys))
     )
     return survivors, dups, scores, got
 
@@ -59,8 +60,8 @@ def _rows(pcoll, label, fields):
         (0, "hard", None, 64, False, False),
         (0, "hard", None, 7, True, True),
         (0, "hard", None, 1000, True, False),
-        (1, "easy", 40, 50, True, True),
-        (2, "hard", 25, 13, False, False),
+        (1, "easy", 40, 50, True, False),
+        (2, "hard", 25, 13, False, True),
     ],
 )
 def test_transform_equals_the_in_memory_semdedup(seed, keep, cap, batch_rows, shuffled, spill, tmp_path):
@@ -69,7 +70,9 @@ def test_transform_equals_the_in_memory_semdedup(seed, keep, cap, batch_rows, sh
     survivors, dups, scores, got = _expected(
         x, keys, files, rows, seed=seed, centroids=centroids, eps=EPS, keep=keep, max_cluster_size=cap
     )
-    spec = ref.semdedup(x, keys, list(zip(files, rows)), centroids, seed=seed, eps=EPS, keep=keep, max_cluster_size=cap)
+    spec = ref.semdedup(
+        x, keys, list(zip(files, rows, strict=True)), centroids, seed=seed, eps=EPS, keep=keep, max_cluster_size=cap
+    )
     assert [i for i, r in enumerate(spec) if r["duplicate"]] == np.flatnonzero(got.duplicate).tolist()
     order = np.random.default_rng(seed).permutation(len(x)) if shuffled else None
     batches = batches_of(x, keys, files, rows, batch_rows, order)
@@ -100,7 +103,9 @@ def test_transform_equals_the_in_memory_semdedup(seed, keep, cap, batch_rows, sh
         schemas = out.survivors | "SchemaOk" >> beam.Map(lambda b: b.schema.equals(batches[0].schema))
         assert_that(schemas | beam.Filter(lambda ok: not ok), equal_to([]), label="SameSchema")
         assert_that(
-            _rows(out.duplicates, "DupRows", ["key", "kind", "duplicate_of", "similarity"]), equal_to(dups), label="Dups"
+            _rows(out.duplicates, "DupRows", ["key", "kind", "duplicate_of", "similarity"]),
+            equal_to(dups),
+            label="Dups",
         )
         assert_that(_rows(out.scores, "ScoreRows", ["key", "cluster", "score"]), equal_to(scores), label="Scores")
         assert_that(out.figures, check_figures, label="Figures")
@@ -145,7 +150,9 @@ def _run_to_files(batches, directory, flags, **kwargs) -> dict:
         dump(out.duplicates | "DR" >> beam.FlatMap(lambda b: [list(r.values()) for r in b.to_pylist()]), "duplicates")
         dump(out.scores | "SR" >> beam.FlatMap(lambda b: [list(r.values()) for r in b.to_pylist()]), "scores")
         dump(out.figures, "figures")
-    return {n: json.loads((directory / f"{n}.json").read_text()) for n in ("survivors", "duplicates", "scores", "figures")}
+    return {
+        n: json.loads((directory / f"{n}.json").read_text()) for n in ("survivors", "duplicates", "scores", "figures")
+    }
 
 
 @pytest.mark.parametrize("fitted", [False, True])
@@ -158,8 +165,8 @@ def test_two_worker_processes_equal_in_process(fitted, tmp_path):
     for name, flags, batch_rows in (("in_process", [], 64), ("two_workers", TWO_WORKERS, 23)):
         (tmp_path / name).mkdir()
         runs[name] = _run_to_files(
-            batches_of(x, keys, files, rows, batch_rows), tmp_path / name, flags, spill_dir=str(tmp_path / name / "spill"),
-            centroids_output=str(tmp_path / name / "centroids.npy"), **common,
+            batches_of(x, keys, files, rows, batch_rows), tmp_path / name, flags,
+            spill_dir=str(tmp_path / name / "spill"), centroids_output=str(tmp_path / name / "centroids.npy"), **common,
         )  # fmt: skip
     assert runs["two_workers"] == runs["in_process"]
     local_kw = {"clusters": 5, "iterations": 6} if fitted else {"centroids": centroids}
@@ -175,7 +182,7 @@ def test_two_worker_processes_equal_in_process(fitted, tmp_path):
 def test_beam_fit_is_bit_identical_to_fit_centroids(k, iterations, batch_rows, tmp_path):
     x, keys, files, rows, _ = planted_pool(k, n_base=200)
     want = fit_centroids(x, keys, files, rows, k=k, seed=k, iterations=iterations)
-    plain = ref.spherical_kmeans(x, keys, list(zip(files, rows)), k=k, seed=k, iterations=iterations)
+    plain = ref.spherical_kmeans(x, keys, list(zip(files, rows, strict=True)), k=k, seed=k, iterations=iterations)
     np.testing.assert_allclose(want.centroids, plain, rtol=0, atol=1e-12)
     order = np.random.default_rng(k).permutation(len(x))
 

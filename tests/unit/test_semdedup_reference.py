@@ -26,7 +26,7 @@ def _compare(x, keys, files, rows, centroids, *, seed, eps, keep, cap):
         x, keys, files, rows, seed=seed, centroids=centroids, eps=eps, keep=keep, max_cluster_size=cap
     )
     want = ref.semdedup(
-        x, keys, list(zip(files.tolist(), rows.tolist())), centroids, seed=seed, eps=eps, keep=keep,
+        x, keys, list(zip(files.tolist(), rows.tolist(), strict=True)), centroids, seed=seed, eps=eps, keep=keep,
         max_cluster_size=cap,
     )  # fmt: skip
     assert got.cluster.tolist() == [w["cluster"] for w in want]
@@ -42,7 +42,13 @@ def _compare(x, keys, files, rows, centroids, *, seed, eps, keep, cap):
 
 @pytest.mark.parametrize(
     ("seed", "keep", "eps", "cap"),
-    [(0, "hard", EPS, None), (1, "easy", EPS, None), (2, "hard", 0.05, None), (3, "hard", EPS, 40), (4, "easy", EPS, 25)],
+    [
+        (0, "hard", EPS, None),
+        (1, "easy", EPS, None),
+        (2, "hard", 0.05, None),
+        (3, "hard", EPS, 40),
+        (4, "easy", EPS, 25),
+    ],
 )
 def test_local_semdedup_equals_the_spec_reading(seed, keep, eps, cap):
     x, keys, files, rows, centroids = planted_pool(seed)
@@ -63,7 +69,9 @@ def test_the_planted_pairs_at_the_threshold_fall_on_both_sides():
 def test_fit_equals_a_plain_spherical_kmeans_from_the_same_start(seed, k, iterations):
     x, keys, files, rows, _ = planted_pool(seed, n_base=200)
     fit = fit_centroids(x, keys, files, rows, k=k, seed=seed, iterations=iterations)
-    want = ref.spherical_kmeans(x, keys, list(zip(files.tolist(), rows.tolist())), k=k, seed=seed, iterations=iterations)
+    want = ref.spherical_kmeans(
+        x, keys, list(zip(files.tolist(), rows.tolist(), strict=True)), k=k, seed=seed, iterations=iterations
+    )
     np.testing.assert_allclose(fit.centroids, want, rtol=0, atol=1e-12)
     xn, usable = normalise_embeddings(x)
     assigned, _ = assign_clusters(xn, prepare_centroids(fit.centroids), usable)
