@@ -90,3 +90,20 @@ def chain_duplicate_of(kind_keys: Sequence[Sequence[str | None]], sample_keys, s
         kind[alive[hit]] = k
         alive = alive[~hit]
     return dup, kind
+
+
+def group_duplicates(members: Iterable[tuple]) -> list[tuple]:
+    """The duplicates of one key group, given its members as tuples that start like a Candidate.
+
+    Each member is `(draw, source_file, source_row, sample_key, *extra)`; the survivor is the
+    smallest tuple (docs/dedup.md, "Survivor": (draw, file, row) never ties between two
+    records, so the extra fields never decide). Returns `(member, survivor)` for every other
+    member, in no particular order; [] for a group of one. `members` is read twice, so a
+    re-iterable (a GroupByKey's values) needs no copy.
+    """
+    survivor = min(members, default=None)
+    if survivor is None:
+        return []
+    # By position, not identity: a GroupByKey's second pass may give new objects.
+    position = survivor[1:3]
+    return [(member, survivor) for member in members if member[1:3] != position]
