@@ -312,7 +312,7 @@ def check_centroids(path: str, width: int) -> None:
             centroids = np.load(handle, allow_pickle=False)
         except Exception as error:  # noqa: BLE001 - not a .npy, truncated, pickled objects
             raise UsageError(f"{name} is not a readable .npy file: {error}") from None
-    if centroids.ndim != 2 or centroids.dtype.kind not in "fiu" or centroids.shape[0] == 0 or centroids.shape[1] == 0:
+    if centroids.ndim != 2 or centroids.dtype.kind != "f" or centroids.shape[0] == 0 or centroids.shape[1] == 0:
         raise UsageError(f"{name} must hold a K x d float array; it holds {centroids.dtype} {centroids.shape}")
     if width > 0 and centroids.shape[1] != width:
         raise UsageError(f"{name}: centroids are {centroids.shape[1]}-d but the image embeddings are {width}-d")
