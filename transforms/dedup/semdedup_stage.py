@@ -23,14 +23,13 @@ from transforms.core.columns import KEY, SOURCE_FILE, SOURCE_ROW
 from transforms.dedup.pairwise import BLOCK_ROWS
 from transforms.dedup.semdedup import (
     HARD,
-    assign_clusters,
     cluster_parts,
     deduplicate_members,
     normalise_embeddings,
     order_bits,
     parts_count,
 )
-from transforms.filters.clusters import Centroids
+from transforms.filters.clusters import Centroids, nearest_centroids
 from transforms.formats.embeddings import as_fixed_size_list, embedding_matrix
 
 KIND = "semantic"
@@ -62,6 +61,24 @@ class Assigned(NamedTuple):
     unusable: int  # rows with a NaN, infinite or zero embedding: not judged, kept
 
 
+def assigned_clusters(xn: np.ndarray, centroids: Centroids, usable: np.ndarray, rows: int = 512):
+    """`semdedup.assign_clusters`' very answer (cluster, float64 similarity) without its copies:
+    no copy of x when every row is usable, and the similarity in row chunks that stay in cache
+    (each row's sum over d is numpy's pairwise sum of the same products, whatever the chunk)."""
+    cluster = nearest_centroids(xn, centroids)
+    cluster[~usable] = -1
+    sim = np.full(len(xn), np.nan)
+    values = centroids.values
+    for start in range(0, len(xn), rows):
+        part = slice(start, start + rows)
+        use = usable[part]
+        if use.all():
+            sim[part] = (xn[part] * values[cluster[part]]).sum(axis=1)
+        elif use.any():
+            sim[part][use] = (xn[part][use] * values[cluster[part][use]]).sum(axis=1)
+    return cluster, sim
+
+
 def assign_batch(batch: pa.RecordBatch, column: str, centroids: Centroids, seed: int) -> Assigned:
     """Cluster each record of a batch (`assign_clusters`, the image filter's kernel) and cut the
     batch into one member block per cluster present."""
@@ -69,7 +86,7 @@ def assign_batch(batch: pa.RecordBatch, column: str, centroids: Centroids, seed:
         return Assigned([], 0)
     x = embedding_matrix(batch, column)
     xn, usable = normalise_embeddings(x)
-    cluster, sim = assign_clusters(xn, centroids, usable)
+    cluster, sim = assigned_clusters(xn, centroids, usable)
     keys = batch.column(KEY)
     table = pa.RecordBatch.from_arrays(
         [
