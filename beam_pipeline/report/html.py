@@ -15,6 +15,7 @@ from beam_pipeline.report.inputs import (
     top_entries,
 )
 from beam_pipeline.report.selection import has_selection, selection_section
+from beam_pipeline.report.semdedup import has_semdedup, semdedup_section
 from beam_pipeline.stage_rows import STAGE_ROWS
 
 _CSS = (
@@ -233,6 +234,11 @@ def _filters_section(data: dict, plots: dict[str, bytes]) -> list[str]:
     return [filter_section(data["stats"], _img("filters.png", plots["filters.png"], caption))]
 
 
+def _semdedup_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    caption = "Share of the records SemDeDup judged that each eps removes (exact, from one run's scores)."
+    return [semdedup_section(data["stats"], _img("semdedup_eps.png", plots["semdedup_eps.png"], caption))]
+
+
 def _selection_section(data: dict, plots: dict[str, bytes]) -> list[str]:
     caption = "Records per pseudo-class that reached the selection, and those it kept."
     return [selection_section(data["stats"], _img("selection.png", plots["selection.png"], caption))]
@@ -327,6 +333,7 @@ def _balanced(data: dict) -> bool:
 # whether the run's files show the stage ran, and its sections from them (the report reads
 # files only). The uid lists and --where have theirs in the funnel and the filters section.
 STAGE_SECTIONS = (
+    (lambda data: has_semdedup(data["stats"]), _semdedup_section),
     (lambda data: has_filters(data["stats"]), _filters_section),
     (_balanced, _balancing_sections),
     (lambda data: not _balanced(data), _no_balancing_section),
