@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from benchmarks.processes import load_average, machine_info, run_curation
 from transforms.dedup.pairwise import earlier_maxima
 from transforms.dedup.semdedup import normalise_embeddings, prepare_centroids
-from transforms.dedup.semdedup_stage import assign_batch, assigned_clusters
+from transforms.dedup.semdedup_stage import assign_batch, assigned_clusters, normalised_rows
 from transforms.formats.embeddings import as_fixed_size_list
 
 SHARD_ROWS = 10_000
@@ -100,14 +100,14 @@ def _batches(directory: Path, shards: int):
 
 def assignment(directory: Path, shards: int, seed: int, repeats: int = 2) -> dict:
     """(b): per batch, alternately and best of `repeats`: the bare float32 matmul + argmax; the
-    assignment (normalise_embeddings + semdedup_stage.assigned_clusters: the float64 rows, the
+    assignment (semdedup_stage.normalised_rows + assigned_clusters: the float64 rows, the
     image filter's kernel with its float64 recheck, the similarity); the whole per-batch step
     (assign_batch: the assignment, the order bits, the cut into member blocks)."""
     prepared = prepare_centroids(np.load(directory / "centroids.npy"))
     c32 = prepared.as_float32
     steps = {
         "bare": lambda batch, x: (x.astype(np.float32) @ c32.T).argmax(axis=1),
-        "assignment": lambda batch, x: assigned_clusters(*normalise_embeddings(x)[:1], prepared, np.ones(len(x), bool)),
+        "assignment": lambda batch, x: assigned_clusters(*normalised_rows(x), prepared),
         "step": lambda batch, x: assign_batch(batch, COLUMN, prepared, seed),
     }
     seconds = dict.fromkeys(steps, 0.0)

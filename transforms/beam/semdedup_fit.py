@@ -26,8 +26,8 @@ from apache_beam.pvalue import AsSingleton, PCollection
 from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
 from transforms.core.columns import KEY, SOURCE_FILE, SOURCE_ROW
 from transforms.dedup.kmeans import merge_sums, next_centroids, step_sums
-from transforms.dedup.semdedup import normalise_embeddings, prepare_centroids
-from transforms.dedup.semdedup_stage import Starts, batch_starts, start_centroids
+from transforms.dedup.semdedup import prepare_centroids
+from transforms.dedup.semdedup_stage import Starts, batch_starts, normalised_rows, start_centroids
 from transforms.formats.embeddings import embedding_matrix
 
 __all__ = ["FitCentroids", "FitState"]
@@ -111,7 +111,7 @@ class _RoundSumsFn(beam.DoFn):
         if state.done or batch.num_rows == 0:
             return
         current, previous = self._centroids(state)
-        xn, usable = normalise_embeddings(embedding_matrix(batch, self._column))
+        xn, usable = normalised_rows(embedding_matrix(batch, self._column))
         sums = step_sums(xn, usable, current, previous)
         self._sums = sums if self._sums is None else merge_sums([self._sums, sums])
 

@@ -61,6 +61,16 @@ class Assigned(NamedTuple):
     unusable: int  # rows with a NaN, infinite or zero embedding: not judged, kept
 
 
+def normalised_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`semdedup.normalise_embeddings`' very answer, in fewer passes when every row is usable
+    (the common case: the reader rejects the others): the same float64 cast, norms and division."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+    if len(x64) and np.isfinite(norms).all() and (norms > 0).all():
+        return x64 / norms[:, None], np.ones(len(x64), dtype=bool)
+    return normalise_embeddings(x)
+
+
 def assigned_clusters(xn: np.ndarray, centroids: Centroids, usable: np.ndarray, rows: int = 512):
     """`semdedup.assign_clusters`' very answer (cluster, float64 similarity) without its copies:
     no copy of x when every row is usable, and the similarity in row chunks that stay in cache
@@ -85,7 +95,7 @@ def assign_batch(batch: pa.RecordBatch, column: str, centroids: Centroids, seed:
     if batch.num_rows == 0:
         return Assigned([], 0)
     x = embedding_matrix(batch, column)
-    xn, usable = normalise_embeddings(x)
+    xn, usable = normalised_rows(x)
     cluster, sim = assigned_clusters(xn, centroids, usable)
     keys = batch.column(KEY)
     table = pa.RecordBatch.from_arrays(
@@ -140,7 +150,7 @@ def judge_part(
     """SemDeDup on the members of one (cluster, part), in any arrival order (`deduplicate_members`)."""
     x = members.column(X)
     raw = x.values.to_numpy(zero_copy_only=False).reshape(len(x), x.type.list_size)
-    xn, _ = normalise_embeddings(raw)
+    xn, _ = normalised_rows(raw)
     files = members.column(SOURCE_FILE).to_numpy()
     rows = members.column(SOURCE_ROW).to_numpy()
     res = deduplicate_members(
@@ -265,7 +275,7 @@ def batch_starts(batch: pa.RecordBatch, column: str, seed: int, k: int) -> Optio
     is the K smallest over all batches: the same records, any batching or merge order)."""
     if batch.num_rows == 0:
         return None
-    xn, usable = normalise_embeddings(embedding_matrix(batch, column))
+    xn, usable = normalised_rows(embedding_matrix(batch, column))
     idx = np.flatnonzero(usable)
     bits = order_bits(batch.column(KEY).to_pylist(), seed)[idx]
     files = batch.column(SOURCE_FILE).to_numpy().astype(np.int64)[idx]
