@@ -98,6 +98,11 @@ def _batches(directory: Path, shards: int):
         )
 
 
+def _assignment(x: np.ndarray, prepared):
+    xn, usable = normalised_rows(x)
+    return assigned_clusters(xn, prepared, usable)
+
+
 def assignment(directory: Path, shards: int, seed: int, repeats: int = 2) -> dict:
     """(b): per batch, alternately and best of `repeats`: the bare float32 matmul + argmax; the
     assignment (semdedup_stage.normalised_rows + assigned_clusters: the float64 rows, the
@@ -107,7 +112,7 @@ def assignment(directory: Path, shards: int, seed: int, repeats: int = 2) -> dic
     c32 = prepared.as_float32
     steps = {
         "bare": lambda batch, x: (x.astype(np.float32) @ c32.T).argmax(axis=1),
-        "assignment": lambda batch, x: assigned_clusters(*normalised_rows(x), prepared),
+        "assignment": lambda batch, x: _assignment(x, prepared),
         "step": lambda batch, x: assign_batch(batch, COLUMN, prepared, seed),
     }
     seconds = dict.fromkeys(steps, 0.0)
