@@ -29,7 +29,7 @@ WORDS = ["photo", "number 1", "number 2", "dog", "cat", "red car"]
 
 def _records(n: int, rnd: random.Random) -> list[dict]:
     records = []
-    for i in range(n):
+    for _ in range(n):
         page = rnd.randrange(n // 3)
         url = rnd.choice(HOSTS) + f"img.example.com/p{page}" + rnd.choice(TAILS)
         url = rnd.choice([url, url, url, url.replace("/p", "/ p"), url.replace("/p", "\t/p"), None, "  "])
