@@ -95,7 +95,7 @@ def test_two_workers_and_in_process_remove_the_in_memory_duplicates(pool, fitted
         scores = pq.read_table(out / "semdedup" / "scores", columns=["key", "score"])
         assert scores.num_rows == len(pool[2])
         page = (out / "report.html").read_text()
-        assert "SemDeDup (semantic duplicates)" in page and "semdedup_eps.png" in page
+        assert "<h3>SemDeDup</h3>" in page and "semdedup_eps.png" in page
         assert (out / "plots" / "semdedup_eps.png").stat().st_size > 0
     if fitted:
         assert stats["one"]["semdedup"]["iterations"] == stats["two"]["semdedup"]["iterations"]
