@@ -93,7 +93,9 @@ class _AssignFn(beam.DoFn):
     def setup(self):
         self._given = None
         if self._path is not None:
-            self._given = self._shared.acquire(lambda: _Prepared(self._path), tag=self._path).centroids
+            # Shared holds it weakly: keep the holder, so every thread of the process shares one copy.
+            self._holder = self._shared.acquire(lambda: _Prepared(self._path), tag=self._path)
+            self._given = self._holder.centroids
         self._fitted = (None, None)  # (the side input's array, its prepared form)
 
     def start_bundle(self):
