@@ -9,7 +9,7 @@ one key group:
     candidates   batches -> (key shard, Arrow batch of candidates: dedup key, file, row,
                  sample key, text) of the records with a key, a bundle's cut by shard
                  (keys.url_keys / text_keys)
-    groups       GroupByKey on the shard (CRC-32 of the dedup key mod `shards`): every
+    groups       GroupByKey on the shard (a hash of the dedup key's bytes mod `shards`): every
                  member of a key group lands in one shard, and a worker holds one shard, a slice
                  of the candidates (64 to 4,096 of them by pool size), at a time; exact.key_group_duplicates sorts it
                  by (key, draw, file, row): each group's first is its survivor, the rest
@@ -30,7 +30,6 @@ on file splits, batch size, bundles, workers or runner.
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from typing import Optional
 
@@ -44,7 +43,7 @@ from transforms.beam.dedup_kinds import KindOutput
 from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
 from transforms.beam.stats import SumFigures
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
-from transforms.core.hashing import key_hashes
+from transforms.core.hashing import key_hashes, splitmix64
 from transforms.dedup.exact import key_group_duplicates
 from transforms.dedup.keys import text_keys, url_keys
 
@@ -122,6 +121,7 @@ class _CandidatesFn(beam.DoFn):
         sorted_shards = shards[order]
         bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            # take, not slice: a slice pickles its parent's whole buffers.
             yield int(sorted_shards[a]), table.take(pa.array(order[a:b])).to_batches()[0]
 
 
@@ -131,13 +131,25 @@ def key_shards(input_files: int) -> int:
     return int(min(MAX_KEY_SHARDS, max(MIN_KEY_SHARDS, 8 * input_files)))
 
 
-def shard_of(dedup_keys: pa.ChunkedArray, shards: int) -> np.ndarray:
-    """The shard of each dedup key: CRC-32 of its UTF-8 bytes modulo `shards`, the same in
-    every process (every member of a group lands in one shard, so a shard holds whole
-    groups); a quarter of BLAKE2b's cost, and the shard only spreads the work."""
-    crc32 = zlib.crc32
-    values = [crc32(key.encode("utf-8", "surrogatepass")) for key in dedup_keys.to_pylist()]
-    return np.array(values, dtype=np.int64) % shards
+def shard_of(dedup_keys, shards: int) -> np.ndarray:
+    """The shard of each dedup key, in [0, shards): a function of the key's UTF-8 bytes only
+    (its length, its first 4 and last 12 bytes, mixed by SplitMix64), so every member of a
+    group lands in one shard and every process agrees; computed on the Arrow buffers, with
+    no Python per key. Keys are never empty (a record without one is no candidate)."""
+    array = dedup_keys.combine_chunks() if isinstance(dedup_keys, pa.ChunkedArray) else dedup_keys
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)[array.offset : array.offset + n + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    mixed = (ends - starts).astype(np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for at in [ends - j for j in range(1, 13)] + [starts + j for j in range(4)]:
+        byte = data[np.clip(at, starts, ends - 1)].astype(np.uint64)
+        mixed = (mixed ^ byte) * prime  # FNV-style; uint64 wraps
+    return (splitmix64(mixed) % np.uint64(shards)).astype(np.int64)
 
 
 def _duplicates_by_file(item, seed: int):
