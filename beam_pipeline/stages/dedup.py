@@ -21,7 +21,7 @@ from beam_pipeline.option_checks import BadValue, UsageError, integer, number
 from beam_pipeline.stage_rows import dedup_rows
 from beam_pipeline.stages.assets import column_type, open_asset
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
-from transforms.beam.dedup import CAPTION, DUPLICATE_OF_CAPTION, URL, ExactDedup
+from transforms.beam.dedup import CAPTION, DUPLICATE_OF_CAPTION, URL, ExactDedup, key_shards
 from transforms.beam.dedup_kinds import DUPLICATES_SCHEMA
 from transforms.beam.write import WriteParquetShards
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
@@ -104,9 +104,10 @@ class Dedup(Stage):
     dropped_schema = DUPLICATES_OUTPUT_SCHEMA
     worker_path_flags = ("semdedup_centroids",)
 
-    def __init__(self, kinds: tuple[str, ...], semantic: Optional[SemanticSpec]):
+    def __init__(self, kinds: tuple[str, ...], semantic: Optional[SemanticSpec], input_files: int = 1):
         self.kinds = kinds
         self.semantic = semantic
+        self.input_files = input_files
         self.embedding_keys = (semantic.embedding_key,) if semantic else ()
 
     @classmethod
@@ -216,7 +217,7 @@ class Dedup(Stage):
                 embedding_column=inputs.embeddings.column(args.image_embedding_key),
                 embedding_key=args.image_embedding_key,
             )
-        return cls(kinds, semantic)
+        return cls(kinds, semantic, len(inputs.paths))
 
     def apply(self, batches, run: RunContext) -> StageOutput:
         figures, duplicates, scores = {}, [], []
@@ -225,7 +226,8 @@ class Dedup(Stage):
             if kind == "semantic":
                 out = batches | label >> self._semantic(run)
             else:
-                out = batches | label >> ExactDedup(kind, run.seed, spill_dir=run.spill_dir)
+                shards = key_shards(self.input_files)
+                out = batches | label >> ExactDedup(kind, run.seed, spill_dir=run.spill_dir, shards=shards)
             batches = out.survivors
             figures[kind] = out.figures
             duplicates.append(out.duplicates | f"{label}Rows" >> beam.Map(with_output_columns))

@@ -15,6 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import transforms.beam.dedup as dedup_module
 from transforms.beam.dedup import ExactDedup
 from transforms.core.columns import KEY, SOURCE_FILE, SOURCE_ROW, TEXT
 
@@ -70,18 +71,25 @@ def oracle(records: list[dict], kind: str, seed: int):
     return survivors, dups
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from(["url", "text"]), st.integers(0, 2**64 - 1), st.randoms(use_true_random=False), st.integers(1, 9)
+    st.sampled_from(["url", "text"]),
+    st.integers(0, 2**64 - 1),
+    st.randoms(use_true_random=False),
+    st.integers(1, 9),
+    st.integers(1, 7),
+    st.sampled_from([4, 1 << 17]),
 )
-def test_exact_dedup_equals_the_oracle_for_any_batching(kind, seed, rnd, batch_size):
-    """Small pools with many collisions; batch sizes 1..9 and shuffled batch order."""
+def test_exact_dedup_equals_the_oracle_for_any_batching(kind, seed, rnd, batch_size, shards, flush_rows):
+    """Small pools with many collisions; batch sizes 1..9, shuffled batch order, 1..7 key
+    shards, candidates cut every 4 rows or once a bundle."""
+    dedup_module.FLUSH_ROWS = flush_rows  # read when the DoFn runs, in this process
     records = _records(3, 12, rnd)
     want_survivors, want_dups = oracle(records, kind, seed)
     batches = _batches(records, batch_size)
     rnd.shuffle(batches)
     with TestPipeline() as p:
-        out = p | beam.Create(batches, reshuffle=False) | ExactDedup(kind, seed)
+        out = p | beam.Create(batches, reshuffle=False) | ExactDedup(kind, seed, shards=shards)
         survivors = out.survivors | "S" >> beam.FlatMap(
             lambda b: list(zip(b.column(SOURCE_FILE).to_pylist(), b.column(SOURCE_ROW).to_pylist(), strict=True))
         )

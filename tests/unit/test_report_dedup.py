@@ -13,6 +13,7 @@ from PIL import Image
 
 from beam_pipeline.report import write_report
 from beam_pipeline.report.dedup import duplicate_examples, eps_marker
+from beam_pipeline.report.funnel import funnel_steps
 
 EPS_GRID = np.geomspace(1e-4, 0.2, 12)
 CURVE = [[float(e), float(min(0.5, 0.02 + e * 2))] for e in EPS_GRID]
@@ -103,3 +104,14 @@ def test_the_chosen_eps_is_marked_on_the_curve():
     assert min(r for e, r in CURVE if e <= 0.01) <= removed <= max(r for e, r in CURVE if e >= 0.01)
     assert eps_marker(CURVE, CURVE[3][0]) == (CURVE[3][0], CURVE[3][1])
     assert eps_marker(CURVE, None) is None
+
+
+def test_the_funnel_shows_each_dedup_kind():
+    steps = [(step.label, step.dropped, step.left) for step in funnel_steps(STATS)]
+    assert steps[:5] == [
+        ("read", 0, 1000),
+        ("rejected (bad input)", 0, 1000),
+        ("dedup: url", 250, 750),
+        ("dedup: text", 100, 650),
+        ("dedup: semantic", 50, 600),
+    ]
