@@ -47,6 +47,17 @@ def progress_line(totals: dict[str, int], seconds: float, started: bool = False,
     `balancing` False (--balance none): no pass leaves counted spill files, so the line
     only says the run goes on.
     """
+    return _line(totals, seconds, started, balancing) + _dedup_part(totals)
+
+
+def _dedup_part(totals: dict[str, int]) -> str:
+    """--dedup: the records each exact kind has judged so far (its batches kept on disk while
+    the key groups are found: transforms.beam.dedup)."""
+    judged = [(kind, totals[label]) for kind, label in (("url", "DedupUrl"), ("text", "DedupText")) if label in totals]
+    return "; dedup judged " + ", ".join(f"{kind} {rows:,}" for kind, rows in judged) if judged else ""
+
+
+def _line(totals: dict[str, int], seconds: float, started: bool, balancing: bool) -> str:
     if not balancing:
         return _selection_line(totals, seconds)
     read = totals.get("matched", 0)

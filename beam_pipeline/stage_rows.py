@@ -110,6 +110,25 @@ def where_rows(stats: dict) -> Rows:
     return [("--where", condition) for condition in stats["where"]]
 
 
+def dedup_rows(stats: dict) -> Rows:
+    """--dedup: a row per kind (removed of judged), then SemDeDup's eps and clusters when it ran."""
+    judged = stats.get("judged_by_kind", {})
+    rows: Rows = []
+    for kind, removed in stats["deduplicated_by_kind"].items():
+        of = f" of {judged[kind]:,} judged" if kind in judged else ""
+        rows.append((f"deduplicated ({kind})", f"{removed:,}{of}"))
+    semdedup = stats.get("semdedup")
+    if isinstance(semdedup, dict):
+        clusters = semdedup.get("clusters")
+        centroids = semdedup.get("centroids", "")
+        rows.append(("SemDeDup eps, keep", f"{semdedup.get('eps')}, {semdedup.get('keep', '-')}"))
+        rows.append(("SemDeDup clusters", f"{clusters:,} ({centroids})" if isinstance(clusters, int) else "-"))
+        largest = semdedup.get("largest_cluster")
+        if largest is not None:
+            rows.append(("largest cluster", f"{largest:,} (parts split: {semdedup.get('parts_split', 0):,})"))
+    return rows
+
+
 class StageRows(NamedTuple):
     """A stage's rows in the report: its title, whether stats.json shows it ran, its rows."""
 
@@ -120,6 +139,7 @@ class StageRows(NamedTuple):
 
 # In the chain's order (beam_pipeline/stages/__init__.py).
 STAGE_ROWS: tuple[StageRows, ...] = (
+    StageRows("Dedup", lambda stats: isinstance(stats.get("deduplicated_by_kind"), dict), dedup_rows),
     StageRows("Allow list", lambda stats: isinstance(stats.get("allow_uids"), dict), uid_list_rows("allow_uids")),
     StageRows("Deny list", lambda stats: isinstance(stats.get("deny_uids"), dict), uid_list_rows("deny_uids")),
     StageRows("Where", lambda stats: bool(stats.get("where")), where_rows),

@@ -65,6 +65,9 @@ class Chain(NamedTuple):
     applied: list  # [(Stage, StageOutput)], in order
     final: PCollection  # [pa.RecordBatch]: the batches after the last stage, keep flag set
     dropped: Optional[PCollection]  # [pa.RecordBatch]: key, filter of every record a stage dropped (None: none)
+    # Dropped records of the stages with an output of their own (Stage.dropped_dir: dedup's
+    # duplicates/): directory -> (schema, [pa.RecordBatch]); never in filtered/.
+    routed: dict = {}
 
 
 def apply_stages(batches: PCollection, config: CurationConfig) -> Chain:
@@ -79,10 +82,20 @@ def apply_stages(batches: PCollection, config: CurationConfig) -> Chain:
         batches = output.batches
         if config.embeddings is not None and readers and i == readers[-1] and i < len(config.stages) - 1:
             batches = batches | "DropEmbeddings" >> beam.Map(without_npz_embeddings)
-    dropped = [output.dropped for _, output in applied if output.dropped is not None]
+    dropped = [output.dropped for stage, output in applied if output.dropped is not None and _filtered(stage)]
     if len(dropped) > 1:
         dropped = [tuple(dropped) | "AllDropped" >> beam.Flatten()]
-    return Chain(applied, batches, dropped[0] if dropped else None)
+    routed = {
+        stage.dropped_dir: (stage.dropped_schema, output.dropped)
+        for stage, output in applied
+        if output.dropped is not None and not _filtered(stage)
+    }
+    return Chain(applied, batches, dropped[0] if dropped else None, routed)
+
+
+def _filtered(stage: Stage) -> bool:
+    """Whether the records `stage` drops go to filtered/ (else to its own output, Stage.dropped_dir)."""
+    return stage.dropped_dir == FILTERED_DIR
 
 
 def build_curation(pipeline: beam.Pipeline, config: CurationConfig) -> dict:
@@ -171,6 +184,17 @@ class WriteOutputs(beam.PTransform):
             )
             files.append(filtered.written)
             rows.append(filtered.rows)
+        for directory, (schema, records) in self._chain.routed.items():
+            label = "Write" + directory.title().replace("/", "")
+            routed = records | label >> WriteParquetShards(
+                config.output(directory),
+                max(1, config.num_shards // 4),
+                schema,
+                spill_dir=config.shards_spill_dir,
+                spill_label=label,
+            )
+            files.append(routed.written)
+            rows.append(routed.rows)
         handoff, handoff_rows = _write_handoff(final, self._read.listed_files, config)
         files += handoff
         rows += handoff_rows
@@ -248,8 +272,10 @@ def _expected_rows(config: CurationConfig, chain: Chain) -> dict:
         for out in stage.sharded_outputs(run, config.subset_schema)
     }
     expected["subset"] = "kept"
-    if chain.dropped is not None:
-        expected[FILTERED_DIR] = "dropped"
+    if chain.dropped is not None:  # filtered/ holds what the stages routed there dropped, the others' elsewhere
+        expected[FILTERED_DIR] = tuple(i for i, stage in enumerate(stages) if _filtered(stage))
+    for directory in chain.routed:
+        expected[output_name(directory)] = tuple(i for i, stage in enumerate(stages) if stage.dropped_dir == directory)
     if "img2dataset" in config.handoff:
         expected[IMG2DATASET_DIR] = "kept"
     return expected
@@ -306,6 +332,7 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, wri
     fates = [stage.fate for stage in stages]
     names = [stage.name for stage in stages]
     expected_rows = _expected_rows(config, chain)
+    elsewhere = [i for i, stage in enumerate(stages) if not _filtered(stage)]
 
     def document(final, rejected, accounting, dropped=None, **figures):
         # First: a run whose records do not add up raises here, and writes no stats.json.
@@ -316,7 +343,8 @@ def _write_stats(pipeline, config: CurationConfig, read: Read, chain: Chain, wri
             own = {name.split("|", 1)[1]: value for name, value in figures.items() if name.startswith(f"{i}|")}
             counted = {key.split("|", 1)[1]: value for key, value in final.items() if key.startswith(f"{i}|")}
             parts.append(stage.stats(own, counted))
-        parts.append(run_sections(run, rejected, dropped or {}, reasons, files))
+        routed = sum(accounting.get(f"dropped.{i}", 0) for i in elsewhere)
+        parts.append(run_sections(run, rejected, dropped or {}, reasons, files, dropped_elsewhere=routed))
         parts.append({"accounting": {"accounting": records}})
         return merge_sections(parts)
 

@@ -14,7 +14,10 @@ from transforms.beam.spill import delete_spill_dir
 from transforms.handoff.reshard import FRAGMENTS, MANIFEST, RESHARD_MARKER
 
 FILTERED_DIR = "filtered"  # records a DataComp filter dropped: key, first failed filter
-OUTPUT_SUBDIRS = ("matches", "subset", "rejected", FILTERED_DIR)
+DUPLICATES_DIR = "duplicates"  # records --dedup removed: key, kind, duplicate_of, similarity, captions
+SEMDEDUP_SCORES_DIR = "semdedup/scores"  # --dedup semantic: every judged record's score (the eps curve)
+SEMDEDUP_CENTROIDS = "semdedup/centroids.npy"  # --dedup semantic: the centroids it used
+OUTPUT_SUBDIRS = ("matches", "subset", "rejected", FILTERED_DIR, DUPLICATES_DIR, SEMDEDUP_SCORES_DIR)
 STATS_JSON = "stats.json"
 OUTPUT_FILES = (
     "entry_counts.json",
@@ -39,7 +42,7 @@ HANDOFF_GLOBS = (
     "plots/*.png",
     "plots/.*.png.tmp-*",
 )
-HANDOFF_FILES = (SUBSET_UIDS, SHARDS_JSON)
+HANDOFF_FILES = (SUBSET_UIDS, SHARDS_JSON, SEMDEDUP_CENTROIDS)
 
 
 def clear_outputs(output_dir: str, reshard_dir: "str | None") -> None:

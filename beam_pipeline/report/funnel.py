@@ -36,7 +36,8 @@ class Step(NamedTuple):
 
 
 def funnel_steps(stats: dict) -> Optional[list[Step]]:
-    """read, rejected, each filter (or `filtered` whole), each later fate, kept; None without `accounting`."""
+    """read, rejected, each dedup kind and each filter (or their fate whole), each later fate, kept;
+    None without `accounting`."""
     accounting = stats.get("accounting")
     if not isinstance(accounting, dict):
         return None
@@ -46,8 +47,11 @@ def funnel_steps(stats: dict) -> Optional[list[Step]]:
     for fate, count in accounting.items():
         if fate in ("read", "kept"):
             continue
+        by_kind = stats.get("deduplicated_by_kind") or {}
         if fate == "filtered" and by_filter and sum(by_filter.values()) == count:
             parts = [(f"filter: {name}", dropped) for name, dropped in by_filter.items()]
+        elif fate == "deduplicated" and by_kind and sum(by_kind.values()) == count:
+            parts = [(f"dedup: {kind}", dropped) for kind, dropped in by_kind.items()]
         else:
             parts = [(FATE_LABELS.get(fate, fate), count)]
         if fate == "not_selected" and stats.get("balance") == "none":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 
+from beam_pipeline.report.dedup import dedup_section, duplicate_examples, has_dedup
 from beam_pipeline.report.filters import filter_section, has_filters
 from beam_pipeline.report.funnel import funnel_section, funnel_steps
 from beam_pipeline.report.inputs import (
@@ -228,6 +229,19 @@ def render_html(data: dict, plots: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
+def _dedup_section(data: dict, plots: dict[str, bytes]) -> list[str]:
+    stats = data["stats"]
+    examples = duplicate_examples(data["output_dir"], stats["deduplicated_by_kind"])
+    curve = ""
+    if "semdedup_eps.png" in plots:
+        caption = (
+            "Fraction of the records SemDeDup judged that it would remove at each eps, from each record's largest "
+            "similarity to an earlier member of its cluster (which does not depend on eps); the run's eps marked."
+        )
+        curve = _img("semdedup_eps.png", plots["semdedup_eps.png"], caption)
+    return [dedup_section(stats, examples, curve)]
+
+
 def _filters_section(data: dict, plots: dict[str, bytes]) -> list[str]:
     caption = "Records each filter dropped, and the records that passed them all."
     return [filter_section(data["stats"], _img("filters.png", plots["filters.png"], caption))]
@@ -327,6 +341,7 @@ def _balanced(data: dict) -> bool:
 # whether the run's files show the stage ran, and its sections from them (the report reads
 # files only). The uid lists and --where have theirs in the funnel and the filters section.
 STAGE_SECTIONS = (
+    (lambda data: has_dedup(data["stats"]), _dedup_section),
     (lambda data: has_filters(data["stats"]), _filters_section),
     (_balanced, _balancing_sections),
     (lambda data: not _balanced(data), _no_balancing_section),

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from beam_pipeline.report.axes import _axes, _figure, _lay_out, _log_scale, png_bytes
+from beam_pipeline.report.dedup import has_eps_curve, plot_eps_curve
 from beam_pipeline.report.filters import has_filters, plot_filters
 from beam_pipeline.report.funnel import funnel_steps, plot_funnel
 from beam_pipeline.report.inputs import head_tail, head_threshold, scalar_threshold
@@ -216,6 +217,8 @@ def make_plots(data: dict) -> dict[str, bytes]:
     stats, figures = data["stats"], data["figures"]
     steps = funnel_steps(stats)
     filters = {"funnel.png": plot_funnel(steps)} if steps else {}
+    if has_eps_curve(stats):
+        filters["semdedup_eps.png"] = plot_eps_curve(stats)
     if has_filters(stats):
         filters["filters.png"] = plot_filters(stats)
     if has_selection(stats):

@@ -14,11 +14,13 @@ from beam_pipeline.option_checks import BadValue
 from beam_pipeline.stages.balance import MetaClipBalancing, NoBalancing
 from beam_pipeline.stages.base import Stage, StageInputs
 from beam_pipeline.stages.datacomp_filters import DataCompFiltering
+from beam_pipeline.stages.dedup import Dedup
 from beam_pipeline.stages.selection import CovarianceSelection
 from beam_pipeline.stages.uid_lists import AllowUids, DenyUids
 from beam_pipeline.stages.where import Where
 
 STAGES: tuple[type[Stage], ...] = (
+    Dedup,  # right after reading: later stages see no duplicate (docs/dedup.md, section 4)
     AllowUids,
     DenyUids,
     Where,

@@ -9,7 +9,8 @@ balancing, a selection). Its module holds all of it:
   flags -> the checked stage (an instance holding its spec); a bad flag or asset raises
   UsageError;
 - `apply(batches, run)`: the Beam transform, batches -> `StageOutput` (the batches it hands
-  on, its figures as singleton PCollections, the records it drops with their reason);
+  on, its figures as singleton PCollections, the records it drops with their reason, which
+  go to filtered/ unless it names an output of its own: `dropped_dir`);
 - `write(final, output, run)`: the files it writes (from the run's final batches);
 - `stats(figures, final)`: its part of stats.json, by section (`transforms.core.stats`);
 - `summary_rows(stats)`: its lines of the table printed at the end.
@@ -39,6 +40,8 @@ class StageOutput(NamedTuple):
     batches: PCollection  # [pa.RecordBatch]: the records it passes on (a keep flag may be cleared)
     figures: dict = {}  # name -> singleton PCollection, given back to `write` and `stats` as values
     dropped: Optional[PCollection] = None  # [pa.RecordBatch] of key, filter: records dropped, the reason
+    # PCollections that are not figures, given back to its `write` (dedup's SemDeDup scores)
+    outputs: dict = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,10 @@ class Stage:
     # The accounting's name for the records it drops or whose keep flag it clears
     # (transforms.core.accounting; "" for a stage that keeps every record).
     fate = "filtered"
+    # The output its dropped records go to: filtered/ (FILTERED_SCHEMA: key, filter) unless
+    # it names its own, with the schema of its rows (dedup: duplicates/, DUPLICATES_SCHEMA...).
+    dropped_dir = "filtered"
+    dropped_schema: Optional[pa.Schema] = None
 
     @classmethod
     def add_arguments(cls, group, add) -> None:

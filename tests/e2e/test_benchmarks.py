@@ -366,3 +366,20 @@ def test_first_run_benchmark_pool_and_its_str_replace_spacing(tmp_path):
         assert bench_first_run.metaclip_spacing(text) == space_text(text)
 
     same_spacing()
+
+
+def test_dedup_benchmark_pool_plants_url_and_text_duplicates(tmp_path):
+    """bench_dedup_exact's pool: unique keys; the planted rows are duplicates under the keys' rules."""
+    import pyarrow.parquet as pq
+
+    from benchmarks.bench_dedup_exact import FILES, planted_pool
+    from transforms.dedup.keys import text_keys, url_keys
+
+    figures = planted_pool(tmp_path / "pool", 4000, 0.1, 0.05)
+    table = pq.read_table(tmp_path / "pool")
+    assert len(list((tmp_path / "pool").glob("*.parquet"))) == FILES and table.num_rows == 4000
+    assert len(set(table.column("key").to_pylist())) == 4000
+    assert 300 < figures["url_rows_planted"] < 500 and 120 < figures["text_rows_planted"] < 280
+    # every planted row folds onto another row's key (a few may copy a row that was itself planted)
+    assert 4000 - len(set(url_keys(table.column("url")))) >= 0.9 * figures["url_rows_planted"]
+    assert 4000 - len(set(text_keys(table.column("text")))) >= 0.9 * figures["text_rows_planted"]

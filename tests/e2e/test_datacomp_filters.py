@@ -217,7 +217,8 @@ BAD_STAGE_OPTIONS = [
     (["--recipe", "datacomp-2b"], "--recipe must be one of datacomp-basic"),
     (
         ["--balance", "none"],
-        "--balance none without --allow_uids, --deny_uids, --where, --filter or --select would keep every record",
+        "--balance none without --dedup, --allow_uids, --deny_uids, --where, --filter or --select "
+        "would keep every record",
     ),
     (["--filter", "basic", "--balance", "none", "--metadata", "{md}"], "--metadata is for MetaCLIP balancing"),
     (["--recipe", "datacomp-basic", "--metadata", "{md}"], "add --balance metaclip to balance the filtered pool"),

@@ -91,10 +91,19 @@ SAMPLE_VALUES = {
     "select_fraction": "0.5",
     "class_embeddings": "gs://bucket/classes_l14.npy",
     "max_class_size": "20000",
+    "dedup": "url,text,semantic",
+    "semdedup_centroids": "gs://bucket/semdedup_centroids.npy",
+    "semdedup_clusters": "1000",
+    "semdedup_iterations": "20",
+    "semdedup_eps": "0.01",
+    "semdedup_keep": "hard",
+    "max_cluster_size": "50000",
 }
 # Parameters that only mean something with --filter (dropped with it in the optionality test).
 FILTER_ONLY = {"lid_model", "imagenet_wnids", "clip_score_fraction", "centroids", "target_clusters"}
 SELECT_ONLY = {"select_fraction", "class_embeddings"}
+# With --dedup semantic: centroids given or fitted, so dropping one of these drops them all.
+DEDUP_ONLY = {"semdedup_clusters", "semdedup_iterations", "semdedup_eps", "semdedup_keep", "max_cluster_size"}
 
 
 def curation_options() -> dict[str, argparse.Action]:
@@ -155,7 +164,7 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
     """The launcher's form of every parameter parses; leaving one out fails iff it is required."""
     # target_size is refused with mode metaclip2, which the sample values pick; the recipe
     # implies balance none, and clip_score takes a fraction or a threshold, not both.
-    skipped = ("overwrite", "target_size", "recipe", "clip_score_threshold")
+    skipped = ("overwrite", "target_size", "recipe", "clip_score_threshold", "semdedup_centroids")
     values = {name: value for name, value in SAMPLE_VALUES.items() if name not in skipped}
     args, beam_args = parse_curation_args(launcher_args(values))
     assert (args.input, args.metadata, args.threshold, args.column_names) == (
@@ -172,6 +181,7 @@ def test_optional_parameters_are_the_ones_the_pipeline_can_do_without():
         # A filter's assets are optional with the filters that need them.
         gone |= FILTER_ONLY | {"filter"} if name in FILTER_ONLY | {"filter"} else set()
         gone |= SELECT_ONLY | {"select"} if name in SELECT_ONLY | {"select"} else set()
+        gone |= DEDUP_ONLY | {"dedup"} if name in DEDUP_ONLY | {"dedup"} else set()
         rest = {other: value for other, value in values.items() if other not in gone}
         try:
             parse_curation_args(launcher_args(rest))

@@ -104,3 +104,13 @@ def test_without_balancing_the_reporter_does_not_promise_an_automaton(tmp_path):
     lines = stream.getvalue().splitlines()
     assert lines and all("running: no per-pass figures without MetaCLIP balancing" in line for line in lines)
     assert "automaton" in progress_line({}, 1.0) and "automaton" not in progress_line({}, 1.0, balancing=False)
+
+
+def test_dedup_judged_rows_follow_the_line():
+    """--dedup: each exact kind's stored batches (DedupUrl, DedupText spill files) say how many records it judged."""
+    from beam_pipeline.progress import progress_line
+
+    line = progress_line({"matched": 5000, "DedupUrl": 12000, "DedupText": 4096}, 10.0)
+    assert line.endswith("; dedup judged url 12,000, text 4,096")
+    assert "dedup" not in progress_line({"matched": 5000}, 10.0)
+    assert progress_line({"DedupText": 7}, 3.0, balancing=False).endswith("; dedup judged text 7")

@@ -82,7 +82,8 @@ def account(
     `figures`: the summed figures above; `rejected`: the records rejected; `fates[i]` and
     `stage_names[i]`: stage i's fate ("" for a stage that keeps every record) and name;
     `expected_rows`: output -> the figure its rows must equal (`kept`; `accepted`: the rows
-    that reach the end; `dropped`: the records the stages dropped).
+    that reach the end; `dropped`: the records the stages dropped), or a tuple of stage
+    indices: the records those stages dropped (filtered/ and dedup's duplicates/ apart).
     Raises AccountingError when read != rejected + the fates + kept, when a stage hands on
     fewer or more rows than it took less those it dropped, or an output holds other rows.
     """
@@ -115,8 +116,15 @@ def account(
     wanted = {KEPT_FATE: kept, "accepted": accepted, "dropped": sum(get(f"dropped.{i}", 0) for i in range(end))}
     for output, figure in expected_rows.items():
         rows = get(f"written.{output}", 0)
-        if rows != wanted[figure]:
-            problems.append(f"{output}/ holds {rows} rows != {figure} {wanted[figure]}")
+        if isinstance(figure, tuple):
+            want, figure = (
+                sum(get(f"dropped.{i}", 0) for i in figure),
+                f"dropped by {', '.join(stage_names[i] for i in figure)}",
+            )
+        else:
+            want = wanted[figure]
+        if rows != want:
+            problems.append(f"{output}/ holds {rows} rows != {figure} {want}")
     if problems:
         raise AccountingError(ERROR_PREFIX + "; ".join(problems))
     return document

@@ -79,6 +79,7 @@ def duplicate_figures(found: dict) -> Counter:
 # the chain's order and the run's last, a key keeps the place it first had.
 STATS_SECTIONS = (
     "records",  # records_read ... files_rejected (the run)
+    "dedup",  # records_deduplicated, deduplicated_by_kind, semdedup (--dedup, before the filters)
     "dropped",  # records_filtered, filtered_by_filter (the run, over every stage that drops records)
     "kept",  # what the records at the end are: records_kept (a balancing's counts before it)
     "keys",  # duplicate_keys (the run's shard writers)
@@ -109,20 +110,23 @@ def merge_sections(parts: Sequence[dict]) -> dict:
     return document
 
 
-def run_sections(final: dict, rejected: dict, dropped: dict, reasons: Sequence[str], run: dict) -> dict:
+def run_sections(
+    final: dict, rejected: dict, dropped: dict, reasons: Sequence[str], run: dict, dropped_elsewhere: int = 0
+) -> dict:
     """The run's own part of stats.json: what was read, dropped, kept, and the input files.
 
     `final`: the summed `kept_figures` of the run's final batches plus its shard writers'
     `duplicate_figures`; `rejected`: summed `rejection_figures`; `dropped`: summed
     `filtered_figures` of the records the stages dropped for `reasons` (in their order);
-    `run`: input_files and num_shards. records_read = rejected + dropped + accepted.
+    `run`: input_files and num_shards; `dropped_elsewhere`: the records stages dropped to an
+    output of their own (dedup's duplicates/). records_read = rejected + both dropped + accepted.
     """
     accepted = final.get("records_accepted", 0)
     rejected_records = rejected.get("records_rejected", 0)
     by_reason = {key.split(".", 1)[1]: value for key, value in sorted(rejected.items()) if key.startswith("rejected.")}
     sections = {
         "records": {
-            "records_read": accepted + rejected_records + dropped.get("records_filtered", 0),
+            "records_read": accepted + rejected_records + dropped.get("records_filtered", 0) + dropped_elsewhere,
             "records_accepted": accepted,
             "records_rejected": rejected_records,
             "rejected_by_reason": by_reason,

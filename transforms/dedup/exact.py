@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.dedup.keys import DEDUP, purpose_draws
 
@@ -90,3 +92,62 @@ def chain_duplicate_of(kind_keys: Sequence[Sequence[str | None]], sample_keys, s
         kind[alive[hit]] = k
         alive = alive[~hit]
     return dup, kind
+
+
+def sorted_duplicates(dedup_keys, draws, source_files, source_rows) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `group_duplicates` over many groups at once: (duplicate indices, their survivor's index).
+
+    `dedup_keys`: a pyarrow string array (every value a key: records without one are left
+    out before); the others per record. Sorting by (key, draw, file, row) puts each group
+    together with its survivor first, so a duplicate is any record whose key equals the one
+    before it, and its survivor is its group's first. Both arrays are int64, in that order.
+    """
+    n = len(dedup_keys)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    table = pa.table(
+        {
+            "k": dedup_keys,
+            "d": np.asarray(draws, dtype=np.float64),
+            "f": np.asarray(source_files, dtype=np.int64),
+            "r": np.asarray(source_rows, dtype=np.int64),
+        }
+    )
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in ("k", "d", "f", "r")]).to_numpy()
+    keys = table.column("k").take(pa.array(order))
+    same = np.zeros(n, dtype=bool)
+    if n > 1:
+        same[1:] = pc.equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(~same)  # each group's first position: its survivor
+    first = starts[np.cumsum(~same) - 1]
+    duplicate = np.flatnonzero(same)
+    return order[duplicate].astype(np.int64), order[first[duplicate]].astype(np.int64)
+
+
+def key_group_duplicates(dedup_keys, sample_keys, source_files, source_rows, seed: int):
+    """`sorted_duplicates` of records given with their sample keys: (duplicate indices, survivor indices).
+
+    The survivor draws are computed only for records whose key has another member (a
+    record alone in its group survives without one): most keys of a pool are unique, and
+    the draw (a BLAKE2b per record) is most of the cost. `dedup_keys`, `sample_keys`:
+    pyarrow string arrays (every dedup key set); int64 arrays out.
+    """
+    keys = dedup_keys.combine_chunks() if isinstance(dedup_keys, pa.ChunkedArray) else dedup_keys
+    n = len(keys)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = pc.sort_indices(keys).to_numpy()
+    ordered = keys.take(pa.array(order))
+    same = pc.equal(ordered.slice(1), ordered.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    shared = np.zeros(n, dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    members = np.sort(order[shared])
+    if len(members) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    index = pa.array(members)
+    draws = survivor_draws(sample_keys.take(index).to_pylist(), seed)
+    files = np.asarray(source_files, dtype=np.int64)[members]
+    rows = np.asarray(source_rows, dtype=np.int64)[members]
+    duplicate, survivor = sorted_duplicates(keys.take(index), draws, files, rows)
+    return members[duplicate], members[survivor]

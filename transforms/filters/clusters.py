@@ -90,7 +90,7 @@ def fast_argmax(x: np.ndarray, centroids: Centroids) -> np.ndarray:
 
 
 def _nearest_block(x: np.ndarray, cents: Centroids) -> np.ndarray:
-    x64 = x.astype(np.float64)
+    x64 = np.asarray(x, dtype=np.float64)  # no copy when x is float64 already (read only here)
     finite = np.isfinite(x64).all(axis=1)
     norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
     safe = finite & (norms * cents.max_norm < _TOO_BIG) & (norms < _TOO_BIG) & (cents.max_norm < _TOO_BIG)
