@@ -59,7 +59,9 @@ class CurationConfig:
     @property
     def subset_schema(self) -> pa.Schema:
         return pa.schema(
-            [(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough]
+            [(KEY, pa.string()), (TEXT, pa.string())]
+            + [pa.field(n, t) for n, t in self.layout.passthrough]
+            + [field for stage in self.stages for field in stage.subset_fields()]
         )
 
     @property

@@ -108,6 +108,10 @@ class Stage:
     def apply(self, batches: PCollection, run: RunContext) -> StageOutput:
         raise NotImplementedError
 
+    def subset_fields(self) -> list[pa.Field]:
+        """Columns it adds to subset/ (after the input's): `texts` of --per_image."""
+        return []
+
     def sharded_outputs(self, run: RunContext, subset_schema: pa.Schema) -> list[ShardedOutput]:
         """Sharded outputs of the final batches, written in the same shuffle as subset/ (before it)."""
         return []

@@ -87,6 +87,7 @@ SAMPLE_VALUES = {
     "allow_uids": "gs://bucket/datacomp_1b_uids.npy",
     "deny_uids": "gs://bucket/eval_set_uids.txt",
     "where": "aesthetic > 7",
+    "per_image": "false",
     "select": "covariance",
     "select_fraction": "0.5",
     "class_embeddings": "gs://bucket/classes_l14.npy",

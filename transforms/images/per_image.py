@@ -19,6 +19,7 @@ members in any order: the answer does not depend on the order they arrive in.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -66,3 +67,59 @@ def curate_image(
 def image_texts(texts: Sequence[str | None], decision: ImageDecision) -> list[str | None]:
     """The `texts` list column of the image's kept record, in the decision's order."""
     return [texts[i] for i in decision.texts_order]
+
+
+class ImagesDecision(NamedTuple):
+    """The per-image rule over many records at once; indices are into the records as given."""
+
+    kept: np.ndarray  # bool per record: the record is its image's pick and the image is kept
+    texts_orders: dict  # kept record -> its image's members in `texts` order (the record first)
+    sizes: np.ndarray  # records per image, one entry per image
+    images_matched: int  # images with at least one matched record
+
+
+def curate_images(image_keys: Sequence[str], sample_keys: Sequence[str], matched, keep_probs, source_files,
+                  source_rows, seed: int) -> ImagesDecision:  # fmt: skip
+    """`curate_image` on every image of these records at once (vectorised; same answers).
+
+    Every record of an image must be among them (a stage groups by `image_group_key` first).
+    """
+    n = len(sample_keys)
+    if n == 0:
+        return ImagesDecision(np.zeros(0, dtype=bool), {}, np.zeros(0, dtype=np.int64), 0)
+    matched = np.asarray(matched, dtype=bool)
+    images = np.unique(np.asarray(image_keys, dtype=object), return_inverse=True)[1].reshape(-1)
+    bits = purpose_bits(sample_keys, seed, TEXT)
+    # Each image's members together, each image in `texts` order (before the pick moves first).
+    order = np.lexsort((np.asarray(source_rows), np.asarray(source_files), bits, images))
+    grouped = images[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    ends = np.r_[starts[1:], n]
+    # The pick: the first matched member in that order (n: none matched).
+    first_matched = np.minimum.reduceat(np.where(matched[order], np.arange(n), n), starts)
+    has_match = first_matched < n
+    picked = order[first_matched[has_match]]
+    draws = uniform_draws(key_hashes([sample_keys[i] for i in picked]), seed)
+    image_kept = draws < np.asarray(keep_probs, dtype=np.float64)[picked]
+    kept = np.zeros(n, dtype=bool)
+    kept[picked[image_kept]] = True
+    texts_orders = {}
+    kept_starts, kept_ends = starts[has_match][image_kept], ends[has_match][image_kept]
+    for start, end, pick in zip(kept_starts, kept_ends, picked[image_kept], strict=True):
+        members = order[start:end]
+        texts_orders[int(pick)] = [int(pick)] + [int(i) for i in members if i != pick]
+    return ImagesDecision(kept, texts_orders, ends - starts, int(has_match.sum()))
+
+
+def image_figures(decision: ImagesDecision, images_kept: int) -> Counter:
+    """The figures of curated images, summed over buckets: images, matched, kept, records per image."""
+    figures = Counter(images=len(decision.sizes), images_matched=decision.images_matched, images_kept=images_kept)
+    for size, images in zip(*np.unique(decision.sizes, return_counts=True), strict=True):
+        figures[f"captions_per_image.{int(size)}"] += int(images)
+    return figures
+
+
+def captions_per_image(figures: dict) -> dict[str, int]:
+    """{records per image: images}, ascending (the summed `image_figures`)."""
+    sizes = {int(k.split(".", 1)[1]): v for k, v in figures.items() if k.startswith("captions_per_image.")}
+    return {str(size): sizes[size] for size in sorted(sizes)}

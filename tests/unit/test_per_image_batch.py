@@ -1,0 +1,39 @@
+"""curate_images (every image of a bucket at once) against curate_image per image and the literal reading."""
+
+from __future__ import annotations
+
+import dedup_reference as ref
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.dedup.keys import url_keys
+from transforms.images.per_image import curate_images, image_group_key
+
+_pool = st.lists(
+    st.tuples(
+        st.sampled_from(["http://a.com/1.jpg", "https://www.a.com/1.jpg/", "http://b.com/2", None, "", "c.org/x"]),
+        st.sampled_from([f"k{i}" for i in range(8)]),
+        st.booleans(),
+        st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]),
+    ),
+    min_size=0,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pool, st.integers(0, 2**63))
+def test_curate_images_equals_the_literal_reading(pool, seed):
+    urls, keys, matched, probs = ([c[j] for c in pool] for j in range(4))
+    files, rows = [i // 5 for i in range(len(pool))], [i % 5 for i in range(len(pool))]
+    images = [image_group_key(u, f, r) for u, f, r in zip(url_keys(urls), files, rows, strict=True)]
+    got = curate_images(images, keys, matched, probs, files, rows, seed)
+    want = ref.per_image_literal(
+        [ref.url_key(u) for u in urls], keys, matched, probs, list(zip(files, rows, strict=True)), seed
+    )
+    kept = {picked: order for picked, is_kept, order in want.values() if is_kept}
+    assert sorted(np.flatnonzero(got.kept).tolist()) == sorted(kept)
+    assert got.texts_orders == kept
+    assert sorted(got.sizes.tolist()) == sorted(len(v[2]) for v in want.values())
+    assert got.images_matched == sum(v[0] is not None for v in want.values())
