@@ -124,9 +124,8 @@ class CurateImages(beam.PTransform):
             batches
             | "SplitByImage" >> beam.ParDo(_SplitByImageFn(self._buckets, self._url))
             | "GroupImages" >> GroupBatchesByShard(directory, ["images"] * self._buckets)
-            | "CurateImages" >> beam.ParDo(_CurateBucketFn(self._seed, self._batch_size)).with_outputs(
-                _FIGURES, main="batches"
-            )
+            | "CurateImages"
+            >> beam.ParDo(_CurateBucketFn(self._seed, self._batch_size)).with_outputs(_FIGURES, main="batches")
         )
         figures = curated[_FIGURES] | "SumImageFigures" >> beam.CombineGlobally(SumFigures())
         return CuratedImages(curated["batches"], figures)
