@@ -119,6 +119,22 @@ class StageRows(NamedTuple):
 
 
 # In the chain's order (beam_pipeline/stages/__init__.py).
+def extra_texts_rows(stats: dict) -> Rows:
+    """--extra_text_fields / --extra_texts: records given more texts; keys of no record, keys listed twice."""
+    rows: Rows = [
+        ("records with extra texts", stats["records_with_extra_texts"]),
+        ("extra texts", stats["extra_texts"]),
+    ]
+    if "extra_texts_lines" in stats:
+        rows += [
+            ("extra-texts lines (files)", f"{stats['extra_texts_lines']:,} ({stats['extra_texts_files']})"),
+            ("records joined to extra texts", stats["records_with_joined_texts"]),
+            ("extra-texts keys not in the pool", stats["extra_texts_keys_not_in_pool"]),
+            ("extra-texts keys listed twice (later ones unused)", stats["extra_texts_keys_listed_twice"]),
+        ]
+    return rows
+
+
 def per_image_rows(stats: dict) -> Rows:
     """--per_image: images read, matched and kept, and how many captions an image had."""
     sizes = stats.get("captions_per_image", {})
@@ -133,6 +149,7 @@ def per_image_rows(stats: dict) -> Rows:
 
 
 STAGE_ROWS: tuple[StageRows, ...] = (
+    StageRows("Extra texts", lambda stats: "records_with_extra_texts" in stats, extra_texts_rows),
     StageRows("Allow list", lambda stats: isinstance(stats.get("allow_uids"), dict), uid_list_rows("allow_uids")),
     StageRows("Deny list", lambda stats: isinstance(stats.get("deny_uids"), dict), uid_list_rows("deny_uids")),
     StageRows("Where", lambda stats: bool(stats.get("where")), where_rows),

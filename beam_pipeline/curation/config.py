@@ -61,7 +61,7 @@ class CurationConfig:
         return pa.schema(
             [(KEY, pa.string()), (TEXT, pa.string())]
             + [pa.field(n, t) for n, t in self.layout.passthrough]
-            + [field for stage in self.stages for field in stage.subset_fields()]
+            + list({field.name: field for stage in self.stages for field in stage.subset_fields()}.values())
         )
 
     @property

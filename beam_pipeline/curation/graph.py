@@ -153,8 +153,11 @@ class WriteOutputs(beam.PTransform):
             prepare=first.prepare,
             together=together,
         )
+        rejections = [self._read.rejected] + [o.rejected for _, o in self._chain.applied if o.rejected is not None]
+        if len(rejections) > 1:  # a stage's own files' lines (records 0): written, not counted as records
+            rejections = [tuple(rejections) | "AllRejections" >> beam.Flatten()]
         rejected = (
-            self._read.rejected
+            rejections[0]
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )

@@ -14,12 +14,14 @@ from beam_pipeline.option_checks import BadValue
 from beam_pipeline.stages.balance import MetaClipBalancing, NoBalancing
 from beam_pipeline.stages.base import Stage, StageInputs
 from beam_pipeline.stages.datacomp_filters import DataCompFiltering
+from beam_pipeline.stages.extra_texts import ExtraTexts
 from beam_pipeline.stages.per_image import PerImageCuration
 from beam_pipeline.stages.selection import CovarianceSelection
 from beam_pipeline.stages.uid_lists import AllowUids, DenyUids
 from beam_pipeline.stages.where import Where
 
 STAGES: tuple[type[Stage], ...] = (
+    ExtraTexts,
     AllowUids,
     DenyUids,
     Where,

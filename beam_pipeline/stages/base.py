@@ -39,6 +39,7 @@ class StageOutput(NamedTuple):
     batches: PCollection  # [pa.RecordBatch]: the records it passes on (a keep flag may be cleared)
     figures: dict = {}  # name -> singleton PCollection, given back to `write` and `stats` as values
     dropped: Optional[PCollection] = None  # [pa.RecordBatch] of key, filter: records dropped, the reason
+    rejected: Optional[PCollection] = None  # [Rejection]: lines of its own files it could not use (to rejected/)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,7 +78,8 @@ class _CurateBucketFn(beam.DoFn):
         # Only ever clears a flag: the pick's own flag is the same draw against the same probability.
         kept = decision.kept & table.column(KEPT).to_numpy(zero_copy_only=False)
         texts = _texts_column(table, decision.texts_orders, kept)
-        table = table.drop_columns([_IMAGE, KEPT]).append_column(KEPT, pa.array(kept)).append_column(TEXTS, texts)
+        dropped = [_IMAGE, KEPT] + ([TEXTS] if TEXTS in table.column_names else [])
+        table = table.drop_columns(dropped).append_column(KEPT, pa.array(kept)).append_column(TEXTS, texts)
         yield beam.pvalue.TaggedOutput(_FIGURES, image_figures(decision, int(kept.sum())))
         yield from table.to_batches(max_chunksize=self._batch_size)
 
