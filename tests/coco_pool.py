@@ -57,3 +57,23 @@ def write_coco_pool(root: Path, records: list[dict], files: int = 3) -> tuple[Pa
     metadata = root.parent / f"{root.name}-metadata.json"
     metadata.write_text(json.dumps(coco_metadata(records)))
     return root, metadata
+
+
+def write_coco_webdataset(root: Path, records: list[dict], files: int = 2) -> Path:
+    """The records as webdataset shards: `.jpg` (a few bytes), `.txt` (the caption) and `.json`
+    (`url`, and `rewrites`: two made-up extra texts, a list field)."""
+    import io
+    import tarfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(records), files + 1).astype(int)
+    for f in range(files):
+        with tarfile.open(root / f"{f:06d}.tar", "w") as tar:
+            for r in records[bounds[f] : bounds[f + 1]]:
+                meta = {"url": r["url"], "rewrites": [f"a photo: {r['text'][:40]}", f"rewritten {r['key']}"]}
+                for ext, data in (("jpg", b"\xff\xd8\xff" + r["key"].encode()), ("txt", r["text"].encode()),
+                                  ("json", json.dumps(meta).encode())):  # fmt: skip
+                    info = tarfile.TarInfo(f"{r['key']}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root

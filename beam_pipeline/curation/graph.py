@@ -47,6 +47,7 @@ from transforms.beam.write import (
     WriteParquetShards,
 )
 from transforms.core.accounting import account, boundary_figures, dropped_figures, output_name
+from transforms.core.columns import TEXTS
 from transforms.core.stats import (
     duplicate_figures,
     filtered_figures,
@@ -214,6 +215,7 @@ def _write_handoff(final, listed_files, config: CurationConfig) -> list:
             config.num_shards,
             config.img2dataset_key_column,
             spill_dir=config.shards_spill_dir,
+            with_texts=TEXTS in config.subset_schema.names,
         )
         written.append(img2dataset.written)
         rows.append(img2dataset.rows)
