@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
 
@@ -22,12 +23,36 @@ from transforms.beam.stats import SumFigures
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, TEXTS
 from transforms.core.hashing import key_hashes
 from transforms.dedup.keys import url_keys
-from transforms.images.per_image import curate_images, image_figures, image_group_key
+from transforms.images.per_image import curate_images, image_figures, image_group_key, image_ids
 
 __all__ = ["CurateImages", "CuratedImages"]
 
 _IMAGE = "__image"  # the record's image_group_key, while it travels to its bucket
 _FIGURES = "figures"
+
+
+def image_keys_and_hashes(batch: pa.RecordBatch, url_column: str) -> tuple[pa.Array, np.ndarray]:
+    """Each record's `image_group_key` and its hash. The url key is computed once per distinct
+    URL of the batch (Arrow's dictionary), not once per record."""
+    encoded = pc.dictionary_encode(batch.column(url_column).cast(pa.string()))
+    groups = [None if k is None else "u" + k for k in url_keys(encoded.dictionary)]
+    group_hashes = key_hashes([g or "" for g in groups])
+    indices = encoded.indices
+    images = pa.array(groups, pa.string()).take(indices)
+    hashes = np.zeros(batch.num_rows, dtype=np.uint64)
+    has_key = images.is_valid().to_numpy(zero_copy_only=False)
+    hashes[has_key] = group_hashes[indices.filter(images.is_valid()).to_numpy()]
+    if not has_key.all():  # records without a url key: an image of their own
+        own = np.flatnonzero(~has_key)
+        files = batch.column(SOURCE_FILE).to_numpy()[own]
+        rows = batch.column(SOURCE_ROW).to_numpy()[own]
+        own_keys = [image_group_key(None, f, r) for f, r in zip(files, rows, strict=True)]
+        hashes[own] = key_hashes(own_keys)
+        values = images.to_pylist()
+        for i, key in zip(own, own_keys, strict=True):
+            values[i] = key
+        images = pa.array(values, pa.string())
+    return images, hashes
 
 
 class _SplitByImageFn(beam.DoFn):
@@ -38,13 +63,9 @@ class _SplitByImageFn(beam.DoFn):
         self._url = url_column
 
     def process(self, batch: pa.RecordBatch):
-        files = batch.column(SOURCE_FILE).to_numpy()
-        rows = batch.column(SOURCE_ROW).to_numpy()
-        images = [
-            image_group_key(u, f, r) for u, f, r in zip(url_keys(batch.column(self._url)), files, rows, strict=True)
-        ]
-        buckets = (key_hashes(images) % np.uint64(self._buckets)).astype(np.int64)
-        batch = batch.append_column(_IMAGE, pa.array(images, pa.string()))
+        images, hashes = image_keys_and_hashes(batch, self._url)
+        buckets = (hashes % np.uint64(self._buckets)).astype(np.int64)
+        batch = batch.append_column(_IMAGE, images)
         order = np.argsort(buckets, kind="stable")
         sorted_buckets = buckets[order]
         bounds = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1], True])
@@ -67,7 +88,7 @@ class _CurateBucketFn(beam.DoFn):
         table = pa.Table.from_batches(batches).combine_chunks()
         offsets = table.column(ENTRY_IDS).chunk(0).offsets.to_numpy()
         decision = curate_images(
-            table.column(_IMAGE).to_pylist(),
+            image_ids(table.column(_IMAGE)),
             table.column(KEY).to_pylist(),
             np.diff(offsets) > 0,
             table.column(KEEP_PROB).to_numpy(),
@@ -77,24 +98,39 @@ class _CurateBucketFn(beam.DoFn):
         )
         # Only ever clears a flag: the pick's own flag is the same draw against the same probability.
         kept = decision.kept & table.column(KEPT).to_numpy(zero_copy_only=False)
-        texts = _texts_column(table, decision.texts_orders, kept)
+        texts = texts_column(table, decision, kept)
         dropped = [_IMAGE, KEPT] + ([TEXTS] if TEXTS in table.column_names else [])
         table = table.drop_columns(dropped).append_column(KEPT, pa.array(kept)).append_column(TEXTS, texts)
         yield beam.pvalue.TaggedOutput(_FIGURES, image_figures(decision, int(kept.sum())))
         yield from table.to_batches(max_chunksize=self._batch_size)
 
 
-def _texts_column(table: pa.Table, texts_orders: dict, kept: np.ndarray) -> pa.Array:
+def texts_column(table: pa.Table, decision, kept: np.ndarray) -> pa.Array:
     """list<string>: a kept record's image texts (its own first); null on every other row.
 
-    With a per-record `texts` column (extra texts), each member gives all of its texts."""
-    own = table.column(TEXTS).to_pylist() if TEXTS in table.column_names else None
-    captions = table.column(TEXT).to_pylist()
-    values: list = [None] * table.num_rows
-    for pick, members in texts_orders.items():
-        if kept[pick]:
-            values[pick] = [t for i in members for t in (own[i] if own is not None and own[i] else [captions[i]])]
-    return pa.array(values, pa.list_(pa.string()))
+    With a per-record `texts` column (extra texts), each member gives all of its texts.
+    Built with Arrow takes: the members' runs reordered to the rows' order, then one take."""
+    picks, bounds = decision.picks, decision.texts_offsets
+    sizes = np.diff(bounds)
+    by_row = np.argsort(picks, kind="stable")
+    run_rank = np.empty(len(picks), dtype=np.int64)
+    run_rank[by_row] = np.arange(len(picks))
+    members = decision.texts_members[np.argsort(np.repeat(run_rank, sizes), kind="stable")]
+    if TEXTS in table.column_names:
+        lists = table.column(TEXTS).take(pa.array(members, pa.int64())).combine_chunks()
+        values = pc.list_flatten(lists)
+        per_member = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        run_bounds = np.r_[0, np.cumsum(sizes[by_row])]
+        run_lengths = np.add.reduceat(per_member, run_bounds[:-1]) if len(members) else np.zeros(0, np.int64)
+    else:
+        values = table.column(TEXT).take(pa.array(members, pa.int64())).combine_chunks()
+        run_lengths = sizes[by_row]
+    lengths = np.zeros(table.num_rows, dtype=np.int64)
+    lengths[picks[by_row]] = run_lengths
+    row_offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    valid = np.zeros(table.num_rows, dtype=bool)
+    valid[picks] = True
+    return pa.ListArray.from_arrays(row_offsets, values.cast(pa.string()), mask=pa.array(~(valid & kept)))
 
 
 class CuratedImages(NamedTuple):

@@ -23,6 +23,8 @@ from collections import Counter
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.core.hashing import key_hashes, uniform_draws
 from transforms.dedup.keys import TEXT, purpose_bits
@@ -73,28 +75,51 @@ class ImagesDecision(NamedTuple):
     """The per-image rule over many records at once; indices are into the records as given."""
 
     kept: np.ndarray  # bool per record: the record is its image's pick and the image is kept
-    texts_orders: dict  # kept record -> its image's members in `texts` order (the record first)
+    picks: np.ndarray  # the kept records (one per kept image)
+    texts_members: np.ndarray  # the kept images' members, each image's in `texts` order (its pick first)
+    texts_offsets: np.ndarray  # picks[i]'s members are texts_members[offsets[i]:offsets[i + 1]]
     sizes: np.ndarray  # records per image, one entry per image
     images_matched: int  # images with at least one matched record
 
+    @property
+    def texts_orders(self) -> dict:
+        """kept record -> its image's members in `texts` order (for tests and small pools)."""
+        bounds = self.texts_offsets
+        members = self.texts_members.tolist()
+        return {int(p): members[bounds[i] : bounds[i + 1]] for i, p in enumerate(self.picks)}
 
-def curate_images(image_keys: Sequence[str], sample_keys: Sequence[str], matched, keep_probs, source_files,
+
+def image_ids(image_keys) -> np.ndarray:
+    """An integer per record, equal for records of one image (Arrow's hash dictionary: fast)."""
+    array = image_keys if isinstance(image_keys, (pa.Array, pa.ChunkedArray)) else pa.array(image_keys, pa.string())
+    encoded = pc.dictionary_encode(array)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def curate_images(image_keys, sample_keys: Sequence[str], matched, keep_probs, source_files,
                   source_rows, seed: int) -> ImagesDecision:  # fmt: skip
     """`curate_image` on every image of these records at once (vectorised; same answers).
 
-    Every record of an image must be among them (a stage groups by `image_group_key` first).
+    `image_keys`: each record's `image_group_key` (or any integer ids equal exactly for
+    records of one image). Every record of an image must be among them (a stage groups by
+    `image_group_key` first). The order of the records does not change the answers.
     """
     n = len(sample_keys)
+    empty = np.zeros(0, dtype=np.int64)
     if n == 0:
-        return ImagesDecision(np.zeros(0, dtype=bool), {}, np.zeros(0, dtype=np.int64), 0)
+        return ImagesDecision(np.zeros(0, dtype=bool), empty, empty, np.zeros(1, dtype=np.int64), empty, 0)
     matched = np.asarray(matched, dtype=bool)
-    images = np.unique(np.asarray(image_keys, dtype=object), return_inverse=True)[1].reshape(-1)
+    ids = np.asarray(image_keys)
+    images = ids.astype(np.int64) if ids.dtype.kind in "iu" else image_ids(image_keys)
     bits = purpose_bits(sample_keys, seed, TEXT)
     # Each image's members together, each image in `texts` order (before the pick moves first).
     order = np.lexsort((np.asarray(source_rows), np.asarray(source_files), bits, images))
     grouped = images[order]
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     ends = np.r_[starts[1:], n]
+    sizes = ends - starts
     # The pick: the first matched member in that order (n: none matched).
     first_matched = np.minimum.reduceat(np.where(matched[order], np.arange(n), n), starts)
     has_match = first_matched < n
@@ -102,13 +127,18 @@ def curate_images(image_keys: Sequence[str], sample_keys: Sequence[str], matched
     draws = uniform_draws(key_hashes([sample_keys[i] for i in picked]), seed)
     image_kept = draws < np.asarray(keep_probs, dtype=np.float64)[picked]
     kept = np.zeros(n, dtype=bool)
-    kept[picked[image_kept]] = True
-    texts_orders = {}
-    kept_starts, kept_ends = starts[has_match][image_kept], ends[has_match][image_kept]
-    for start, end, pick in zip(kept_starts, kept_ends, picked[image_kept], strict=True):
-        members = order[start:end]
-        texts_orders[int(pick)] = [int(pick)] + [int(i) for i in members if i != pick]
-    return ImagesDecision(kept, texts_orders, ends - starts, int(has_match.sum()))
+    picks = picked[image_kept]
+    kept[picks] = True
+    # The kept images' members in sorted positions, the pick moved first (a stable sort per image).
+    group_kept = np.zeros(len(starts), dtype=bool)
+    group_kept[np.flatnonzero(has_match)[image_kept]] = True
+    in_kept = np.repeat(group_kept, sizes)
+    positions = np.flatnonzero(in_kept)
+    group_of = np.repeat(np.arange(len(starts)), sizes)[positions]
+    not_pick = ~kept[order[positions]]
+    members = order[positions[np.lexsort((positions, not_pick, group_of))]]
+    offsets = np.r_[0, np.cumsum(sizes[group_kept])].astype(np.int64)
+    return ImagesDecision(kept, picks, members, offsets, sizes, int(has_match.sum()))
 
 
 def image_figures(decision: ImagesDecision, images_kept: int) -> Counter:
