@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.dedup.keys import url_keys
-from transforms.images.per_image import curate_images, image_group_key
+from transforms.dedup.keys import url_key, url_keys
+from transforms.images.per_image import batch_url_keys, curate_images, image_group_key
 
 _pool = st.lists(
     st.tuples(
@@ -37,3 +37,15 @@ def test_curate_images_equals_the_literal_reading(pool, seed):
     assert got.texts_orders == kept
     assert sorted(got.sizes.tolist()) == sorted(len(v[2]) for v in want.values())
     assert got.images_matched == sum(v[0] is not None for v in want.values())
+
+
+_url_part = st.sampled_from(["http://", "https://", "www.", "a.com", "/", "//", "?", "?utm_x=1", "?ref=2", "?feed",
+                             " ", "\t", "\r", "\n", "x", "é", "?q=1"])  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(_url_part, max_size=8).map("".join)), max_size=12))
+def test_batch_url_keys_equal_url_key(urls):
+    assert batch_url_keys(urls) == [url_key(u) for u in urls]
+    without_newlines = [None if u is None else u.replace("\n", "") for u in urls]
+    assert batch_url_keys(without_newlines) == [url_key(u) for u in without_newlines]
