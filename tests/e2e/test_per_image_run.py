@@ -92,12 +92,20 @@ def test_kept_images_and_texts_equal_the_reference(pool, runs):
 
 def test_same_bytes_whatever_split_batch_workers_and_runner(pool, runs):
     records, three, five, metadata, root = pool
-    out = root / "in_memory"
-    assert _run(five, metadata, out, "--per_image", "--batch_size", "257", "--direct_running_mode=in_memory") == 0
-    for name in sorted(p.name for p in (runs / "per_image" / "subset").iterdir()):
-        assert (out / "subset" / name).read_bytes() == (runs / "per_image" / "subset" / name).read_bytes(), name
-    for name in ("entry_counts.json", "entry_counts_kept.json"):
-        assert (out / name).read_bytes() == (runs / "per_image" / name).read_bytes()
+    portable = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
+    variants = {
+        "in_memory": (five, ["--batch_size", "257", "--direct_running_mode=in_memory"]),
+        "portable": (three, ["--batch_size", "1000", *portable]),
+    }
+    for label, (pool_dir, flags) in variants.items():
+        out = root / label
+        assert _run(pool_dir, metadata, out, "--per_image", *flags) == 0
+        for directory in ("subset", "matches"):
+            for name in sorted(p.name for p in (runs / "per_image" / directory).iterdir()):
+                want = (runs / "per_image" / directory / name).read_bytes()
+                assert (out / directory / name).read_bytes() == want, (label, directory, name)
+        for name in ("entry_counts.json", "entry_counts_kept.json"):
+            assert (out / name).read_bytes() == (runs / "per_image" / name).read_bytes(), (label, name)
 
 
 def test_metaclip2_mode_per_image(pool, tmp_path):
