@@ -21,6 +21,8 @@ from transforms.core.columns import TEXTS
 from transforms.images.per_image import captions_per_image
 
 URL = "url"
+# At least this many buckets: the curation step spreads over several workers even on a small run.
+BUCKETS = 8
 
 
 def refuse_per_image_conflicts(args) -> None:
@@ -80,7 +82,7 @@ class PerImageCuration(Stage):
 
     def apply(self, batches, run: RunContext) -> StageOutput:
         curated = batches | self.name >> CurateImages(
-            self.seed, max(2, run.num_shards), URL, self.batch_size, run.spill_dir
+            self.seed, max(BUCKETS, run.num_shards), URL, self.batch_size, run.spill_dir
         )
         return StageOutput(curated.batches, {"images": curated.figures})
 

@@ -9,6 +9,7 @@ records, cross the shuffle: batches x buckets elements, each bucket ~1/buckets o
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
@@ -21,7 +22,6 @@ from apache_beam.pvalue import PCollection
 from transforms.beam.spill import GroupBatchesByShard
 from transforms.beam.stats import SumFigures
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, TEXTS
-from transforms.core.hashing import key_hashes
 from transforms.images.per_image import batch_url_keys, curate_images, image_figures, image_group_key, image_ids
 
 __all__ = ["CurateImages", "CuratedImages"]
@@ -30,12 +30,19 @@ _IMAGE = "__image"  # the record's image_group_key, while it travels to its buck
 _FIGURES = "figures"
 
 
+def _bucket_hashes(keys: list) -> np.ndarray:
+    """CRC-32 of each key: only which bucket an image goes to (no output depends on it), so a
+    checksum's spread is enough, at a fifth of blake2b's cost."""
+    crc32 = zlib.crc32
+    return np.fromiter((crc32(key.encode("utf-8", "surrogatepass")) for key in keys), np.uint64, len(keys))
+
+
 def image_keys_and_hashes(batch: pa.RecordBatch, url_column: str) -> tuple[pa.Array, np.ndarray]:
     """Each record's `image_group_key` and its hash. The url key is computed once per distinct
     URL of the batch (Arrow's dictionary), not once per record."""
     encoded = pc.dictionary_encode(batch.column(url_column).cast(pa.string()))
     groups = [None if k is None else "u" + k for k in batch_url_keys(encoded.dictionary.to_pylist())]
-    group_hashes = key_hashes([g or "" for g in groups])
+    group_hashes = _bucket_hashes([g or "" for g in groups])
     indices = encoded.indices
     images = pa.array(groups, pa.string()).take(indices)
     hashes = np.zeros(batch.num_rows, dtype=np.uint64)
@@ -46,7 +53,7 @@ def image_keys_and_hashes(batch: pa.RecordBatch, url_column: str) -> tuple[pa.Ar
         files = batch.column(SOURCE_FILE).to_numpy()[own]
         rows = batch.column(SOURCE_ROW).to_numpy()[own]
         own_keys = [image_group_key(None, f, r) for f, r in zip(files, rows, strict=True)]
-        hashes[own] = key_hashes(own_keys)
+        hashes[own] = _bucket_hashes(own_keys)
         values = images.to_pylist()
         for i, key in zip(own, own_keys, strict=True):
             values[i] = key
