@@ -49,3 +49,28 @@ def test_batch_url_keys_equal_url_key(urls):
     assert batch_url_keys(urls) == [url_key(u) for u in urls]
     without_newlines = [None if u is None else u.replace("\n", "") for u in urls]
     assert batch_url_keys(without_newlines) == [url_key(u) for u in without_newlines]
+
+
+def test_images_kept_match_metaclips_expectation_on_a_large_pool():
+    """The vectorised rule the stage runs, on 200,000 generated images of 1..7 captions: images kept
+    ~ sum over images of q_i (q_i = mean p over the image's matched captions, 0 if none), variance
+    sum q_i (1 - q_i); within 4 sigma. Per caption (kept if any caption is) is far outside."""
+    rng = np.random.default_rng(31)
+    n_images, seed = 200_000, 8
+    sizes = rng.integers(1, 8, size=n_images)
+    image = np.repeat(np.arange(n_images), sizes)
+    n = len(image)
+    matched = rng.random(n) < 0.5
+    probs = np.where(matched, rng.choice([0.02, 0.1, 0.4, 1.0], size=n), 0.0)
+    within = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    keys = [f"i{img}-{j}" for img, j in zip(image, within, strict=True)]
+    got = curate_images(image, keys, matched, probs, np.zeros(n, np.int64), np.arange(n), seed)
+    sum_p = np.bincount(image, weights=probs, minlength=n_images)
+    count = np.bincount(image, weights=matched, minlength=n_images)
+    q = np.divide(sum_p, count, out=np.zeros(n_images), where=count > 0)
+    expected, sigma = q.sum(), np.sqrt((q * (1 - q)).sum())
+    kept = int(got.kept.sum())
+    assert abs(kept - expected) < 4 * sigma, (kept, expected, sigma)
+    any_caption = (1 - np.exp(np.bincount(image, weights=np.log1p(-np.minimum(probs, 1 - 1e-12))))).sum()
+    assert abs(kept - any_caption) > 4 * sigma
+    assert len(set(image[got.kept].tolist())) == kept  # at most one record per image
