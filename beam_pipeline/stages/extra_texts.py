@@ -46,6 +46,7 @@ class ExtraTexts(Stage):
     main_flag = "--extra_texts"
     keeps_every_record = True
     fate = ""
+    worker_path_flags = ("extra_texts",)
 
     def __init__(self, fields: tuple[str, ...], paths: tuple[str, ...]):
         self.fields = fields

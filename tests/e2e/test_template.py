@@ -88,6 +88,8 @@ SAMPLE_VALUES = {
     "deny_uids": "gs://bucket/eval_set_uids.txt",
     "where": "aesthetic > 7",
     "per_image": "false",
+    "extra_text_fields": "rewrite_1,rewrite_2",
+    "extra_texts": "gs://bucket/rewrites/*.jsonl",
     "select": "covariance",
     "select_fraction": "0.5",
     "class_embeddings": "gs://bucket/classes_l14.npy",
