@@ -138,7 +138,37 @@ class StageRows(NamedTuple):
 
 
 # In the chain's order (beam_pipeline/stages/__init__.py).
+def extra_texts_rows(stats: dict) -> Rows:
+    """--extra_text_fields / --extra_texts: records given more texts; keys of no record, keys listed twice."""
+    rows: Rows = [
+        ("records with extra texts", stats["records_with_extra_texts"]),
+        ("extra texts", stats["extra_texts"]),
+    ]
+    if "extra_texts_lines" in stats:
+        rows += [
+            ("extra-texts lines (files)", f"{stats['extra_texts_lines']:,} ({stats['extra_texts_files']})"),
+            ("records joined to extra texts", stats["records_with_joined_texts"]),
+            ("extra-texts keys not in the pool", stats["extra_texts_keys_not_in_pool"]),
+            ("extra-texts keys listed twice (later ones unused)", stats["extra_texts_keys_listed_twice"]),
+        ]
+    return rows
+
+
+def per_image_rows(stats: dict) -> Rows:
+    """--per_image: images read, matched and kept, and how many captions an image had."""
+    sizes = stats.get("captions_per_image", {})
+    shown = ", ".join(f"{size}: {images:,}" for size, images in list(sizes.items())[:8])
+    more = f" (+{len(sizes) - 8} larger sizes)" if len(sizes) > 8 else ""
+    return [
+        ("images (url keys)", stats["images_read"]),
+        ("images matched", stats["images_matched"]),
+        ("images kept", stats["images_kept"]),
+        ("captions per image: images", shown + more),
+    ]
+
+
 STAGE_ROWS: tuple[StageRows, ...] = (
+    StageRows("Extra texts", lambda stats: "records_with_extra_texts" in stats, extra_texts_rows),
     StageRows("Dedup", lambda stats: isinstance(stats.get("deduplicated_by_kind"), dict), dedup_rows),
     StageRows("Allow list", lambda stats: isinstance(stats.get("allow_uids"), dict), uid_list_rows("allow_uids")),
     StageRows("Deny list", lambda stats: isinstance(stats.get("deny_uids"), dict), uid_list_rows("deny_uids")),
@@ -146,5 +176,6 @@ STAGE_ROWS: tuple[StageRows, ...] = (
     StageRows("DataComp filters", lambda stats: bool(stats.get("filters")), datacomp_filter_rows),
     StageRows("MetaCLIP balancing", lambda stats: "threshold" in stats, metaclip_report_rows),
     StageRows("Balancing", lambda stats: stats.get("balance") == "none", no_balancing_rows),
+    StageRows("Per image", lambda stats: "images_kept" in stats, per_image_rows),
     StageRows("Selection", lambda stats: isinstance(stats.get("selection"), dict), selection_rows),
 )

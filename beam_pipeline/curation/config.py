@@ -22,6 +22,7 @@ from transforms.beam.match import LocalWorkers
 from transforms.core.columns import KEY, TEXT
 from transforms.formats.embeddings import EmbeddingSource
 from transforms.formats.layout import InputLayout, key_root
+from transforms.formats.tar import WEBDATASET
 from transforms.runtime.automaton_cache import default_cache_dir, unsafe_reason
 
 # Caption data (in memory, uncompressed) per output shard: a shard writer holds
@@ -59,7 +60,9 @@ class CurationConfig:
     @property
     def subset_schema(self) -> pa.Schema:
         return pa.schema(
-            [(KEY, pa.string()), (TEXT, pa.string())] + [pa.field(n, t) for n, t in self.layout.passthrough]
+            [(KEY, pa.string()), (TEXT, pa.string())]
+            + [pa.field(n, t) for n, t in self.layout.passthrough]
+            + list({field.name: field for stage in self.stages for field in stage.subset_fields()}.values())
         )
 
     @property
@@ -97,6 +100,8 @@ def prepare(args: CurationArgs, options: PipelineOptions) -> CurationConfig:
         max_text_bytes=args.max_text_bytes,
         batch_size=args.batch_size,
     )
+    if fmt == WEBDATASET:  # .json fields holding more texts, read as columns
+        layout_options["extra_fields"] = tuple(getattr(args.flags, "extra_text_fields", None) or ())
     # Keys of records without one name their file below the inputs' common folder.
     layout = dataclasses.replace(inputs.probe(paths, fmt, layout_options), key_root=key_root(paths))
     handoff = checks.handoffs(args, fmt, layout)

@@ -47,6 +47,7 @@ from transforms.beam.write import (
     WriteParquetShards,
 )
 from transforms.core.accounting import account, boundary_figures, dropped_figures, output_name
+from transforms.core.columns import TEXTS
 from transforms.core.stats import (
     duplicate_figures,
     filtered_figures,
@@ -166,8 +167,11 @@ class WriteOutputs(beam.PTransform):
             prepare=first.prepare,
             together=together,
         )
+        rejections = [self._read.rejected] + [o.rejected for _, o in self._chain.applied if o.rejected is not None]
+        if len(rejections) > 1:  # a stage's own files' lines (records 0): written, not counted as records
+            rejections = [tuple(rejections) | "AllRejections" >> beam.Flatten()]
         rejected = (
-            self._read.rejected
+            rejections[0]
             | "RejectionsToJson" >> beam.Map(lambda rejection: rejection.to_json())
             | "WriteRejected" >> WriteJsonLinesShards(config.output("rejected"), max(1, config.num_shards // 16))
         )
@@ -235,6 +239,7 @@ def _write_handoff(final, listed_files, config: CurationConfig) -> list:
             config.num_shards,
             config.img2dataset_key_column,
             spill_dir=config.shards_spill_dir,
+            with_texts=TEXTS in config.subset_schema.names,
         )
         written.append(img2dataset.written)
         rows.append(img2dataset.rows)

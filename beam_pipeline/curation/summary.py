@@ -86,6 +86,9 @@ def _handoff_rows(config: CurationConfig) -> list[tuple[str, str]]:
         rows.append(("DataComp uids", config.output(SUBSET_UIDS)))
     if "img2dataset" in config.handoff:
         rows.append(("img2dataset list", config.output(IMG2DATASET_DIR, "*.parquet")))
-        command = img2dataset_command(config.output(IMG2DATASET_DIR), config.img2dataset_key_column)
+        texts = ("texts",) if "texts" in config.subset_schema.names else ()
+        command = img2dataset_command(
+            config.output(IMG2DATASET_DIR), config.img2dataset_key_column, extra_columns=texts
+        )
         rows.append(("download with", command))
     return rows

@@ -24,6 +24,7 @@ FATE_LABELS = {
     "rejected": "rejected (bad input)",
     "filtered": "filtered",
     "balanced_out": "balancing (MetaCLIP draw)",
+    "not_image_pick": "per image (another text of the image, or its pick drawn out)",
     "not_selected": "selection (not selected)",
     "deduplicated": "deduplication",
 }

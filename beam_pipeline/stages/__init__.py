@@ -15,11 +15,14 @@ from beam_pipeline.stages.balance import MetaClipBalancing, NoBalancing
 from beam_pipeline.stages.base import Stage, StageInputs
 from beam_pipeline.stages.datacomp_filters import DataCompFiltering
 from beam_pipeline.stages.dedup import Dedup
+from beam_pipeline.stages.extra_texts import ExtraTexts
+from beam_pipeline.stages.per_image import PerImageCuration
 from beam_pipeline.stages.selection import CovarianceSelection
 from beam_pipeline.stages.uid_lists import AllowUids, DenyUids
 from beam_pipeline.stages.where import Where
 
 STAGES: tuple[type[Stage], ...] = (
+    ExtraTexts,  # every record's texts first, so a deduplicated key's texts are not "not in the pool"
     Dedup,  # right after reading: later stages see no duplicate (docs/dedup.md, section 4)
     AllowUids,
     DenyUids,
@@ -27,6 +30,7 @@ STAGES: tuple[type[Stage], ...] = (
     DataCompFiltering,
     MetaClipBalancing,
     NoBalancing,
+    PerImageCuration,
     CovarianceSelection,
 )
 

@@ -42,6 +42,7 @@ class StageOutput(NamedTuple):
     dropped: Optional[PCollection] = None  # [pa.RecordBatch] of key, filter: records dropped, the reason
     # PCollections that are not figures, given back to its `write` (dedup's SemDeDup scores)
     outputs: dict = {}
+    rejected: Optional[PCollection] = None  # [Rejection]: lines of its own files it could not use (to rejected/)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,10 @@ class Stage:
 
     def apply(self, batches: PCollection, run: RunContext) -> StageOutput:
         raise NotImplementedError
+
+    def subset_fields(self) -> list[pa.Field]:
+        """Columns it adds to subset/ (after the input's): `texts` of --per_image."""
+        return []
 
     def sharded_outputs(self, run: RunContext, subset_schema: pa.Schema) -> list[ShardedOutput]:
         """Sharded outputs of the final batches, written in the same shuffle as subset/ (before it)."""

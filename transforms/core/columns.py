@@ -19,3 +19,5 @@ KEPT = "__kept"  # bool; internal
 # written as `lang` in matches/, beside entry ids local to that language's list).
 LANGUAGE = "__language"
 LANG = "lang"
+# --per_image and extra texts: every text of a sample (the original first), list<string>.
+TEXTS = "texts"

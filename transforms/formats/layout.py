@@ -75,6 +75,8 @@ class InputLayout:
     # The folder every input is in (key_root): a record without a key gets the key
     # `<its file's path below this folder>:<row>`, unique across the inputs.
     key_root: Optional[str] = None  # None: not known, the file name
+    # Webdataset: fields of the .json member read as list<string> columns (--extra_text_fields).
+    extra_fields: tuple[str, ...] = ()
 
     @property
     def key_column(self) -> str:

@@ -78,7 +78,9 @@ def _probe_webdataset(fileobj: IO[bytes], layout: InputLayout, options: dict) ->
     tar = open_tar_stream(fileobj)  # raises on a file that is not a tar
     if tar.next() is None:
         return None  # an empty tar holds no samples
-    return InputLayout(format=WEBDATASET, **options, passthrough=webdataset_passthrough(layout.url_field))
+    return InputLayout(
+        format=WEBDATASET, **options, passthrough=webdataset_passthrough(layout.url_field, layout.extra_fields)
+    )
 
 
 def _columns(fileobj: IO[bytes], fmt: str, column_names: Optional[Sequence[str]]) -> tuple[list, list]:

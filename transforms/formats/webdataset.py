@@ -29,6 +29,7 @@ from transforms.formats.rejections import (
     Rejection,
 )
 from transforms.formats.tar import iter_tar_samples
+from transforms.images.extra_texts import field_texts
 
 
 def _parse_json(text: Union[str, bytes]) -> object:
@@ -55,7 +56,7 @@ def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
     or corrupt tar raises after the samples before the fault (readers.read_caption_file keeps them).
     """
     text_member = webdataset_text_member(layout)
-    needs_json = text_member is None or bool(layout.key_field) or bool(layout.url_field)
+    needs_json = text_member is None or bool(layout.key_field) or bool(layout.url_field) or bool(layout.extra_fields)
     wanted = {text_member, "json" if needs_json else None} - {None}
     for sample in iter_tar_samples(fileobj, lambda _, ext: ext in wanted):
         row = sample.index
@@ -106,13 +107,15 @@ def read_webdataset(fileobj: IO[bytes], path: str, layout: InputLayout, builder:
             yield Rejection(path, row, MALFORMED_JSON, about)
             continue
         extras = {SHARD: path, WDS_KEY: sample.key, "url": url}
+        extras.update({name: field_texts(record.get(name)) for name in layout.extra_fields})
         builder.add(key, text, row, [extras[name] for name, _ in layout.passthrough])
         if builder.full():
             yield from builder.flush()
 
 
-def webdataset_passthrough(url_field: Optional[str]) -> tuple[tuple[str, pa.DataType], ...]:
+def webdataset_passthrough(url_field: Optional[str], extra_fields=()) -> tuple[tuple[str, pa.DataType], ...]:
     columns = [(SHARD, pa.string()), (WDS_KEY, pa.string())]
     if url_field:
         columns.append(("url", pa.string()))
+    columns += [(name, pa.list_(pa.string())) for name in extra_fields]
     return tuple(columns)

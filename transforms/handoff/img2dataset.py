@@ -12,11 +12,14 @@ import json
 import shlex
 
 
-def img2dataset_command(list_dir: str, key_column: str, output_folder: str = "images/") -> str:
-    """The shell command that downloads the kept images of `list_dir` as webdataset shards."""
+def img2dataset_command(
+    list_dir: str, key_column: str, output_folder: str = "images/", extra_columns: tuple[str, ...] = ()
+) -> str:
+    """The shell command that downloads the kept images of `list_dir` as webdataset shards
+    (`extra_columns`: more columns it carries into each sample's .json, such as `texts`)."""
     arguments = [
         "img2dataset", "--url_list", list_dir, "--input_format", "parquet", "--url_col", "url",
         "--caption_col", "caption", "--output_format", "webdataset",
-        "--save_additional_columns", json.dumps([key_column]), "--output_folder", output_folder,
+        "--save_additional_columns", json.dumps([key_column, *extra_columns]), "--output_folder", output_folder,
     ]  # fmt: skip
     return " ".join(shlex.quote(argument) for argument in arguments)

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.beam.io import (
     write_atomically,
 )
-from transforms.core.columns import KEPT, SOURCE_FILE, SOURCE_ROW, WDS_KEY
+from transforms.core.columns import KEPT, SOURCE_FILE, SOURCE_ROW, TEXTS, WDS_KEY
 from transforms.handoff.reshard import (
     kept_key_file_name,
 )
@@ -32,6 +32,7 @@ class ShardKept(NamedTuple):
     accepted: int  # records of this shard that reached matching
     rows: np.ndarray  # int64 positions of kept samples
     keys: list  # their webdataset __key__s, same order
+    texts: Optional[list] = None  # their `texts` (caption_0, caption_1 ... of the reshard's .json); None: none
 
 
 class _KeptPositionsFn(beam.DoFn):
@@ -44,8 +45,10 @@ class _KeptPositionsFn(beam.DoFn):
         for index in np.unique(files):
             in_file = files == index
             chosen = np.flatnonzero(in_file & kept)
-            keys = batch.column(WDS_KEY).take(pa.array(chosen, pa.int64())).to_pylist()
-            yield int(index), (int(in_file.sum()), rows[chosen].astype(np.int64), keys)
+            taken = pa.array(chosen, pa.int64())
+            keys = batch.column(WDS_KEY).take(taken).to_pylist()
+            texts = batch.column(TEXTS).take(taken).to_pylist() if TEXTS in batch.schema.names else None
+            yield int(index), (int(in_file.sum()), rows[chosen].astype(np.int64), keys, texts)
 
 
 class _GatherShardFn(beam.DoFn):
@@ -62,14 +65,17 @@ class _GatherShardFn(beam.DoFn):
         accepted = sum(part[0] for part in parts)
         rows = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
         keys = [key for part in parts for key in part[2]]
+        with_texts = any(part[3] is not None for part in parts)
+        texts = [t for part in parts for t in (part[3] or [None] * len(part[2]))] if with_texts else None
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
         keys = [keys[i] for i in order]
+        texts = [texts[i] for i in order] if with_texts else None
         if self._keys_dir is not None:
             data = "".join(key + "\n" for key in keys).encode("utf-8", "surrogateescape")
             name = kept_key_file_name(paths[0], index, self._with_index)
             write_atomically(FileSystems.join(self._keys_dir, name), lambda handle: handle.write(data))
-        yield ShardKept(index, paths[0], accepted, rows, keys)
+        yield ShardKept(index, paths[0], accepted, rows, keys, texts)
 
 
 def kept_per_shard(sampled, listed_files, keys_dir: Optional[str], with_index: bool):

@@ -29,7 +29,7 @@ from transforms.beam.io import (
     write_json_atomically,
 )
 from transforms.formats.compression import buffered
-from transforms.formats.tar import iter_tar_samples, tar_end, tar_sample_bytes
+from transforms.formats.tar import Member, TarSample, iter_tar_samples, tar_end, tar_sample_bytes
 from transforms.handoff.reshard import (
     FRAGMENTS,
     MANIFEST,
@@ -40,8 +40,25 @@ from transforms.handoff.reshard import (
     reshard_manifest,
     shard_starts,
 )
+from transforms.images.extra_texts import json_with_captions
 
-__all__ = ["ReshardWebdataset"]
+__all__ = ["ReshardWebdataset", "with_captions"]
+
+
+def with_captions(sample: TarSample, texts: list) -> TarSample:
+    """The sample with caption_0 (the original), caption_1 ... in its `.json` (one added after its
+    members when it had none): what open_clip's --json-text-key and the loaders read."""
+    members, found = [], False
+    for member in sample.members:
+        if member.ext == "json":
+            data = json_with_captions(member.data, texts)
+            member, found = Member(member.name, member.ext, len(data), data), True
+        members.append(member)
+    if not found:
+        data = json_with_captions(None, texts)
+        first = sample.members[0]
+        members.append(Member(first.name[: len(first.name) - len(first.ext)] + "json", "json", len(data), data))
+    return TarSample(sample.index, sample.key, members)
 
 
 class _WriteFragmentsFn(beam.DoFn):
@@ -57,18 +74,22 @@ class _WriteFragmentsFn(beam.DoFn):
     def _kept_samples(self, shard: ShardKept, start: int):
         """(global number, sample bytes) of the shard's kept samples, in tar order."""
         path = shard.path
-        wanted = {int(row): (g, key) for g, (row, key) in enumerate(zip(shard.rows, shard.keys, strict=True), start)}
+        texts = shard.texts if shard.texts is not None else [None] * len(shard.keys)
+        wanted = {
+            int(row): (g, key, sample_texts)
+            for g, (row, key, sample_texts) in enumerate(zip(shard.rows, shard.keys, texts, strict=True), start)
+        }
         found = 0
         with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
             for sample in iter_tar_samples(buffered(handle), lambda index, _: index in wanted):
                 if sample.index not in wanted:
                     continue
-                number, key = wanted[sample.index]
+                number, key, sample_texts = wanted[sample.index]
                 if sample.key != key:
                     raise RuntimeError(
                         f"{path} changed during the run: sample {sample.index} is {sample.key!r}, was {key!r}"
                     )
-                yield number, tar_sample_bytes(sample)
+                yield number, tar_sample_bytes(with_captions(sample, sample_texts) if sample_texts else sample)
                 found += 1
                 if found == len(wanted):
                     return  # stop before any fault the first read also stopped at
