@@ -143,6 +143,8 @@ def test_metaclip2_mode_per_image(pool, tmp_path):
 def test_refused_flags(pool, tmp_path, capsys, flags, message):
     _, three, _, metadata, _ = pool
     argv = ["--input", str(three / "*.parquet"), "--output_dir", str(tmp_path / "o"), "--per_image", *flags]
+    if "--dedup" in flags:  # a run that would otherwise start: MetaCLIP balancing needs its metadata
+        argv += ["--metadata", str(metadata)]
     assert curate.run(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
 
