@@ -64,7 +64,9 @@ def test_splitting_blocks_then_budgeting_parts_equals_splitting_the_whole_class(
             pieces.setdefault(part, []).append(piece)
     sizes = {part: sum(len(p) for p in of_part) for part, of_part in pieces.items()}
     parts = max(whole) + 1 if whole else 1
-    targets = dict(part_targets(class_sum, budget, max(parts, max(sizes, default=0) + 1), sizes))
+    targets = dict(
+        part_targets(class_sum.count, class_sum.matrix(), budget, max(parts, max(sizes, default=0) + 1), sizes)
+    )
     assert sorted(targets) == sorted(whole)
     for part, work in whole.items():
         assert sorted(np.concatenate([p.ids for p in pieces[part]]).tolist()) == sorted(work.members.ids.tolist())
@@ -161,9 +163,9 @@ def test_a_lost_element_fails_the_run_instead_of_selecting_from_less():
     """What Beam's multi-process engine dropped under load (docs/beam-notes.md): each check raises."""
     block = _block(np.random.default_rng(1), 10)
     class_sum = CrossCovSum().add_batch(block.x.astype(np.float64), block.y.astype(np.float64))
-    assert len(dict(part_targets(class_sum, 2, 2, {0: 4, 1: 6}))) == 2
+    assert len(dict(part_targets(class_sum.count, None, 2, 2, {0: 4, 1: 6}))) == 2
     with pytest.raises(ValueError, match="do not add up"):
-        dict(part_targets(class_sum, 2, 2, {0: 4}))  # a block's part sizes lost
+        dict(part_targets(class_sum.count, None, 2, 2, {0: 4}))  # a block's part sizes lost
     with pytest.raises(ValueError, match="0 class_sum values"):
         select_module._one(3, {"class_sum": []}, "class_sum")  # a class sum lost
     with pytest.raises(ValueError, match="2 budget values"):
