@@ -74,6 +74,7 @@ def main(argv=None) -> int:
         out = args.work / runner
         shutil.rmtree(out, ignore_errors=True)
         load = load_average()
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         run = run_curation(command(args.pool, out, runner, args.fraction), log_path=args.work / f"{runner}.log")
         stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").exists() else {}
         uids = out / "subset_uids.npy"
@@ -82,9 +83,12 @@ def main(argv=None) -> int:
         selection = stats.get("selection", {})
         row = {
             "runner": runner,
+            "started_utc": started,
             "returncode": run["returncode"],
             "wall_s": run["wall_s"],
+            "cpu_s": run["cpu_s"],
             "load_average_before": load,
+            "load_average_after": load_average(),
             "peak_rss_main_mib": run["peak_rss_main_mib"],
             "peak_rss_workers_mib": run["peak_rss_workers_mib"],
             "peak_rss_tree_mib": run["peak_rss_tree_mib"],

@@ -178,17 +178,24 @@ def _one(cls, grouped: dict, name: str):
     return values[0]
 
 
-def _class_totals(element) -> SelectionTotals:
-    """(class, its pool sum, selected sum and budget) -> its row and sums, to be merged."""
-    cls, grouped = element
-    pool = load_sum(_one(cls, grouped, "pool"))
-    selected = CrossCovSum()
-    for part_sum in grouped["selected"]:  # one per part with members
-        selected.merge(load_sum(part_sum))
-    budget, parts = _one(cls, grouped, "budget")
-    if selected.count != budget:
-        raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
-    return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
+def _class_totals(spill_dir: Optional[str]):
+    """(class, its pool sum, its parts' picked sums and its budget) -> (its row of figures, its
+    pool sum, its picked sum), the sums as SumRefs with a spill directory, to be merged."""
+
+    def class_totals(element) -> tuple:
+        cls, grouped = element
+        pool_sum = _one(cls, grouped, "pool")
+        pool = load_sum(pool_sum)
+        selected = CrossCovSum()
+        for part_sum in grouped["selected"]:  # one per part with members
+            selected.merge(load_sum(part_sum))
+        budget, parts = _one(cls, grouped, "budget")
+        if selected.count != budget:
+            raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
+        row = class_figures(cls, pool, selected, budget, parts)
+        return row, pool_sum, spill_sum(spill_dir, "SelectClassPicked", selected)
+
+    return class_totals
 
 
 def _check_marked(document: dict, kept: int) -> dict:
@@ -199,7 +206,8 @@ def _check_marked(document: dict, kept: int) -> dict:
 
 
 class _MergeTotals(_Merging):
-    """Every class's SelectionTotals -> stats.json's `selection` document."""
+    """Every class's (row, pool sum, picked sum) -> stats.json's `selection` document; the
+    accumulator holds one pool and one picked sum, read from spill files one class at a time."""
 
     def __init__(self, fraction: float):
         self._fraction = fraction
@@ -208,7 +216,8 @@ class _MergeTotals(_Merging):
         return SelectionTotals()
 
     def add_input(self, accumulator, totals):
-        return accumulator.merge(totals)
+        row, pool, selected = totals
+        return accumulator.merge(SelectionTotals([row], load_sum(pool), load_sum(selected)))
 
     def extract_output(self, accumulator):
         return selection_document(self._fraction, accumulator)
@@ -367,7 +376,7 @@ class CovarianceSelect(beam.PTransform):
         figures = (
             {"pool": class_sums, "selected": selected_sums, "budget": budgets}
             | "ClassFigures" >> beam.CoGroupByKey()
-            | "ClassRows" >> beam.Map(_class_totals)
+            | "ClassRows" >> beam.Map(_class_totals(spill and FileSystems.join(spill, "sums")))
             | "SelectionFigures" >> beam.CombineGlobally(_MergeTotals(spec.fraction))
             | "CheckMarked" >> beam.Map(_check_marked, AsSingleton(marked_count))
         )
