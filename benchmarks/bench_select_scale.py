@@ -104,9 +104,10 @@ def main(argv=None) -> int:
         results["runs"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "stderr_tail"}), flush=True)
         shutil.rmtree(out, ignore_errors=True)
+        # Written after each runner: a long series stopped early keeps what it measured.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
         time.sleep(1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0 if all(r["returncode"] == 0 and r["same_subset_as_first"] for r in results["runs"]) else 1
 
 
