@@ -12,9 +12,10 @@ The shuffle (no spill directory on Dataflow) carries each member once as float32
 plus its id and tie key (8 d + 16 bytes), the partial d x d class sums (one per class per
 input bundle: combiner lifting; 4.7 MB at d = 768), a picked sum and a float64 class matrix
 per part, a pool and a picked sum per class for the figures, and 8 bytes a pick for the
-marks. `--scale` files (bench_select_scale) add the measured figures; with two or more
-pools among them, `cpu = a N + c sum_parts(f n^2)` is fitted to their CPU seconds (every
-process, the whole run) and the projection uses the fitted a and c instead of the defaults.
+marks. `--scale` files (bench_select_scale) add the measured figures: `cpu = a N + c
+sum_parts(f n^2)` is fitted to their 2-worker runs' CPU seconds (every process, the whole
+run: reading, normalising, spilling, marking and writing are in a), c too when two pools
+were measured, and the projection uses them instead of the defaults.
 Assumptions are printed; one Dataflow vCPU is taken as one core of this machine.
 """
 
@@ -48,15 +49,21 @@ def _parts(pool: float, classes: int, max_class_size: int) -> tuple:
 
 def fit_costs(runs: list, fraction: float, max_class_size: int) -> Optional[tuple]:
     """(seconds per row, seconds per member per pick) fitted by least squares to measured runs'
-    CPU seconds, cpu = a N + c parts f n^2; None with fewer than two pools."""
+    CPU seconds, cpu = a N + c parts f n^2; from one pool, c is bench_selection's and a the
+    rest of the run's CPU per row; None without a measured CPU time."""
     rows = [(r["records_in"], r["classes"], r["cpu_s"]) for r in runs if r.get("cpu_s") and r.get("records_in")]
-    if len({n for n, _, _ in rows}) < 2:
+    if not rows:
         return None
     design, target = [], []
     for n, classes, cpu in rows:
         parts, part = _parts(n, classes, max_class_size)
         design.append((n, parts * fraction * part * part))
         target.append(cpu)
+    if len({n for n, _, _ in rows}) < 2:  # one pool: the greedy at bench_selection's cost, a from the rest
+        a = sum(t - PICK_SECONDS_PER_MEMBER * g for (_, g), t in zip(design, target, strict=True)) / sum(
+            n for n, _ in design
+        )
+        return float(a), PICK_SECONDS_PER_MEMBER
     (a, c), *_ = np.linalg.lstsq(np.array(design, dtype=float), np.array(target, dtype=float), rcond=None)
     return float(a), float(c)
 
