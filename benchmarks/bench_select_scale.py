@@ -74,6 +74,7 @@ def main(argv=None) -> int:
         out = args.work / runner
         shutil.rmtree(out, ignore_errors=True)
         load = load_average()
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         run = run_curation(command(args.pool, out, runner, args.fraction), log_path=args.work / f"{runner}.log")
         stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").exists() else {}
         uids = out / "subset_uids.npy"
@@ -82,9 +83,12 @@ def main(argv=None) -> int:
         selection = stats.get("selection", {})
         row = {
             "runner": runner,
+            "started_utc": started,
             "returncode": run["returncode"],
             "wall_s": run["wall_s"],
+            "cpu_s": run["cpu_s"],
             "load_average_before": load,
+            "load_average_after": load_average(),
             "peak_rss_main_mib": run["peak_rss_main_mib"],
             "peak_rss_workers_mib": run["peak_rss_workers_mib"],
             "peak_rss_tree_mib": run["peak_rss_tree_mib"],
@@ -100,9 +104,10 @@ def main(argv=None) -> int:
         results["runs"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "stderr_tail"}), flush=True)
         shutil.rmtree(out, ignore_errors=True)
+        # Written after each runner: a long series stopped early keeps what it measured.
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
         time.sleep(1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
     return 0 if all(r["returncode"] == 0 and r["same_subset_as_first"] for r in results["runs"]) else 1
 
 

@@ -64,7 +64,9 @@ def test_splitting_blocks_then_budgeting_parts_equals_splitting_the_whole_class(
             pieces.setdefault(part, []).append(piece)
     sizes = {part: sum(len(p) for p in of_part) for part, of_part in pieces.items()}
     parts = max(whole) + 1 if whole else 1
-    targets = dict(part_targets(class_sum, budget, max(parts, max(sizes, default=0) + 1), sizes))
+    targets = dict(
+        part_targets(class_sum.count, class_sum.matrix(), budget, max(parts, max(sizes, default=0) + 1), sizes)
+    )
     assert sorted(targets) == sorted(whole)
     for part, work in whole.items():
         assert sorted(np.concatenate([p.ids for p in pieces[part]]).tolist()) == sorted(work.members.ids.tolist())
@@ -161,12 +163,60 @@ def test_a_lost_element_fails_the_run_instead_of_selecting_from_less():
     """What Beam's multi-process engine dropped under load (docs/beam-notes.md): each check raises."""
     block = _block(np.random.default_rng(1), 10)
     class_sum = CrossCovSum().add_batch(block.x.astype(np.float64), block.y.astype(np.float64))
-    assert len(dict(part_targets(class_sum, 2, 2, {0: 4, 1: 6}))) == 2
+    assert len(dict(part_targets(class_sum.count, None, 2, 2, {0: 4, 1: 6}))) == 2
     with pytest.raises(ValueError, match="do not add up"):
-        dict(part_targets(class_sum, 2, 2, {0: 4}))  # a block's part sizes lost
+        dict(part_targets(class_sum.count, None, 2, 2, {0: 4}))  # a block's part sizes lost
     with pytest.raises(ValueError, match="0 class_sum values"):
         select_module._one(3, {"class_sum": []}, "class_sum")  # a class sum lost
     with pytest.raises(ValueError, match="2 budget values"):
         select_module._one(3, {"budget": [(1, 1), (1, 1)]}, "budget")  # a group split in two
     with pytest.raises(ValueError, match="4 records marked selected, 5 picked"):
         select_module._check_marked({"records_selected": 5}, 4)
+
+
+def test_on_a_local_engine_only_references_cross_stages_whatever_the_pool_or_the_classes(tmp_path, monkeypatch):
+    """The runner of a local engine holds what crosses a stage in the launcher's memory, decoded
+    (transforms.beam.select_parts): no member block, no class's rows and no per-class d x d
+    sum may cross, only references to spill files; the d x d sums that do cross (the figures'
+    per-bundle totals) are as many on a pool 4x larger with 4x the classes. Counted as
+    pickles, which is how an element crosses."""
+    from transforms.beam.select_parts import load_members
+    from transforms.selection.parts import ClassSumAccumulator
+
+    crossed: dict = {}
+
+    def counting(cls):
+        original = cls.__reduce_ex__
+
+        def reduce_ex(self, protocol):
+            crossed[cls.__name__] = crossed.get(cls.__name__, 0) + 1
+            return original(self, protocol)
+
+        monkeypatch.setattr(cls, "__reduce_ex__", reduce_ex)
+
+    for cls in (MemberBlock, ClassSumAccumulator, CrossCovSum):
+        counting(cls)
+    held: list = []
+    monkeypatch.setattr(select_module, "load_members", lambda m: held.append(len(r := load_members(m))) or r)
+    counts, cap = {}, 100
+    for rows, classes in ((1200, 3), (4800, 12)):
+        batches, keys, x, y = _pool_batches(rows, classes=classes, seed=rows)
+        directions = np.random.default_rng(rows).normal(size=(classes, DIM)) * 3  # _pool_batches' first draw
+        np.save(tmp_path / f"classes{rows}.npy", directions)
+        spill = str(tmp_path / f"spill{rows}")
+        spec = SelectSpec(0.2, 7, "img", "txt", str(tmp_path / f"classes{rows}.npy"), cap, spill_dir=spill)
+        expected = select_in_memory(
+            key_hashes(keys), x.astype(np.float32), y.astype(np.float32), 0.2, 7, directions, cap
+        )
+        crossed.clear()
+        held.clear()
+        with TestPipeline() as pipeline:
+            selected = pipeline | beam.Create(batches, reshuffle=False) | CovarianceSelect(spec)
+            kept = selected.batches | beam.FlatMap(
+                lambda b: [k for k, f in zip(b.column(KEY).to_pylist(), b.column(KEPT).to_pylist(), strict=True) if f]
+            )
+            assert_that(kept, equal_to([keys[i] for i in expected.kept]))
+        assert crossed.get("MemberBlock", 0) == 0 and crossed.get("ClassSumAccumulator", 0) == 0, crossed
+        assert max(held) <= 2 * cap < rows / classes * 2  # the greedy held a part, not a class
+        counts[rows] = crossed.get("CrossCovSum", 0)
+    assert 0 < counts[4800] <= counts[1200], counts

@@ -11,13 +11,20 @@ worker holds more than one part (about --max_class_size members):
     split        each block -> ((class, part), block) by tie key mod parts, where it is made
                  (the plan, a few bytes per class, is the side input); on local engines the
                  blocks go to spill files and only their names cross the shuffle
-    class sums   CombinePerKey of the blocks by class: exact CrossCovSum (4.7 MB at d = 768)
+    class sums   exact CrossCovSum per class (4.7 MB at d = 768): with spill files, a
+                 GroupByKey of the class's BlockRefs, summed on one worker from the files and
+                 written to one (SumRef); without, a CombinePerKey of the blocks
     targets      CoGroupByKey on class of its sum, budget and part sizes -> ((class, part),
-                 PartTarget): the class matrix, n_c and the part's budget
-    greedy       CoGroupByKey on (class, part) of its blocks and its target -> the picks
+                 PartTarget): the class matrix (or its SumRef), n_c and the part's budget
+    greedy       CoGroupByKey on (class, part) of its blocks and its target -> the part's
+                 picked sum (a SumRef with spill files) and its picked ids by input file
     mark         the picked ids, per input file (a multimap side input: each batch looks up
                  its own files), clear the other records' keep flag
-    figures      CoGroupByKey of class sums, picked sums and budgets -> stats.json's selection
+    figures      CoGroupByKey of class sums, picked sums and budgets -> per-class scalars and
+                 one pool and one picked sum per bundle -> stats.json's selection
+
+With spill files (local engines) no d x d sum crosses a stage but the figures' per-bundle
+totals: the runner holds what crosses in the launcher's memory (select_parts).
 
 Every grouping that must see one of something checks it, and fails the run with the
 class named rather than select from less (docs/beam-notes.md: the lost class sum).
@@ -45,10 +52,13 @@ from transforms.beam.select_parts import (
     BlockRef,
     BlockSpill,
     load_members,
+    load_sum,
     mark_progress,
     member_rows,
     read_block,
+    spill_sum,
     split_member,
+    sum_blocks,
 )
 from transforms.beam.spill import LoadBatches, StoreBatches, _in_global_window
 from transforms.core.columns import KEPT
@@ -60,6 +70,7 @@ from transforms.selection.stage import (
     SelectionPlan,
     SelectionTotals,
     SelectSpec,
+    block_sum,
     class_blocks,
     class_figures,
     mark_selected,
@@ -72,6 +83,7 @@ __all__ = ["CovarianceSelect", "Selected"]
 
 _lock = threading.Lock()
 SLIM = "slim"  # _MembersFn's second output: the batches without their npz embeddings
+PICKED_IDS = "picked_ids"  # _GreedyFn's second output: (input file, its picked record ids)
 
 
 @functools.lru_cache(maxsize=2)
@@ -166,15 +178,24 @@ def _one(cls, grouped: dict, name: str):
     return values[0]
 
 
-def _class_totals(element) -> SelectionTotals:
-    """(class, its pool sum, selected sum and budget) -> its row and sums, to be merged."""
-    cls, grouped = element
-    pool = _one(cls, grouped, "pool")
-    selected = next(iter(grouped["selected"]), None) or CrossCovSum()
-    budget, parts = _one(cls, grouped, "budget")
-    if selected.count != budget:
-        raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
-    return SelectionTotals([class_figures(cls, pool, selected, budget, parts)], pool, selected)
+def _class_totals(spill_dir: Optional[str]):
+    """(class, its pool sum, its parts' picked sums and its budget) -> (its row of figures, its
+    pool sum, its picked sum), the sums as SumRefs with a spill directory, to be merged."""
+
+    def class_totals(element) -> tuple:
+        cls, grouped = element
+        pool_sum = _one(cls, grouped, "pool")
+        pool = load_sum(pool_sum)
+        selected = CrossCovSum()
+        for part_sum in grouped["selected"]:  # one per part with members
+            selected.merge(load_sum(part_sum))
+        budget, parts = _one(cls, grouped, "budget")
+        if selected.count != budget:
+            raise ValueError(f"selection of class {cls}: the picked sums hold {selected.count} picks of its {budget}")
+        row = class_figures(cls, pool, selected, budget, parts)
+        return row, pool_sum, spill_sum(spill_dir, "SelectClassPicked", selected)
+
+    return class_totals
 
 
 def _check_marked(document: dict, kept: int) -> dict:
@@ -185,7 +206,8 @@ def _check_marked(document: dict, kept: int) -> dict:
 
 
 class _MergeTotals(_Merging):
-    """Every class's SelectionTotals -> stats.json's `selection` document."""
+    """Every class's (row, pool sum, picked sum) -> stats.json's `selection` document; the
+    accumulator holds one pool and one picked sum, read from spill files one class at a time."""
 
     def __init__(self, fraction: float):
         self._fraction = fraction
@@ -194,7 +216,8 @@ class _MergeTotals(_Merging):
         return SelectionTotals()
 
     def add_input(self, accumulator, totals):
-        return accumulator.merge(totals)
+        row, pool, selected = totals
+        return accumulator.merge(SelectionTotals([row], load_sum(pool), load_sum(selected)))
 
     def extract_output(self, accumulator):
         return selection_document(self._fraction, accumulator)
@@ -224,12 +247,24 @@ def _targets(element):
     sizes: dict = {}
     for part, n in grouped["part_sizes"]:
         sizes[part] = sizes.get(part, 0) + n
-    for part, target in part_targets(class_sum, budget, parts, sizes):
+    matrix = class_sum.matrix() if isinstance(class_sum, CrossCovSum) else class_sum  # or its SumRef
+    for part, target in part_targets(class_sum.count, matrix, budget, parts, sizes):
         yield (cls, part), target
 
 
+def _spilled_class_sum(spill_dir: str):
+    """(class, its BlockRefs) -> (class, SumRef): the class sum made from the files on one worker."""
+
+    def class_sum(element):
+        cls, refs = element
+        return cls, spill_sum(spill_dir, "SelectClassSum", sum_blocks(refs))
+
+    return class_sum
+
+
 class _GreedyFn(beam.DoFn):
-    """((class, part), its blocks and PartTarget) -> (class, the picked MemberBlock)."""
+    """((class, part), its blocks and PartTarget) -> (class, the part's picked CrossCovSum, or
+    its SumRef with a spill directory); PICKED_IDS: (input file, the part's picked ids in it)."""
 
     def __init__(self, spill_dir: Optional[str] = None):
         self._spill_dir = spill_dir
@@ -244,11 +279,21 @@ class _GreedyFn(beam.DoFn):
             raise ValueError(
                 f"selection of class {cls} part {part}: {len(members)} members arrived of {target.part_size}"
             )
-        picked = select_part(members, target.class_matrix, target.class_size, target.budget)
+        matrix = target.class_matrix
+        matrix = matrix if isinstance(matrix, np.ndarray) else load_sum(matrix).matrix()
+        picked = select_part(members, matrix, target.class_size, target.budget)
         self._selected.inc(len(picked))
         self._parts.inc()
         mark_progress(self._spill_dir, "SelectPartsDone", 1)
-        yield cls, picked
+        for file_ids in ids_by_file(picked.ids):
+            yield beam.pvalue.TaggedOutput(PICKED_IDS, file_ids)
+        # The picked members stay here: what goes on is their exact sum (for the figures).
+        yield (
+            cls,
+            spill_sum(
+                self._spill_dir and FileSystems.join(self._spill_dir, "sums"), "SelectPickedSum", block_sum(picked)
+            ),
+        )
 
 
 class _MarkFn(beam.DoFn):
@@ -302,18 +347,25 @@ class CovarianceSelect(beam.PTransform):
         )
         parts = members | "SplitParts" >> beam.ParDo(_SplitPartsFn(spec.max_class_size), AsSingleton(plan))
         part_sizes = parts | "PartSizes" >> beam.Map(lambda item: (item[0][0], (item[0][1], member_rows(item[1]))))
-        class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
+        if spill:
+            class_sums = (
+                members
+                | "GroupClassBlocks" >> beam.GroupByKey()
+                | "ClassSums" >> beam.Map(_spilled_class_sum(FileSystems.join(spill, "sums")))
+            )
+        else:
+            class_sums = members | "ClassSums" >> beam.CombinePerKey(_SumClass())
         targets = (
             {"class_sum": class_sums, "budget": budgets, "part_sizes": part_sizes}
             | "GroupClassTargets" >> beam.CoGroupByKey()
             | "PartTargets" >> beam.FlatMap(_targets)
         )
-        picked = (
+        greedy = (
             {"members": parts, "target": targets}
             | "GroupParts" >> beam.CoGroupByKey()
-            | "Greedy" >> beam.ParDo(_GreedyFn(spill))
+            | "Greedy" >> beam.ParDo(_GreedyFn(spill)).with_outputs(PICKED_IDS, main="sums")
         )
-        picked_by_file = picked | "PickedByFile" >> beam.FlatMap(lambda item: ids_by_file(item[1].ids))
+        selected_sums, picked_by_file = greedy["sums"], greedy[PICKED_IDS]
         marked = (
             slim
             | "StoreSlim" >> StoreBatches(spill and FileSystems.join(spill, "slim"), "SelectRead")
@@ -321,11 +373,10 @@ class CovarianceSelect(beam.PTransform):
             | "MarkSelected" >> beam.ParDo(_MarkFn(), AsMultiMap(picked_by_file))
         )
         marked_count = marked | "MarkedRows" >> beam.Map(_kept_rows) | "AllMarkedRows" >> beam.CombineGlobally(sum)
-        selected_sums = picked | "SelectedSums" >> beam.CombinePerKey(_SumClass())
         figures = (
             {"pool": class_sums, "selected": selected_sums, "budget": budgets}
             | "ClassFigures" >> beam.CoGroupByKey()
-            | "ClassRows" >> beam.Map(_class_totals)
+            | "ClassRows" >> beam.Map(_class_totals(spill and FileSystems.join(spill, "sums")))
             | "SelectionFigures" >> beam.CombineGlobally(_MergeTotals(spec.fraction))
             | "CheckMarked" >> beam.Map(_check_marked, AsSingleton(marked_count))
         )

@@ -9,10 +9,17 @@ per block, and only BlockRefs (path, batch index, rows) cross stages; the split 
 reads the tie keys alone, and the greedy's worker reads back its part's rows alone.
 Without one (Dataflow, Flink, Spark: their shuffle spills by itself) the blocks travel as
 they are, each at most one input batch's members of one class.
+
+The d x d sums go the same way on local engines (`SumRef`): a class sum is made on one
+worker from its blocks' files (`sum_blocks`), and it and each part's picked sum wait in a
+spill file. The runner holds every grouping's input in the launcher's memory, decoded, and
+a sum is 4.7 MB at d = 768: one per class per worker bundle, per part and per figure made
+the launcher's peak grow with the classes (2.5-2.7 GB at 40 classes, BENCHMARKS.md section 9).
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -21,10 +28,23 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.beam.spill import spill_name
 from transforms.selection.budgets import num_parts, split_parts
+from transforms.selection.covariance import CrossCovSum
 from transforms.selection.parts import block_from_table, block_table, split_block
 from transforms.selection.stage import MemberBlock
 
-__all__ = ["BlockRef", "BlockSpill", "PartRef", "load_members", "member_rows", "read_block", "split_member"]
+__all__ = [
+    "BlockRef",
+    "BlockSpill",
+    "PartRef",
+    "SumRef",
+    "load_members",
+    "load_sum",
+    "member_rows",
+    "read_block",
+    "split_member",
+    "spill_sum",
+    "sum_blocks",
+]
 
 # A bundle's blocks are written once this many bytes wait: few files, flat worker memory.
 FLUSH_BYTES = 64 << 20
@@ -46,6 +66,13 @@ class PartRef(NamedTuple):
     parts: int
     part: int
     rows: int
+
+
+class SumRef(NamedTuple):
+    """A CrossCovSum in a spill file, and its row count."""
+
+    path: str
+    count: int
 
 
 class BlockSpill:
@@ -123,3 +150,41 @@ def mark_progress(directory: Optional[str], label: str, count: int) -> None:
     """An empty file named as a spill file of `count` rows: the progress line adds them up."""
     if directory is not None:
         FileSystems.create(spill_name(FileSystems.join(directory, "progress"), label, count)).close()
+
+
+def spill_sum(directory: Optional[str], label: str, total: CrossCovSum):
+    """`total` written to a spill file under `directory`, as a SumRef; `total` itself without one."""
+    if directory is None:
+        return total
+    path = spill_name(directory, label, total.count, ".sum")
+    with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
+        # Its state (the 32-bit limbs), not the object: only sums that cross a stage pickle whole.
+        handle.write(pickle.dumps(total.__getstate__(), protocol=pickle.HIGHEST_PROTOCOL))
+    return SumRef(path, total.count)
+
+
+def load_sum(total) -> CrossCovSum:
+    """A CrossCovSum as it is, or read back from its SumRef."""
+    if not isinstance(total, SumRef):
+        return total
+    with FileSystems.open(total.path, compression_type="uncompressed") as handle:
+        state = pickle.loads(handle.read())
+    loaded = CrossCovSum()
+    loaded.__setstate__(state)
+    if loaded.count != total.count:
+        raise ValueError(f"{total.path}: a sum of {loaded.count} rows where {total.count} were written")
+    return loaded
+
+
+def sum_blocks(refs) -> CrossCovSum:
+    """The exact CrossCovSum of spilled blocks, read one file at a time: a worker holds one
+    file's blocks of the class (at most FLUSH_BYTES) and the sum, never the class."""
+    by_path: dict = {}
+    for ref in refs:
+        by_path.setdefault(ref.path, []).append(ref.index)
+    total = CrossCovSum()
+    for path, indices in sorted(by_path.items()):
+        for batch in _read(path, indices).values():
+            block = block_from_table(batch)
+            total.add_batch(block.x.astype(np.float64), block.y.astype(np.float64))
+    return total

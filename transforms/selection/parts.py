@@ -36,24 +36,26 @@ def split_block(block: MemberBlock, class_size: int, max_class_size: Optional[in
 class PartTarget:
     """What a part's greedy needs beside its members: the class sum C_c, n_c, its budget."""
 
-    class_matrix: np.ndarray  # float64 d x d
+    # float64 d x d; on local engines where the class sum waits instead (a spill file's
+    # reference, transforms.beam.select_parts.SumRef), read by the greedy's worker.
+    class_matrix: object
     class_size: int
     budget: int
     part_size: int  # how many members the part must hold (a check against lost elements)
 
 
 def part_targets(
-    class_sum: CrossCovSum, budget: int, parts: int, part_sizes: Mapping[int, int]
+    class_size: int, class_matrix: object, budget: int, parts: int, part_sizes: Mapping[int, int]
 ) -> Iterable[tuple[int, PartTarget]]:
-    """(part, PartTarget) for each non-empty part of a class: the class budget split over the
-    `parts` parts by their sizes (largest remainder, as split_class did on the whole class)."""
+    """(part, PartTarget) for each non-empty part of a class of `class_size` members: the class
+    budget split over the `parts` parts by their sizes (largest remainder, as split_class did
+    on the whole class). `class_matrix` goes to every part as it is."""
     sizes = [int(part_sizes.get(p, 0)) for p in range(parts)]
-    if sum(sizes) != class_sum.count or any(p >= parts for p in part_sizes):
-        raise ValueError(f"part sizes {dict(part_sizes)} do not add up to the class's {class_sum.count} members")
-    matrix = class_sum.matrix()
+    if sum(sizes) != class_size or any(p >= parts for p in part_sizes):
+        raise ValueError(f"part sizes {dict(part_sizes)} do not add up to the class's {class_size} members")
     for part, share in enumerate(part_budgets(sizes, budget)):
         if sizes[part]:
-            yield part, PartTarget(matrix, class_sum.count, share, sizes[part])
+            yield part, PartTarget(class_matrix, class_size, share, sizes[part])
 
 
 def ids_by_file(ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
