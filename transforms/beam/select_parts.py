@@ -23,10 +23,10 @@ import pickle
 from typing import NamedTuple, Optional
 
 import numpy as np
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.beam.spill import spill_name
+from transforms.beam.spill_blocks import FLUSH_BYTES, BlockRef, PartRef, read_blocks, write_blocks
 from transforms.selection.budgets import num_parts, split_parts
 from transforms.selection.covariance import CrossCovSum
 from transforms.selection.parts import block_from_table, block_table, split_block
@@ -45,27 +45,6 @@ __all__ = [
     "spill_sum",
     "sum_blocks",
 ]
-
-# A bundle's blocks are written once this many bytes wait: few files, flat worker memory.
-FLUSH_BYTES = 64 << 20
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
-
-
-class BlockRef(NamedTuple):
-    """One member block in a spill file: the file, its record batch index, its rows."""
-
-    path: str
-    index: int
-    rows: int
-
-
-class PartRef(NamedTuple):
-    """The rows of a spilled block in one part: those whose tie key % parts == part."""
-
-    block: BlockRef
-    parts: int
-    part: int
-    rows: int
 
 
 class SumRef(NamedTuple):
@@ -93,26 +72,13 @@ class BlockSpill:
         buffer, self._buffer, self._bytes = self._buffer, [], 0
         if not buffer:
             return []
-        # spill_name's form: the progress line (beam_pipeline/progress.py) counts these rows.
-        path = spill_name(self._directory, "SelectMembers", sum(len(block) for _, block in buffer))
-        tables = [block_table(block) for _, block in buffer]
-        with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
-            with pa.ipc.new_file(handle, tables[0].schema, options=_WRITE_OPTIONS) as writer:
-                for table in tables:
-                    writer.write_batch(table)
-        return [(cls, BlockRef(path, index, len(block))) for index, (cls, block) in enumerate(buffer)]
-
-
-def _read(path: str, indices, column: Optional[str] = None) -> dict:
-    """{index: record batch (or one of its columns)} of a spill file, opened once."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        reader = pa.ipc.open_file(pa.PythonFile(handle, mode="r"))
-        batches = {i: reader.get_batch(i) for i in sorted(set(indices))}
-    return {i: (b.column(column) if column else b) for i, b in batches.items()}
+        # the progress line (beam_pipeline/progress.py) counts the rows in the files' names
+        refs = write_blocks(self._directory, "SelectMembers", [block_table(block) for _, block in buffer])
+        return [(cls, ref) for (cls, _), ref in zip(buffer, refs, strict=True)]
 
 
 def read_block(ref: BlockRef) -> MemberBlock:
-    return block_from_table(_read(ref.path, [ref.index])[ref.index])
+    return block_from_table(read_blocks(ref.path, [ref.index])[ref.index])
 
 
 def split_member(member, class_size: int, max_class_size: Optional[int]) -> list:
@@ -120,7 +86,7 @@ def split_member(member, class_size: int, max_class_size: Optional[int]) -> list
     part, or a PartRef (only the tie keys are read) with the part's row count."""
     if isinstance(member, MemberBlock):
         return split_block(member, class_size, max_class_size)
-    ties = _read(member.path, [member.index], "ties")[member.index].to_numpy(zero_copy_only=False)
+    ties = read_blocks(member.path, [member.index], "ties")[member.index].to_numpy(zero_copy_only=False)
     parts = num_parts(class_size, max_class_size)
     counts = np.bincount(split_parts(ties, class_size, max_class_size), minlength=parts)
     return [(p, PartRef(member, parts, p, int(n))) for p, n in enumerate(counts.tolist()) if n]
@@ -138,7 +104,7 @@ def load_members(members: list) -> MemberBlock:
     for ref in refs:
         by_path.setdefault(ref.block.path, []).append(ref)
     for path, of_path in sorted(by_path.items()):
-        tables = _read(path, [r.block.index for r in of_path])
+        tables = read_blocks(path, [r.block.index for r in of_path])
         for ref in sorted(of_path, key=lambda r: r.block.index):
             block = block_from_table(tables[ref.block.index])
             rows = np.flatnonzero((block.ties % np.uint64(ref.parts)) == np.uint64(ref.part))
@@ -184,7 +150,7 @@ def sum_blocks(refs) -> CrossCovSum:
         by_path.setdefault(ref.path, []).append(ref.index)
     total = CrossCovSum()
     for path, indices in sorted(by_path.items()):
-        for batch in _read(path, indices).values():
+        for batch in read_blocks(path, indices).values():
             block = block_from_table(batch)
             total.add_batch(block.x.astype(np.float64), block.y.astype(np.float64))
     return total

@@ -15,59 +15,14 @@ clusters over max_cluster_size.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
-from transforms.beam.spill import spill_name
+from transforms.beam.spill_blocks import FLUSH_BYTES, BlockRef, PartRef, read_blocks, write_blocks
 from transforms.dedup.semdedup import cluster_parts, parts_count
 from transforms.dedup.semdedup_stage import BITS, split_block
-
-FLUSH_BYTES = 64 << 20
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
-
-
-class BlockRef(NamedTuple):
-    """One record batch of a spill file: the file, its index there, its rows."""
-
-    path: str
-    index: int
-    rows: int
-
-
-class PartRef(NamedTuple):
-    """The rows of a spilled member block in one part: those whose order bits % parts == part."""
-
-    block: BlockRef
-    parts: int
-    part: int
-    rows: int
-
-
-def _write(directory: str, label: str, batches: list) -> list:
-    """One IPC file per schema among `batches`; a BlockRef for each batch, in order."""
-    refs: list = [None] * len(batches)
-    by_schema: dict = {}
-    for i, batch in enumerate(batches):
-        by_schema.setdefault(batch.schema, []).append(i)
-    for schema, indices in by_schema.items():
-        path = spill_name(directory, label, sum(batches[i].num_rows for i in indices))
-        with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
-            with pa.ipc.new_file(handle, schema, options=_WRITE_OPTIONS) as writer:
-                for position, i in enumerate(indices):
-                    writer.write_batch(batches[i])
-                    refs[i] = BlockRef(path, position, batches[i].num_rows)
-    return refs
-
-
-def _read(path: str, indices, column: Optional[str] = None) -> dict:
-    """{index: record batch (or one of its columns)} of a spill file, opened once."""
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        reader = pa.ipc.open_file(pa.PythonFile(handle, mode="r"))  # reads only the batches asked for
-        batches = {i: reader.get_batch(i) for i in sorted(set(indices))}
-    return {i: (b.column(column) if column else b) for i, b in batches.items()}
 
 
 class MemberBuffer:
@@ -93,7 +48,7 @@ class MemberBuffer:
         blocks = [pa.Table.from_batches(pieces[c]).combine_chunks().to_batches()[0] for c in clusters]
         if self._directory is None or not blocks:
             return list(zip(clusters, blocks, strict=True))
-        return list(zip(clusters, _write(self._directory, self._label, blocks), strict=True))
+        return list(zip(clusters, write_blocks(self._directory, self._label, blocks), strict=True))
 
 
 class BatchBuffer:
@@ -117,7 +72,7 @@ class BatchBuffer:
         items, self._items, self._bytes = self._items, [], 0
         if not items:
             return []
-        refs = _write(self._directory, self._label, [batch for _, batch in items])
+        refs = write_blocks(self._directory, self._label, [batch for _, batch in items])
         return [(key, ref) for (key, _), ref in zip(items, refs, strict=True)]
 
 
@@ -133,7 +88,7 @@ def split_member(member, cluster_size: int, max_cluster_size: Optional[int]) -> 
     parts = parts_count(cluster_size, max_cluster_size)
     if parts == 1:
         return [(0, PartRef(member, 1, 0, member.rows))]
-    bits = _read(member.path, [member.index], BITS)[member.index].to_numpy()
+    bits = read_blocks(member.path, [member.index], BITS)[member.index].to_numpy()
     counts = np.bincount(cluster_parts(bits, cluster_size, max_cluster_size), minlength=parts)
     return [(p, PartRef(member, parts, p, int(n))) for p, n in enumerate(counts.tolist()) if n]
 
@@ -146,7 +101,7 @@ def load_members(members: list) -> pa.RecordBatch:
     for ref in (m for m in members if isinstance(m, PartRef)):
         by_path.setdefault(ref.block.path, []).append(ref)
     for path, refs in sorted(by_path.items()):
-        tables = _read(path, [r.block.index for r in refs])
+        tables = read_blocks(path, [r.block.index for r in refs])
         for ref in sorted(refs, key=lambda r: r.block.index):
             block = tables[ref.block.index]
             if ref.parts > 1:
@@ -158,4 +113,4 @@ def load_members(members: list) -> pa.RecordBatch:
 
 def load_batch(item) -> pa.RecordBatch:
     """A kept batch, or the one a BlockRef names."""
-    return _read(item.path, [item.index])[item.index] if isinstance(item, BlockRef) else item
+    return read_blocks(item.path, [item.index])[item.index] if isinstance(item, BlockRef) else item
