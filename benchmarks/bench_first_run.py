@@ -18,8 +18,8 @@ drifts (109k-183k captions/s within an hour on 2026-12-01; up to 2x within minut
 `ratio` is against the faster of its two baselines (the issue's conservative measure);
 `ratio_before` (against the one before, round 2's figure) and `ratio_session` (against the
 fastest baseline of the whole session) are saved beside it, with every baseline. The run's
-CPU seconds (all its processes) are saved too. `--repeat 2` runs each size twice in a row,
-each run a first run.
+CPU seconds (all its processes), peak RSS per process and output size are saved too.
+`--repeat 2` runs each size twice in a row, each run a first run.
 """
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ def main(argv=None) -> int:
             "wall_s": round(run["wall_s"], 1),
             "cpu_s": run["cpu_s"],
             "captions_per_s": round(rate),
+            "peak_rss_main_mib": run["peak_rss_main_mib"],
+            "peak_rss_workers_mib": run["peak_rss_workers_mib"],
+            "output_mib": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1),
             "baseline_before": round(before),
             "baseline_after": round(after),
             "ratio": rate / max(before, after),
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
         results["runs"].append(row)
         print(
             f"{size:>10,} captions: {row['wall_s']} s, {rate:,.0f} captions/s, "
-            f"ratio {row['ratio']:.2f} (against the faster of {before:,.0f} before and {after:,.0f} after)",
+            f"ratio {row['ratio']:.2f} (against the faster of {before:,.0f} before and {after:,.0f} after); "
+            f"peak RSS MiB: launcher {row['peak_rss_main_mib']}, workers {row['peak_rss_workers_mib']}",
             flush=True,
         )
     fastest = max(baselines)
