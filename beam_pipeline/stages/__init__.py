@@ -41,7 +41,11 @@ def check_stage_arguments(args) -> None:
         stage.check_arguments(args)
     used = [stage for stage in STAGES if stage.used(args)]
     if all(stage.keeps_every_record for stage in used):
-        others = [stage.main_flag for stage in STAGES if stage.main_flag and not stage.keeps_every_record]
+        others = [
+            stage.main_flag
+            for stage in STAGES
+            if stage.main_flag and not stage.keeps_every_record and not stage.needs_balancing
+        ]
         raise BadValue(
             f"--balance none without {', '.join(others[:-1])} or {others[-1]} would keep every record: "
             "give one, or drop --balance none"

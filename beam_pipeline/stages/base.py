@@ -79,6 +79,7 @@ class Stage:
     name = ""  # the graph step's label (Filter, Balance, Select ...)
     main_flag = ""  # the flag that puts it in a run (--filter), named in messages
     keeps_every_record = False  # True: a run of only such stages would change nothing (refused)
+    needs_balancing = False  # True: refused with --balance none, so never offered as its alternative
     worker_path_flags: Sequence[str] = ()  # its flags naming files the workers read
     embedding_keys: Sequence[str] = ()  # the CLIP embeddings it reads (--image_embedding_key ...), in order
     reasons: Sequence[str] = ()  # what it writes to filtered/'s `filter` column for a record it drops

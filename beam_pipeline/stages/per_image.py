@@ -41,6 +41,7 @@ class PerImageCuration(Stage):
     name = "PerImage"
     main_flag = "--per_image"
     fate = "not_image_pick"
+    needs_balancing = True  # MetaCLIP's keep probabilities pick the text (refuse_per_image_conflicts)
 
     def __init__(self, seed: int, batch_size: int):
         self.seed = seed
