@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.dedup.keys import url_key, url_keys
-from transforms.images.per_image import batch_url_keys, curate_images, image_group_key
+from transforms.images.per_image import curate_images, image_group_key
 
 _pool = st.lists(
     st.tuples(
@@ -45,10 +45,10 @@ _url_part = st.sampled_from(["http://", "https://", "www.", "a.com", "/", "//", 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.lists(_url_part, max_size=8).map("".join)), max_size=12))
-def test_batch_url_keys_equal_url_key(urls):
-    assert batch_url_keys(urls) == [url_key(u) for u in urls]
+def test_url_keys_of_a_column_equal_url_key_one_by_one(urls):
+    assert url_keys(urls) == [url_key(u) for u in urls]
     without_newlines = [None if u is None else u.replace("\n", "") for u in urls]
-    assert batch_url_keys(without_newlines) == [url_key(u) for u in without_newlines]
+    assert url_keys(without_newlines) == [url_key(u) for u in without_newlines]
 
 
 def test_images_kept_match_metaclips_expectation_on_a_large_pool():

@@ -22,7 +22,8 @@ from apache_beam.pvalue import PCollection
 from transforms.beam.spill import GroupBatchesByShard
 from transforms.beam.stats import SumFigures
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, TEXTS
-from transforms.images.per_image import batch_url_keys, curate_images, image_figures, image_group_key, image_ids
+from transforms.dedup.keys import url_keys
+from transforms.images.per_image import curate_images, image_figures, image_group_key, image_ids
 
 __all__ = ["CurateImages", "CuratedImages"]
 
@@ -41,7 +42,7 @@ def image_keys_and_hashes(batch: pa.RecordBatch, url_column: str) -> tuple[pa.Ar
     """Each record's `image_group_key` and its hash. The url key is computed once per distinct
     URL of the batch (Arrow's dictionary), not once per record."""
     encoded = pc.dictionary_encode(batch.column(url_column).cast(pa.string()))
-    groups = [None if k is None else "u" + k for k in batch_url_keys(encoded.dictionary.to_pylist())]
+    groups = [None if k is None else "u" + k for k in url_keys(encoded.dictionary)]
     group_hashes = _bucket_hashes([g or "" for g in groups])
     indices = encoded.indices
     images = pa.array(groups, pa.string()).take(indices)

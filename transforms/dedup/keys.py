@@ -22,6 +22,7 @@ from transforms.core.hashing import key_hashes, splitmix64, uniform_draws
 
 _SCHEME = re.compile(r"https?:\/\/(www\.)?")
 _TRACKING = re.compile(r"\?(utm_|ref|feed).*")
+_TRAILING_SLASHES = re.compile(r"/+$", re.MULTILINE)
 
 # The decisions that get their own draw, draw(seed, key + "\x00" + purpose) (ours).
 DEDUP, TEXT, ORDER = "dedup", "text", "order"
