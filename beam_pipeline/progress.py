@@ -51,10 +51,10 @@ def progress_line(totals: dict[str, int], seconds: float, started: bool = False,
 
 
 def _dedup_part(totals: dict[str, int]) -> str:
-    """--dedup: the records each exact kind has judged so far (its batches kept on disk while
-    the key groups are found: transforms.beam.dedup)."""
-    judged = [(kind, totals[label]) for kind, label in (("url", "DedupUrl"), ("text", "DedupText")) if label in totals]
-    return "; dedup judged " + ", ".join(f"{kind} {rows:,}" for kind, rows in judged) if judged else ""
+    """--dedup url/text: the records the exact kinds have read so far (the batches kept on
+    disk while the key groups are found: transforms.beam.dedup)."""
+    read = totals.get("DedupExact")
+    return f"; exact dedup read {read:,}" if read else ""
 
 
 def _line(totals: dict[str, int], seconds: float, started: bool, balancing: bool) -> str:

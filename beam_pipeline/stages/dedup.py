@@ -1,11 +1,12 @@
 """--dedup url,text,semantic: duplicates removed right after reading, before the filters (docs/dedup.md).
 
 The kinds run in the order url, text, semantic, each on the survivors of the one before
-(docs/dedup.md, section 4). The exact kinds are transforms.beam.dedup.ExactDedup; the
-semantic kind is transforms.beam.semdedup.SemanticDedup, imported only when asked for.
-Every kind returns a KindOutput (transforms.beam.dedup_kinds). The records a kind removes
-are this stage's dropped records, routed to duplicates/ (never filtered/) and counted
-under their own fate, `deduplicated`: read = rejected + deduplicated + filtered + ...
+(docs/dedup.md, section 4). The exact kinds are transforms.beam.dedup.ExactDedup, one
+transform for both (it chains them and reads the batches once); the semantic kind is
+transforms.beam.semdedup.SemanticDedup (a KindOutput, transforms.beam.dedup_kinds),
+imported only when asked for. The records a kind removes are this stage's dropped records,
+routed to duplicates/ (never filtered/) and counted under their own fate, `deduplicated`:
+read = rejected + deduplicated + filtered + ...
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from beam_pipeline.option_checks import BadValue, UsageError, integer, number
 from beam_pipeline.stage_rows import dedup_rows
 from beam_pipeline.stages.assets import column_type, open_asset
 from beam_pipeline.stages.base import RunContext, Stage, StageInputs, StageOutput
-from transforms.beam.dedup import CAPTION, DUPLICATE_OF_CAPTION, URL, ExactDedup, key_shards
+from transforms.beam.dedup import CAPTION, DUPLICATE_OF_CAPTION, EXACT_KINDS, URL, ExactDedup, key_shards
 from transforms.beam.dedup_kinds import DUPLICATES_SCHEMA
 from transforms.beam.write import WriteParquetShards
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
@@ -221,16 +222,18 @@ class Dedup(Stage):
 
     def apply(self, batches, run: RunContext) -> StageOutput:
         figures, duplicates, scores = {}, [], []
-        for kind in self.kinds:
-            label = f"Dedup{kind.title()}"
-            if kind == "semantic":
-                out = batches | label >> self._semantic(run)
-            else:
-                shards = key_shards(self.input_files)
-                out = batches | label >> ExactDedup(kind, run.seed, spill_dir=run.spill_dir, shards=shards)
+        exact = tuple(kind for kind in self.kinds if kind in EXACT_KINDS)
+        if exact:  # the exact kinds chained in one transform: the batches are read once for all
+            shards = key_shards(self.input_files)
+            out = batches | "DedupExact" >> ExactDedup(exact, run.seed, spill_dir=run.spill_dir, shards=shards)
             batches = out.survivors
-            figures[kind] = out.figures
-            duplicates.append(out.duplicates | f"{label}Rows" >> beam.Map(with_output_columns))
+            figures.update(out.figures)
+            duplicates.append(out.duplicates | "DedupExactRows" >> beam.Map(with_output_columns))
+        if "semantic" in self.kinds:
+            out = batches | "DedupSemantic" >> self._semantic(run)
+            batches = out.survivors
+            figures["semantic"] = out.figures
+            duplicates.append(out.duplicates | "DedupSemanticRows" >> beam.Map(with_output_columns))
             if out.scores is not None:
                 scores.append(out.scores)
         if len(duplicates) > 1:

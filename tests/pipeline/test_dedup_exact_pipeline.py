@@ -7,9 +7,13 @@ must not depend on how the records are cut into batches or in what order they ar
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import apache_beam as beam
 import dedup_reference as ref
 import pyarrow as pa
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import HealthCheck, given, settings
@@ -71,40 +75,67 @@ def oracle(records: list[dict], kind: str, seed: int):
     return survivors, dups
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def chain_oracle(records: list[dict], kinds: tuple, seed: int):
+    """Each kind on the survivors of the ones before: (survivors, duplicates with their kind, figures)."""
+    alive, dups, figures = records, [], {}
+    for kind in kinds:
+        _, found = oracle(alive, kind, seed)
+        figures[kind] = {"judged": len(alive), "deduplicated": len(found)}
+        dups += [(pos, value, kind, 1.0) for pos, value in found.items()]
+        alive = [r for r in alive if (r[SOURCE_FILE], r[SOURCE_ROW]) not in found]
+    return [(r[SOURCE_FILE], r[SOURCE_ROW]) for r in alive], dups, figures
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from(["url", "text"]),
+    st.sampled_from([("url",), ("text",), ("url", "text")]),
     st.integers(0, 2**64 - 1),
     st.randoms(use_true_random=False),
     st.integers(1, 9),
     st.integers(1, 7),
     st.sampled_from([4, 1 << 17]),
+    st.booleans(),
 )
-def test_exact_dedup_equals_the_oracle_for_any_batching(kind, seed, rnd, batch_size, shards, flush_rows):
-    """Small pools with many collisions; batch sizes 1..9, shuffled batch order, 1..7 key
-    shards, candidates cut every 4 rows or once a bundle."""
+def test_exact_dedup_equals_the_oracle_for_any_batching(kinds, seed, rnd, batch_size, shards, flush_rows, spill):
+    """Small pools with many collisions; one kind or both chained; batch sizes 1..9, shuffled
+    batch order, 1..7 key shards, candidates cut every 4 rows or once a bundle; the local
+    engines' way (batches, key shards and duplicates through spill files) or the runner's."""
     dedup_module.FLUSH_ROWS = flush_rows  # read when the DoFn runs, in this process
     records = _records(3, 12, rnd)
-    want_survivors, want_dups = oracle(records, kind, seed)
+    want_survivors, want_dups, want_figures = chain_oracle(records, kinds, seed)
     batches = _batches(records, batch_size)
     rnd.shuffle(batches)
-    with TestPipeline() as p:
-        out = p | beam.Create(batches, reshuffle=False) | ExactDedup(kind, seed, shards=shards)
-        survivors = out.survivors | "S" >> beam.FlatMap(
-            lambda b: list(zip(b.column(SOURCE_FILE).to_pylist(), b.column(SOURCE_ROW).to_pylist(), strict=True))
-        )
-        dups = out.duplicates | "D" >> beam.FlatMap(
-            lambda b: [
-                (
-                    (r[SOURCE_FILE], r[SOURCE_ROW]),
-                    (r[KEY], r["duplicate_of"], r["caption"], r["duplicate_of_caption"]),
-                    r["kind"],
-                    r["similarity"],
-                )
-                for r in b.to_pylist()
-            ]
-        )
-        assert_that(survivors, equal_to(want_survivors), label="survivors")
-        assert_that(dups, equal_to([(pos, v, kind, 1.0) for pos, v in want_dups.items()]), label="duplicates")
-        figures = {"judged": len(records), "deduplicated": len(want_dups)}
-        assert_that(out.figures, equal_to([figures]), label="figures")
+    spill_dir = tempfile.mkdtemp(prefix="dedup-spill-") if spill else None
+    try:
+        with TestPipeline() as p:
+            out = (
+                p | beam.Create(batches, reshuffle=False) | ExactDedup(kinds, seed, spill_dir=spill_dir, shards=shards)
+            )
+            survivors = out.survivors | "S" >> beam.FlatMap(
+                lambda b: list(zip(b.column(SOURCE_FILE).to_pylist(), b.column(SOURCE_ROW).to_pylist(), strict=True))
+            )
+            dups = out.duplicates | "D" >> beam.FlatMap(
+                lambda b: [
+                    (
+                        (r[SOURCE_FILE], r[SOURCE_ROW]),
+                        (r[KEY], r["duplicate_of"], r["caption"], r["duplicate_of_caption"]),
+                        r["kind"],
+                        r["similarity"],
+                    )
+                    for r in b.to_pylist()
+                ]
+            )
+            assert_that(survivors, equal_to(want_survivors), label="survivors")
+            assert_that(dups, equal_to(want_dups), label="duplicates")
+            for kind in kinds:
+                assert_that(out.figures[kind], equal_to([want_figures[kind]]), label=f"figures {kind}")
+    finally:
+        dedup_module.FLUSH_ROWS = 1 << 17
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def test_a_kind_given_twice_or_unknown_fails_at_construction():
+    for kinds in (("url", "url"), ("semantic",), ()):
+        with pytest.raises(ValueError, match="exact dedup kinds"):
+            ExactDedup(kinds, 0)

@@ -106,11 +106,11 @@ def test_without_balancing_the_reporter_does_not_promise_an_automaton(tmp_path):
     assert "automaton" in progress_line({}, 1.0) and "automaton" not in progress_line({}, 1.0, balancing=False)
 
 
-def test_dedup_judged_rows_follow_the_line():
-    """--dedup: each exact kind's stored batches (DedupUrl, DedupText spill files) say how many records it judged."""
+def test_dedup_read_rows_follow_the_line():
+    """--dedup url,text: the exact kinds' stored batches (DedupExact spill files) say how many records they read."""
     from beam_pipeline.progress import progress_line
 
-    line = progress_line({"matched": 5000, "DedupUrl": 12000, "DedupText": 4096}, 10.0)
-    assert line.endswith("; dedup judged url 12,000, text 4,096")
+    line = progress_line({"matched": 5000, "DedupExact": 12000, "DedupFound": 40}, 10.0)
+    assert line.endswith("; exact dedup read 12,000")
     assert "dedup" not in progress_line({"matched": 5000}, 10.0)
-    assert progress_line({"DedupText": 7}, 3.0, balancing=False).endswith("; dedup judged text 7")
+    assert progress_line({"DedupExact": 7}, 3.0, balancing=False).endswith("; exact dedup read 7")

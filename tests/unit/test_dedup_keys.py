@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.core.hashing import key_hashes, uniform_draws
-from transforms.dedup.keys import purpose_bits, purpose_draws, text_key, text_keys, url_key, url_keys
+from transforms.dedup.keys import (
+    purpose_bits,
+    purpose_draws,
+    text_key,
+    text_key_array,
+    text_keys,
+    url_key,
+    url_keys,
+)
 
 URL_CASES = [
     ("http://example.com/a.jpg", "example.com/a.jpg"),
@@ -71,6 +79,26 @@ def test_column_functions_take_arrow_columns_and_keep_nulls():
     assert url_keys(urls) == ["a.com/x", None, None, "a.com/x"]
     assert text_keys(pa.array(["A  b", None, " "])) == ["a b", None, None]
     assert url_keys(["http://a.com"]) == ["a.com"]
+
+
+_SPACES = "".join(chr(i) for i in range(0x110000) if chr(i).isspace())
+_CAPTION_CHARS = st.one_of(
+    st.characters(max_codepoint=127),  # every ASCII character, control characters included
+    st.sampled_from(list(_SPACES + "AZaz\u00e9\u00c9\u0130\u00df\u03a3\u03c3\u1e9e\x00")),
+    st.characters(exclude_categories=("Cs",)),  # any other, but lone surrogates: not UTF-8, never in a column
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=_CAPTION_CHARS, max_size=30)), max_size=20))
+def test_text_key_array_equals_text_key_one_by_one(texts):
+    """The Arrow path (all-ASCII captions) and the Python path (the rest) give text_key's
+    answer, mixed in one column, chunked or not."""
+    want = [text_key(t) for t in texts]
+    assert text_key_array(pa.array(texts, pa.string())).to_pylist() == want
+    half = len(texts) // 2
+    chunked = pa.chunked_array([pa.array(texts[:half], pa.string()), pa.array(texts[half:], pa.string())])
+    assert text_keys(chunked) == want
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,37 +1,39 @@
-"""ExactDedup: the url and text kinds of `--dedup` (docs/dedup.md, section 1).
+"""ExactDedup: the url and text kinds of `--dedup`, chained (docs/dedup.md, sections 1 and 4).
 
-In: record batches (key, text, source columns; `url` for the url kind). Out: `KindOutput`
-(transforms.beam.dedup_kinds): the surviving records, one duplicates row per record
-removed, and the kind's figures. The rules are transforms.dedup.keys and
-transforms.dedup.exact (pure); this module spreads them so that no worker holds more than
-one key group:
+In: record batches (key, text, source columns; `url` for the url kind). Out: `ExactOutput`:
+the surviving records, one duplicates row per record removed, and each kind's figures. The
+rules are transforms.dedup.keys and transforms.dedup.exact (pure); this module spreads them
+so that no worker holds more than one key group, and reads the batches once for every kind:
 
-    candidates   batches -> (key shard, Arrow batch of candidates: dedup key, file, row,
-                 sample key, text) of the records with a key, a bundle's cut by shard
-                 (keys.url_keys / text_keys)
-    groups       GroupByKey on the shard (a hash of the dedup key's bytes mod `shards`): every
-                 member of a key group lands in one shard, and a worker holds one shard, a slice
-                 of the candidates (64 to 4,096 of them by pool size), at a time; exact.key_group_duplicates sorts it
-                 by (key, draw, file, row): each group's first is its survivor, the rest
-                 its duplicates
-    by file      the duplicates, grouped by input file into sorted row arrays (small: only
-                 duplicates travel), a multimap side input each batch looks its files up in
-    remove       the batches (kept on disk meanwhile on local engines, transforms.beam.spill)
-                 less their duplicates; the duplicates as rows of DUPLICATES_SCHEMA plus
-                 `caption` and `duplicate_of_caption` (the survivor's text)
+    candidates   batches -> (key shard, Arrow batch of candidates: every kind's dedup key,
+                 file, row, sample key, text) of the records with a key, a bundle's cut by
+                 the shard of the first kind they have a key for (keys.url_key_array / text_key_array)
+    levels       one per kind, in order: GroupBatchesByShard on the shard (a hash of the
+                 kind's key bytes mod `shards`; through spill files on local engines), so a
+                 worker holds one shard, whole key groups, at a time;
+                 exact.key_group_duplicates sorts it by (key, draw, file, row): each group's
+                 first is its survivor, the rest its duplicates. The survivors go on, cut by
+                 the shard of the next kind's key: each kind judges the survivors of the ones
+                 before, as docs/dedup.md's composition says
+    by file      every kind's duplicates (row, kind, survivor's key and text), by input file:
+                 a multimap side input of spill-file names on local engines (small: only
+                 duplicates travel), which a worker loads and sorts once per file
+    remove       the batches (kept on disk meanwhile on local engines, transforms.beam.spill),
+                 read once, less their duplicates of every kind; the duplicates as rows of
+                 DUPLICATES_SCHEMA plus `caption` and `duplicate_of_caption`
 
 Why Arrow batches by shard rather than one element per record (a CombinePerKey(min) on
 the key and a join back, or a GroupByKey on the key): both find the same minimum, but one
 element per record costs its encoding and decoding at each shuffle, more than the run's
 matching per record; shards move a few large elements, sorted and split with Arrow. The
-result is still a minimum over (draw, file, row) of each key group, so it does not depend
-on file splits, batch size, bundles, workers or runner.
+result is still a minimum over (draw, file, row) of each key group among the records the
+kind judges, so it does not depend on file splits, batch size, bundles, workers or runner.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Optional
+from collections import Counter, OrderedDict
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -39,90 +41,52 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import AsMultiMap, PCollection
 
-from transforms.beam.dedup_kinds import KindOutput
-from transforms.beam.spill import GroupBatchesByShard, LoadBatches, StoreBatches, _in_global_window
+from transforms.beam.spill import (
+    GroupBatchesByShard,
+    LoadBatches,
+    StoreBatches,
+    StorePairs,
+    _in_global_window,
+    load_pair_values,
+)
 from transforms.beam.stats import SumFigures
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.core.hashing import key_hashes, splitmix64
 from transforms.dedup.exact import key_group_duplicates
-from transforms.dedup.keys import text_keys, url_keys
+from transforms.dedup.keys import text_key_array, url_key_array
 
-__all__ = ["CAPTION", "DUPLICATE_OF_CAPTION", "EXACT_KINDS", "ExactDedup", "URL"]
+__all__ = ["CAPTION", "DUPLICATE_OF_CAPTION", "EXACT_KINDS", "ExactDedup", "ExactOutput", "URL"]
 
 URL = "url"  # the batch column of a record's URL (the reader's name for --url_field)
-EXACT_KINDS = {"url": (URL, url_keys), "text": (TEXT, text_keys)}
+# kind -> (the batch column it reads, its keys as an Arrow array), in the order they run
+EXACT_KINDS = {"url": (URL, url_key_array), "text": (TEXT, text_key_array)}
 CAPTION = "caption"  # duplicates/: the removed record's text
 DUPLICATE_OF_CAPTION = "duplicate_of_caption"  # duplicates/: the text of the record it duplicates
 _FIGURES = "figures"
 _DUPLICATES = "duplicates"
-_DEDUP_KEY = "dedup_key"
-_CANDIDATE_COLUMNS = [_DEDUP_KEY, SOURCE_FILE, SOURCE_ROW, KEY, TEXT]
+_FOUND = "found"  # the duplicates a level found, by input file
 # Shards of the dedup keys: the unit a worker holds at once (whole key groups). Each bundle
 # sends a piece to each shard, and a piece costs ~10 us to encode whatever its rows: local
 # engines make bundles of about one batch, so fewer shards on small pools (`key_shards`).
 KEY_SHARDS = 256
 MIN_KEY_SHARDS, MAX_KEY_SHARDS = 64, 4096
-FLUSH_ROWS = 1 << 17  # candidates a bundle buffers before cutting them by shard
+FLUSH_ROWS = 1 << 17  # candidates a DoFn buffers before cutting them by shard
+# What a worker buffers before writing a spill file per key shard (local engines): at 16 MB
+# and 64 shards a file held ~250 KB, and opening, writing and reading it back (~2 ms) cost
+# more than its rows (4M captions: ~4,300 files, ~10 CPU s).
+SHARD_FLUSH_BYTES = 64 << 20
 
 
-class _CandidatesFn(beam.DoFn):
-    """Batches -> (key shard, Arrow batch of candidates: dedup key, file, row, sample key, text).
+class ExactOutput(NamedTuple):
+    """The chained exact kinds' result over the batches they were given."""
 
-    The records with a key, buffered over the bundle and cut by `shard_of` their dedup key
-    when FLUSH_ROWS are buffered or the bundle ends: a few large elements cross the shuffle
-    instead of one per record (per-element encoding cost the time of the matching itself).
-    """
+    survivors: PCollection  # [pa.RecordBatch]: the records no kind removed, the input's schema
+    duplicates: PCollection  # [pa.RecordBatch]: DUPLICATES_SCHEMA + captions, one row per record removed
+    figures: dict  # kind -> singleton PCollection of {"judged", "deduplicated"}
 
-    def __init__(self, kind: str, shards: int):
-        self._column, self._keys = EXACT_KINDS[kind]
-        self._shards = shards
 
-    def start_bundle(self):
-        self._buffer: list[pa.RecordBatch] = []
-        self._rows = 0
-
-    def process(self, batch: pa.RecordBatch):
-        if batch.num_rows == 0:
-            return
-        dedup_keys = self._keys(batch.column(self._column))
-        has_key = np.fromiter((k is not None for k in dedup_keys), dtype=bool, count=len(dedup_keys))
-        if not has_key.any():
-            return
-        index = pa.array(np.flatnonzero(has_key))
-        sample_keys = batch.column(KEY).take(index)
-        keys = pa.array([k for k in dedup_keys if k is not None], pa.string())
-        self._buffer.append(
-            pa.RecordBatch.from_arrays(
-                [
-                    keys,
-                    batch.column(SOURCE_FILE).take(index).cast(pa.int64()),
-                    batch.column(SOURCE_ROW).take(index).cast(pa.int64()),
-                    sample_keys,
-                    batch.column(TEXT).take(index),
-                ],
-                names=_CANDIDATE_COLUMNS,
-            )
-        )
-        self._rows += len(keys)
-        if self._rows >= FLUSH_ROWS:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        for shard, part in self._flush():
-            yield _in_global_window((shard, part))
-
-    def _flush(self):
-        if not self._buffer:
-            return
-        table = pa.Table.from_batches(self._buffer).combine_chunks()
-        self._buffer, self._rows = [], 0
-        shards = shard_of(table.column(_DEDUP_KEY), self._shards)
-        order = np.argsort(shards, kind="stable")
-        sorted_shards = shards[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            # take, not slice: a slice pickles its parent's whole buffers.
-            yield int(sorted_shards[a]), table.take(pa.array(order[a:b])).to_batches()[0]
+def _key_column(kind: str) -> str:
+    return f"{kind}_key"
 
 
 def key_shards(input_files: int) -> int:
@@ -152,86 +116,225 @@ def shard_of(dedup_keys, shards: int) -> np.ndarray:
     return (splitmix64(mixed) % np.uint64(shards)).astype(np.int64)
 
 
-def _duplicates_by_file(item, seed: int):
-    """(shard, its candidate batches) -> (file, (rows, survivor keys, survivor texts)) of the
-    duplicates it holds, per input file (exact.sorted_duplicates: each group's smallest
-    (draw, file, row) survives; the draws only where a key has several members)."""
-    _, parts = item
-    if not parts:  # an empty shard (GroupBatchesByShard yields every shard)
-        return
-    table = pa.Table.from_batches(list(parts)).combine_chunks()
-    duplicate, survivor = key_group_duplicates(
-        table.column(_DEDUP_KEY), table.column(KEY), table.column(SOURCE_FILE), table.column(SOURCE_ROW), seed
-    )
-    if len(duplicate) == 0:
-        return
-    files = table.column(SOURCE_FILE).to_numpy()[duplicate]
-    rows = table.column(SOURCE_ROW).to_numpy()[duplicate]
-    order = np.lexsort((rows, files))
-    duplicate, survivor, files, rows = duplicate[order], survivor[order], files[order], rows[order]
-    survivor_keys = table.column(KEY).take(pa.array(survivor))
-    survivor_texts = table.column(TEXT).take(pa.array(survivor))
-    bounds = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        yield int(files[a]), (rows[a:b], survivor_keys.slice(a, b - a), survivor_texts.slice(a, b - a))
+class _ShardCutter:
+    """Candidate tables buffered per level, cut by the shard of that level's key on flush."""
+
+    def __init__(self, kinds: Sequence[str], shards: int):
+        self._kinds = list(kinds)
+        self._shards = shards
+        self._buffer: dict[int, list[pa.Table]] = {}
+        self.rows = 0
+
+    def add(self, level: int, table: pa.Table) -> None:
+        if table.num_rows:
+            self._buffer.setdefault(level, []).append(table)
+            self.rows += table.num_rows
+
+    def flush(self):
+        """-> (level, shard, candidates batch) for everything buffered."""
+        buffer, self._buffer, self.rows = self._buffer, {}, 0
+        for level in sorted(buffer):
+            table = pa.concat_tables(buffer[level]).combine_chunks()
+            shards = shard_of(table.column(_key_column(self._kinds[level])), self._shards)
+            order = np.argsort(shards, kind="stable")
+            sorted_shards = shards[order]
+            bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                # take, not slice: a slice pickles its parent's whole buffers, and the runner
+                # pickles some elements even inside a fused stage (to estimate their size).
+                part = table.take(pa.array(order[a:b])).combine_chunks().to_batches()[0]
+                yield level, int(sorted_shards[a]), part
 
 
-def _pack_file(item):
-    """(file, its duplicates from every shard) -> (file, (rows ascending, survivor keys, survivor
-    texts)), the keys and texts as Arrow arrays: a lookup decodes buffers, not Python strings."""
-    source_file, found = item
-    found = list(found)
-    rows = np.concatenate([rows for rows, _, _ in found])
-    order = pa.array(np.argsort(rows, kind="stable"))
-    keys = pa.chunked_array([keys for _, keys, _ in found], pa.string()).take(order).combine_chunks()
-    texts = pa.chunked_array([texts for _, _, texts in found], pa.string()).take(order).combine_chunks()
-    return source_file, (rows[order.to_numpy()], keys, texts)
+def _route(table: pa.Table, kinds: Sequence[str], start: int):
+    """(level, rows) for the rows of `table` by the first kind from `start` on they have a key
+    for (a record without a key of a kind survives it untouched); rows with none are left out."""
+    pending = np.ones(table.num_rows, dtype=bool)
+    for level in range(start, len(kinds)):
+        has = table.column(_key_column(kinds[level])).is_valid().to_numpy()
+        here = pending & has
+        if here.any():
+            yield level, table.filter(pa.array(here))
+        pending &= ~has
+        if not pending.any():
+            return
 
 
-# Files whose packed duplicates a worker keeps between batches: a file's batches mostly come
-# together, and a runner may decode the side input's value again at every lookup (the
-# FnApiRunner does: at 4M captions in 8 files that was quadratic, 2.3x the run's CPU).
-_CACHED_FILES = 4
+def _level_tag(level: int) -> str:
+    return f"level{level}"
+
+
+class _CandidatesFn(beam.DoFn):
+    """Batches -> (key shard, candidates) tagged by the first kind each record has a key for.
+
+    A candidate row: every kind's dedup key (null where it has none), file, row, sample key,
+    text. Buffered over the bundle and cut by shard when FLUSH_ROWS are buffered or the
+    bundle ends: a few large elements cross the shuffle instead of one per record.
+    """
+
+    def __init__(self, kinds: Sequence[str], shards: int):
+        self._kinds = list(kinds)
+        self._shards = shards
+
+    def start_bundle(self):
+        self._cutter = _ShardCutter(self._kinds, self._shards)
+
+    def process(self, batch: pa.RecordBatch):
+        if batch.num_rows == 0:
+            return
+        columns = {}
+        for kind in self._kinds:
+            column, keys_of = EXACT_KINDS[kind]
+            columns[_key_column(kind)] = keys_of(batch.column(column))
+        columns[SOURCE_FILE] = batch.column(SOURCE_FILE).cast(pa.int64())
+        columns[SOURCE_ROW] = batch.column(SOURCE_ROW).cast(pa.int64())
+        columns[KEY] = batch.column(KEY)
+        columns[TEXT] = batch.column(TEXT)
+        for level, rows in _route(pa.table(columns), self._kinds, 0):
+            self._cutter.add(level, rows)
+        if self._cutter.rows >= FLUSH_ROWS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush(_in_global_window)  # finish_bundle names the window of what it yields
+
+    def _flush(self, wrap=lambda value: value):
+        for level, shard, part in self._cutter.flush():
+            yield beam.pvalue.TaggedOutput(_level_tag(level), wrap((shard, part)))
+
+
+class _LevelDuplicatesFn(beam.DoFn):
+    """(shard, its candidates) at one level -> the level's duplicates by input file (tagged
+    _FOUND: (file, batch of row, level, survivor's key and text)), and its survivors routed
+    on to the next kind they have a key for, cut by that kind's shard (tagged by level)."""
+
+    def __init__(self, kinds: Sequence[str], level: int, shards: int, seed: int):
+        self._kinds = list(kinds)
+        self._level = level
+        self._shards = shards
+        self._seed = seed
+
+    def start_bundle(self):
+        self._cutter = _ShardCutter(self._kinds, self._shards)
+
+    def process(self, item):
+        _, parts = item
+        if not parts:  # an empty shard (GroupBatchesByShard yields every shard)
+            return
+        table = pa.Table.from_batches(list(parts)).combine_chunks()
+        keys = table.column(_key_column(self._kinds[self._level]))
+        duplicate, survivor = key_group_duplicates(
+            keys, table.column(KEY), table.column(SOURCE_FILE), table.column(SOURCE_ROW), self._seed
+        )
+        yield from self._found(table, duplicate, survivor)
+        if self._level + 1 < len(self._kinds):
+            alive = np.ones(table.num_rows, dtype=bool)
+            alive[duplicate] = False
+            for level, rows in _route(table.filter(pa.array(alive)), self._kinds, self._level + 1):
+                self._cutter.add(level, rows)
+            if self._cutter.rows >= FLUSH_ROWS:
+                yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush(_in_global_window)  # finish_bundle names the window of what it yields
+
+    def _flush(self, wrap=lambda value: value):
+        for level, shard, part in self._cutter.flush():
+            yield beam.pvalue.TaggedOutput(_level_tag(level), wrap((shard, part)))
+
+    def _found(self, table: pa.Table, duplicate: np.ndarray, survivor: np.ndarray):
+        if len(duplicate) == 0:
+            return
+        files = table.column(SOURCE_FILE).to_numpy()[duplicate]
+        order = np.argsort(files, kind="stable")
+        duplicate, survivor, files = duplicate[order], survivor[order], files[order]
+        found = pa.RecordBatch.from_arrays(
+            [
+                pa.array(table.column(SOURCE_ROW).to_numpy()[duplicate]),
+                pa.array(np.full(len(duplicate), self._level, dtype=np.int8)),
+                table.column(KEY).take(pa.array(survivor)).combine_chunks(),
+                table.column(TEXT).take(pa.array(survivor)).combine_chunks(),
+            ],
+            names=[SOURCE_ROW, "level", "of_key", "of_text"],
+        )
+        bounds = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            yield beam.pvalue.TaggedOutput(_FOUND, (int(files[a]), found.take(pa.array(np.arange(a, b)))))
+
+
+# The duplicates a worker keeps between batches, by input file, least recently used out
+# first: a file's duplicates come from every key shard (many small pieces), so loading them
+# costs far more than looking a batch up, and the batches of the pass arrive in no file
+# order. 256 MiB holds every file's at 4M captions (~60 MB); at DataComp's 1.28B (~25k
+# files of ~15k duplicates) some hundreds of files, and a reload is then a few ms a batch.
+_CACHE_BYTES = 256 << 20
 
 
 class _RemoveFn(beam.DoFn):
-    """A batch, the packed duplicates by file -> the batch less its duplicates, and their rows."""
+    """A batch, every kind's duplicates by file -> the batch less its duplicates, their rows, figures."""
 
-    def __init__(self, kind: str):
-        self._kind = kind
+    def __init__(self, kinds: Sequence[str]):
+        self._kinds = list(kinds)
 
     def setup(self):
-        self._cache: dict = {}  # file -> its packed duplicates (the side input is one fixed value)
+        self._cache: OrderedDict = OrderedDict()  # file -> (rows ascending, level, survivor keys, texts)
+        self._cached_bytes = 0
 
-    def _found(self, duplicates_by_file, source_file: int) -> list:
-        if source_file not in self._cache:
-            if len(self._cache) >= _CACHED_FILES:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[source_file] = list(duplicates_by_file[source_file])
-        return self._cache[source_file]
+    def _found(self, found_by_file, source_file: int):
+        if source_file in self._cache:
+            self._cache.move_to_end(source_file)
+            return self._cache[source_file][0]
+        batches = load_pair_values(found_by_file[source_file])
+        found, size = None, 0
+        if batches:
+            table = pa.Table.from_batches(batches).combine_chunks()
+            table = table.take(pa.array(np.argsort(table.column(SOURCE_ROW).to_numpy(), kind="stable")))
+            table = table.combine_chunks()
+            found = (
+                table.column(SOURCE_ROW).to_numpy(),
+                table.column("level").to_numpy(),
+                table.column("of_key").combine_chunks(),  # Arrays: pa.chunked_array below
+                table.column("of_text").combine_chunks(),  # would convert ChunkedArrays value by value
+            )
+            size = table.nbytes
+        self._cache[source_file] = (found, size)
+        self._cached_bytes += size
+        while self._cached_bytes > _CACHE_BYTES and len(self._cache) > 1:
+            _, (_, dropped) = self._cache.popitem(last=False)
+            self._cached_bytes -= dropped
+        return found
 
-    def process(self, batch: pa.RecordBatch, duplicates_by_file):
+    def process(self, batch: pa.RecordBatch, found_by_file):
         n = batch.num_rows
-        yield beam.pvalue.TaggedOutput(_FIGURES, Counter(judged=n))
         if n == 0:
             return
         files = batch.column(SOURCE_FILE).to_numpy().astype(np.int64)
         rows = batch.column(SOURCE_ROW).to_numpy().astype(np.int64)
-        hit = np.zeros(n, dtype=bool)
-        survivor = np.full(n, -1, dtype=np.int64)  # index into the concatenated found arrays below
+        level = np.full(n, -1, dtype=np.int64)  # the kind that removed each record, -1 none
+        survivor = np.full(n, -1, dtype=np.int64)  # index into the concatenated arrays below
         keys_of, texts_of, offset = [], [], 0
         for source_file in np.unique(files).tolist():
-            for found_rows, found_keys, found_texts in self._found(duplicates_by_file, source_file):
-                mine = np.flatnonzero(files == source_file)
-                at = np.searchsorted(found_rows, rows[mine])
-                inside = at < len(found_rows)
-                match = np.zeros(len(mine), dtype=bool)
-                match[inside] = found_rows[at[inside]] == rows[mine][inside]
-                hit[mine[match]] = True
-                survivor[mine[match]] = at[match] + offset
-                keys_of.append(found_keys)
-                texts_of.append(found_texts)
-                offset += len(found_rows)
+            found = self._found(found_by_file, source_file)
+            if found is None:
+                continue
+            found_rows, found_level, found_keys, found_texts = found
+            mine = np.flatnonzero(files == source_file)
+            at = np.minimum(np.searchsorted(found_rows, rows[mine]), len(found_rows) - 1)
+            match = found_rows[at] == rows[mine]
+            level[mine[match]] = found_level[at[match]]
+            survivor[mine[match]] = at[match] + offset
+            keys_of.append(found_keys)
+            texts_of.append(found_texts)
+            offset += len(found_rows)
+        figures = Counter()
+        judged = n
+        for index, kind in enumerate(self._kinds):
+            removed_here = int((level == index).sum())
+            figures[f"{kind}/judged"] = judged
+            figures[f"{kind}/deduplicated"] = removed_here
+            judged -= removed_here
+        yield beam.pvalue.TaggedOutput(_FIGURES, figures)
+        hit = level >= 0
         if not hit.any():
             yield batch
             return
@@ -239,83 +342,100 @@ class _RemoveFn(beam.DoFn):
         if len(removed) < n:
             yield batch.filter(pa.array(~hit))
         picked = pa.array(survivor[removed])
-        of_keys = pa.chunked_array(keys_of, pa.string()).take(picked)
-        of_texts = pa.chunked_array(texts_of, pa.string()).take(picked)
-        yield beam.pvalue.TaggedOutput(_FIGURES, Counter(deduplicated=len(removed)))
-        yield beam.pvalue.TaggedOutput(_DUPLICATES, self._rows(batch, removed, of_keys, of_texts))
-
-    def _rows(self, batch, removed, of_keys, of_texts) -> pa.RecordBatch:
-        index = pa.array(removed)
-        keys = batch.column(KEY).take(index)
-        return pa.RecordBatch.from_arrays(
-            [
-                keys,
-                pa.array([self._kind] * len(removed), pa.string()),
-                of_keys.combine_chunks(),
-                pa.array(np.ones(len(removed))),
-                batch.column(TEXT).take(index),
-                of_texts.combine_chunks(),
-                batch.column(SOURCE_FILE).take(index),
-                batch.column(SOURCE_ROW).take(index),
-                pa.array(key_hashes(keys.to_pylist()), pa.uint64()),
-            ],
-            names=[KEY, "kind", "duplicate_of", "similarity", CAPTION, DUPLICATE_OF_CAPTION]
-            + [SOURCE_FILE, SOURCE_ROW, KEY_HASH],
-        )
+        of_keys = pa.chunked_array(keys_of, pa.string()).take(picked).combine_chunks()
+        of_texts = pa.chunked_array(texts_of, pa.string()).take(picked).combine_chunks()
+        kinds = pa.array(np.array(self._kinds, dtype=object)[level[removed]], pa.string())
+        yield beam.pvalue.TaggedOutput(_DUPLICATES, _duplicate_rows(batch, removed, kinds, of_keys, of_texts))
 
 
-def _kind_figures(summed: dict) -> dict:
-    return {"judged": int(summed.get("judged", 0)), "deduplicated": int(summed.get("deduplicated", 0))}
+def _duplicate_rows(batch: pa.RecordBatch, removed: np.ndarray, kinds, of_keys, of_texts) -> pa.RecordBatch:
+    index = pa.array(removed)
+    keys = batch.column(KEY).take(index)
+    return pa.RecordBatch.from_arrays(
+        [
+            keys,
+            kinds,
+            of_keys,
+            pa.array(np.ones(len(removed))),
+            batch.column(TEXT).take(index),
+            of_texts,
+            batch.column(SOURCE_FILE).take(index),
+            batch.column(SOURCE_ROW).take(index),
+            pa.array(key_hashes(keys.to_pylist()), pa.uint64()),
+        ],
+        names=[KEY, "kind", "duplicate_of", "similarity", CAPTION, DUPLICATE_OF_CAPTION]
+        + [SOURCE_FILE, SOURCE_ROW, KEY_HASH],
+    )
+
+
+def _kind_figures(summed: dict, kind: str) -> dict:
+    return {"judged": int(summed.get(f"{kind}/judged", 0)), "deduplicated": int(summed.get(f"{kind}/deduplicated", 0))}
 
 
 class ExactDedup(beam.PTransform):
-    """One exact kind (`url` or `text`) of docs/dedup.md, section 1; see the module docstring.
+    """The exact kinds of docs/dedup.md, section 1, chained in the order given (url, then text);
+    see the module docstring.
 
-    In: record batches (`url` column for kind url). Out: KindOutput: survivors (the input's
+    In: record batches (`url` column for kind url). Out: ExactOutput: survivors (the input's
     schema), duplicates (key, kind, duplicate_of, similarity 1.0, caption,
-    duplicate_of_caption, source columns, key hash), figures {"judged", "deduplicated"}.
-    `spill_dir`: where the batches wait for the groups on local engines (None: in the runner);
-    `shards`: how many parts the keys are cut into by hash (`key_shards`); the result does not
-    depend on it.
+    duplicate_of_caption, source columns, key hash), figures per kind {"judged",
+    "deduplicated"}. `spill_dir`: where the batches, the key shards and the duplicates wait on
+    local engines (None: in the runner); `shards`: how many parts the keys are cut into by
+    hash (`key_shards`); the result does not depend on it.
     """
 
-    def __init__(self, kind: str, seed: int, spill_dir: Optional[str] = None, shards: int = KEY_SHARDS):
+    def __init__(self, kinds: Sequence[str], seed: int, spill_dir: Optional[str] = None, shards: int = KEY_SHARDS):
         super().__init__()
-        if kind not in EXACT_KINDS:
-            raise ValueError(f"exact dedup kinds are {', '.join(EXACT_KINDS)}; got {kind!r}")
-        self._kind = kind
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        unknown = [kind for kind in kinds if kind not in EXACT_KINDS]
+        if unknown or not kinds or len(set(kinds)) != len(kinds):
+            raise ValueError(f"exact dedup kinds are {', '.join(EXACT_KINDS)}, each once; got {kinds!r}")
+        self._kinds = kinds
         self._seed = seed
         self._spill_dir = spill_dir
         self._shards = shards
 
-    def expand(self, batches: PCollection[pa.RecordBatch]) -> KindOutput:
-        kind, spill = self._kind, self._spill_dir
-        label = f"Dedup{kind.title()}"
-        duplicates_by_file = (
-            batches
-            | "Candidates" >> beam.ParDo(_CandidatesFn(kind, self._shards))
-            # Through spill files on local engines: the FnApiRunner would otherwise carry every
-            # candidate through its own process, one core (at 4M captions, ~15 s a kind).
-            | "GroupByKeyShard"
-            >> GroupBatchesByShard(
-                spill and FileSystems.join(spill, f"{label.lower()}-keys"), [label.lower()] * self._shards
+    def _spill(self, name: str) -> Optional[str]:
+        return self._spill_dir and FileSystems.join(self._spill_dir, name)
+
+    def expand(self, batches: PCollection[pa.RecordBatch]) -> ExactOutput:
+        kinds, levels = self._kinds, range(len(self._kinds))
+        tags = [_level_tag(level) for level in levels]
+        candidates = batches | "Candidates" >> beam.ParDo(_CandidatesFn(kinds, self._shards)).with_outputs(*tags)
+        arriving = {level: [candidates[_level_tag(level)]] for level in levels}
+        found = []
+        for level, kind in enumerate(kinds):
+            label = f"Dedup{kind.title()}"
+            pieces = arriving[level]
+            judged = (
+                (pieces[0] if len(pieces) == 1 else tuple(pieces))
+                | f"{label}GroupByKeyShard"
+                >> GroupBatchesByShard(
+                    self._spill(f"{label.lower()}-keys"), [label.lower()] * self._shards, SHARD_FLUSH_BYTES
+                )
+                | f"{label}Duplicates"
+                >> beam.ParDo(_LevelDuplicatesFn(kinds, level, self._shards, self._seed)).with_outputs(
+                    _FOUND, *tags[level + 1 :]
+                )
             )
-            | "GroupDuplicates" >> beam.FlatMap(_duplicates_by_file, self._seed)
-            | "GroupByFile" >> beam.GroupByKey()
-            | "PackByFile" >> beam.Map(_pack_file)
-        )
+            found.append(judged[_FOUND])
+            for later in levels[level + 1 :]:
+                arriving[later].append(judged[_level_tag(later)])
+        # Stored before the Flatten: the FnApiRunner materialises a Flatten's inputs.
+        stored = [
+            pairs | f"StoreFound{kinds[level].title()}" >> StorePairs(self._spill("dedup-found"), "DedupFound")
+            for level, pairs in enumerate(found)
+        ]
+        found_by_file = stored[0] if len(stored) == 1 else tuple(stored) | "AllFound" >> beam.Flatten()
         removed = (
             batches
-            | "StoreBatches" >> StoreBatches(spill and FileSystems.join(spill, label.lower()), label)
-            | "LoadBatches" >> LoadBatches(spill)
+            | "StoreBatches" >> StoreBatches(self._spill("dedupexact"), "DedupExact")
+            | "LoadBatches" >> LoadBatches(self._spill_dir)
             | "RemoveDuplicates"
-            >> beam.ParDo(_RemoveFn(kind), AsMultiMap(duplicates_by_file)).with_outputs(
+            >> beam.ParDo(_RemoveFn(kinds), AsMultiMap(found_by_file)).with_outputs(
                 _FIGURES, _DUPLICATES, main="survivors"
             )
         )
-        figures = (
-            removed[_FIGURES]
-            | "SumFigures" >> beam.CombineGlobally(SumFigures())
-            | "KindFigures" >> beam.Map(_kind_figures)
-        )
-        return KindOutput(removed["survivors"], removed[_DUPLICATES], figures)
+        summed = removed[_FIGURES] | "SumFigures" >> beam.CombineGlobally(SumFigures())
+        figures = {kind: summed | f"{kind.title()}Figures" >> beam.Map(_kind_figures, kind) for kind in kinds}
+        return ExactOutput(removed["survivors"], removed[_DUPLICATES], figures)

@@ -31,7 +31,15 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.core.columns import ENTRY_IDS
 
-__all__ = ["GroupBatchesByShard", "LoadBatches", "SpillFile", "StoreBatches", "delete_spill_dir"]
+__all__ = [
+    "GroupBatchesByShard",
+    "LoadBatches",
+    "SpillFile",
+    "StoreBatches",
+    "StorePairs",
+    "delete_spill_dir",
+    "load_pair_values",
+]
 
 # A bundle's batches are written out when this many bytes are buffered: large
 # enough for few files (~70k LAION captions each), small enough that a worker's
@@ -168,9 +176,10 @@ class LoadBatches(beam.PTransform):
 class _SpillShardPartsFn(beam.DoFn):
     """(shard, batch) -> (shard, SpillFile), a file per shard and flush, named by the shard's label."""
 
-    def __init__(self, directory: str, labels: Sequence[str]):
+    def __init__(self, directory: str, labels: Sequence[str], flush_bytes: int):
         self._directory = directory
         self._labels = list(labels)
+        self._flush_bytes = flush_bytes
 
     def start_bundle(self):
         self._parts: dict[int, list[pa.RecordBatch]] = {}
@@ -180,7 +189,7 @@ class _SpillShardPartsFn(beam.DoFn):
         shard, part = shard_and_part
         self._parts.setdefault(shard, []).append(part)
         self._bytes += part.nbytes
-        if self._bytes >= FLUSH_BYTES:
+        if self._bytes >= self._flush_bytes:
             yield from self._flush()
 
     def finish_bundle(self):
@@ -208,28 +217,97 @@ def _load_shard_parts(shard_and_parts):
 class GroupBatchesByShard(beam.PTransform):
     """GroupByKey for (shard, batch) pairs, through files when `directory` is set.
 
-    In: (int shard, pa.RecordBatch). Out: (shard, list of the shard's batches)
-    for every shard in range(len(labels)), empty ones included. With a
-    directory only file names cross the shuffle, each shard's batches are
-    read back by the worker that writes that shard, and `labels[shard]`
-    names the shard's spill files.
+    In: (int shard, pa.RecordBatch), one PCollection or a tuple of them. Out: (shard,
+    list of the shard's batches) for every shard in range(len(labels)), empty ones
+    included. With a directory only file names cross the shuffle, each shard's
+    batches are read back by the worker that writes that shard, and `labels[shard]`
+    names the shard's spill files. A bundle writes a file per shard each time
+    `flush_bytes` are buffered: more shards want a larger buffer, or the files get
+    small and their opening costs more than their bytes.
     """
 
-    def __init__(self, directory: Optional[str], labels: Sequence[str]):
+    def __init__(self, directory: Optional[str], labels: Sequence[str], flush_bytes: int = FLUSH_BYTES):
         super().__init__()
         self._directory = directory
         self._labels = list(labels)
+        self._flush_bytes = flush_bytes
 
-    def expand(self, pairs: PCollection[tuple[int, object]]) -> PCollection[tuple[int, list]]:
+    def expand(self, pairs) -> PCollection[tuple[int, list]]:
+        inputs = list(pairs) if isinstance(pairs, tuple) else [pairs]
         if self._directory is not None:
             # Before the Flatten below: the FnApiRunner materialises a Flatten's
             # inputs, and these should be file names, not batches.
-            pairs = pairs | "SpillShardParts" >> beam.ParDo(_SpillShardPartsFn(self._directory, self._labels))
+            inputs = [
+                part
+                | f"SpillShardParts{'' if i == 0 else i}"
+                >> beam.ParDo(_SpillShardPartsFn(self._directory, self._labels, self._flush_bytes))
+                for i, part in enumerate(inputs)
+            ]
         # One (shard, None) per shard, so that empty shards are written too.
-        markers = pairs.pipeline | "EveryShard" >> beam.Create([(shard, None) for shard in range(len(self._labels))])
-        grouped = (pairs, markers) | "WithEveryShard" >> beam.Flatten() | "GroupShards" >> beam.GroupByKey()
+        markers = inputs[0].pipeline | "EveryShard" >> beam.Create(
+            [(shard, None) for shard in range(len(self._labels))]
+        )
+        grouped = (*inputs, markers) | "WithEveryShard" >> beam.Flatten() | "GroupShards" >> beam.GroupByKey()
         if self._directory is not None:
             grouped = grouped | "LoadShardParts" >> beam.Map(_load_shard_parts)
         return grouped | "DropMarkers" >> beam.Map(
             lambda shard_parts: (shard_parts[0], [p for p in shard_parts[1] if p is not None])
         )
+
+
+class _SpillPairsFn(beam.DoFn):
+    """(key, batch) -> (key, SpillFile): a bundle's batches of each key in one file per flush."""
+
+    def __init__(self, directory: str, label: str):
+        self._directory = directory
+        self._label = label
+
+    def start_bundle(self):
+        self._parts: dict = {}
+        self._bytes = 0
+
+    def process(self, pair):
+        key, batch = pair
+        self._parts.setdefault(key, []).append(batch)
+        self._bytes += batch.nbytes
+        if self._bytes >= FLUSH_BYTES:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for item in self._flush():
+            yield _in_global_window(item)
+
+    def _flush(self):
+        parts, self._parts, self._bytes = self._parts, {}, 0
+        for key, batches in parts.items():
+            rows = sum(batch.num_rows for batch in batches)
+            path = spill_name(self._directory, self._label, rows)
+            write_batches(path, batches)
+            yield key, SpillFile(path, rows)
+
+
+class StorePairs(beam.PTransform):
+    """(key, batch) pairs kept for a side input: on disk under `directory`, or as they are.
+
+    In: (key, pa.RecordBatch). Out: (key, SpillFile) when `directory` is set, else
+    the pairs themselves; `load_pair_values` turns a key's values back into batches.
+    Only names then cross the runner, and a side input's reader loads what it looks up.
+    """
+
+    def __init__(self, directory: Optional[str], label: str):
+        super().__init__()
+        self._directory = directory
+        self._label = label
+
+    def expand(self, pairs: PCollection) -> PCollection:
+        if self._directory is None:
+            return pairs
+        return pairs | "SpillPairs" >> beam.ParDo(_SpillPairsFn(self._directory, self._label))
+
+
+def load_pair_values(values: Iterable) -> list[pa.RecordBatch]:
+    """One key's values of a StorePairs output (SpillFiles or batches) as batches."""
+    loaded: list[pa.RecordBatch] = []
+    for value in values:
+        loaded += read_batches(value.path) if isinstance(value, SpillFile) else [value]
+    return loaded
