@@ -16,6 +16,7 @@ from transforms.dedup.keys import (
     text_key_array,
     text_keys,
     url_key,
+    url_key_array,
     url_keys,
 )
 
@@ -99,6 +100,23 @@ def test_text_key_array_equals_text_key_one_by_one(texts):
     half = len(texts) // 2
     chunked = pa.chunked_array([pa.array(texts[:half], pa.string()), pa.array(texts[half:], pa.string())])
     assert text_keys(chunked) == want
+
+
+_URL_PARTS = st.one_of(
+    st.sampled_from(["http://", "https://", "HTTP://", "www.", "?utm_", "?ref", "?feed", "?", "&utm_x", "/", "//"]),
+    st.sampled_from(list("\t\n\r /.:?&=#aZ\u00e9\u4e2d\x00")),
+    st.characters(exclude_categories=("Cs",)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.lists(_URL_PARTS, max_size=10).map("".join)), max_size=16))
+def test_url_key_array_equals_url_key_one_by_one(urls):
+    """Arrow's RE2 and Python's re agree on the url key's patterns: schemes repeated or
+    overlapping, queries before and after newlines, tabs, spaces, any Unicode."""
+    want = [url_key(u) for u in urls]
+    assert url_key_array(pa.array(urls, pa.string())).to_pylist() == want
+    assert url_keys(urls) == want
 
 
 @settings(max_examples=300, deadline=None)

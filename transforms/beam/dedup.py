@@ -48,6 +48,7 @@ from transforms.beam.spill import (
     StorePairs,
     _in_global_window,
     load_pair_values,
+    write_shard_parts,
 )
 from transforms.beam.stats import SumFigures
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
@@ -65,16 +66,14 @@ DUPLICATE_OF_CAPTION = "duplicate_of_caption"  # duplicates/: the text of the re
 _FIGURES = "figures"
 _DUPLICATES = "duplicates"
 _FOUND = "found"  # the duplicates a level found, by input file
-# Shards of the dedup keys: the unit a worker holds at once (whole key groups). Each bundle
-# sends a piece to each shard, and a piece costs ~10 us to encode whatever its rows: local
-# engines make bundles of about one batch, so fewer shards on small pools (`key_shards`).
+# Shards of the dedup keys: the unit a worker holds at once (whole key groups). Each flush of
+# a DoFn's buffer sends a piece to each shard, a spill file on local engines: fewer shards on
+# small pools (`key_shards`), as long as one holds a few hundred thousand candidates at most.
 KEY_SHARDS = 256
-MIN_KEY_SHARDS, MAX_KEY_SHARDS = 64, 4096
-FLUSH_ROWS = 1 << 17  # candidates a DoFn buffers before cutting them by shard
-# What a worker buffers before writing a spill file per key shard (local engines): at 16 MB
-# and 64 shards a file held ~250 KB, and opening, writing and reading it back (~2 ms) cost
-# more than its rows (4M captions: ~4,300 files, ~10 CPU s).
-SHARD_FLUSH_BYTES = 64 << 20
+MIN_KEY_SHARDS, MAX_KEY_SHARDS = 16, 4096
+# Candidates a DoFn buffers before cutting them by shard (~50 MB): each flush makes a piece,
+# a spill file on local engines, per shard.
+FLUSH_ROWS = 1 << 18
 
 
 class ExactOutput(NamedTuple):
@@ -90,9 +89,10 @@ def _key_column(kind: str) -> str:
 
 
 def key_shards(input_files: int) -> int:
-    """Shards for a pool of `input_files` files: 8 a file, within [64, 4096] (a DataComp 1.28B
-    pool's ~25k files: 4,096 shards of ~300k candidates; an 8-file benchmark pool: 64)."""
-    return int(min(MAX_KEY_SHARDS, max(MIN_KEY_SHARDS, 8 * input_files)))
+    """Shards for a pool of `input_files` files: 2 a file, within [16, 4096] (a DataComp 1.28B
+    pool's ~25k files: 4,096 shards of ~300k candidates; the 8 files of 500k captions of the
+    4M benchmark pool: 16 of 250k; 64 shards there made ~4x the spill files, 10 CPU s)."""
+    return int(min(MAX_KEY_SHARDS, max(MIN_KEY_SHARDS, 2 * input_files)))
 
 
 def shard_of(dedup_keys, shards: int) -> np.ndarray:
@@ -117,11 +117,18 @@ def shard_of(dedup_keys, shards: int) -> np.ndarray:
 
 
 class _ShardCutter:
-    """Candidate tables buffered per level, cut by the shard of that level's key on flush."""
+    """Candidate tables buffered per level, cut by the shard of that level's key on flush.
 
-    def __init__(self, kinds: Sequence[str], shards: int):
+    With `directories` (local engines: one spill directory per level) each shard's slice
+    goes to a spill file right here and only its name is yielded; else each piece is a
+    copy (`take`): a pickled slice carries its parent's whole buffers, and the runner
+    pickles some elements even inside a fused stage, to estimate their size.
+    """
+
+    def __init__(self, kinds: Sequence[str], shards: int, directories: Optional[Sequence[str]]):
         self._kinds = list(kinds)
         self._shards = shards
+        self._directories = directories
         self._buffer: dict[int, list[pa.Table]] = {}
         self.rows = 0
 
@@ -131,19 +138,23 @@ class _ShardCutter:
             self.rows += table.num_rows
 
     def flush(self):
-        """-> (level, shard, candidates batch) for everything buffered."""
+        """-> (level, shard, candidates batch or its SpillFile) for everything buffered."""
         buffer, self._buffer, self.rows = self._buffer, {}, 0
         for level in sorted(buffer):
-            table = pa.concat_tables(buffer[level]).combine_chunks()
+            table = pa.concat_tables(buffer[level])
             shards = shard_of(table.column(_key_column(self._kinds[level])), self._shards)
             order = np.argsort(shards, kind="stable")
             sorted_shards = shards[order]
-            bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
-            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-                # take, not slice: a slice pickles its parent's whole buffers, and the runner
-                # pickles some elements even inside a fused stage (to estimate their size).
-                part = table.take(pa.array(order[a:b])).combine_chunks().to_batches()[0]
-                yield level, int(sorted_shards[a]), part
+            bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True]).tolist()
+            present = sorted_shards[bounds[:-1]].tolist()
+            if self._directories is not None:
+                ordered = table.take(pa.array(order)).combine_chunks().to_batches()[0]
+                label = self._kinds[level]
+                for shard, spill in write_shard_parts(self._directories[level], label, ordered, present, bounds):
+                    yield level, shard, spill
+                continue
+            for shard, a, b in zip(present, bounds[:-1], bounds[1:], strict=True):
+                yield level, shard, table.take(pa.array(order[a:b])).combine_chunks().to_batches()[0]
 
 
 def _route(table: pa.Table, kinds: Sequence[str], start: int):
@@ -172,12 +183,13 @@ class _CandidatesFn(beam.DoFn):
     bundle ends: a few large elements cross the shuffle instead of one per record.
     """
 
-    def __init__(self, kinds: Sequence[str], shards: int):
+    def __init__(self, kinds: Sequence[str], shards: int, directories: Optional[Sequence[str]]):
         self._kinds = list(kinds)
         self._shards = shards
+        self._directories = directories
 
     def start_bundle(self):
-        self._cutter = _ShardCutter(self._kinds, self._shards)
+        self._cutter = _ShardCutter(self._kinds, self._shards, self._directories)
 
     def process(self, batch: pa.RecordBatch):
         if batch.num_rows == 0:
@@ -208,14 +220,15 @@ class _LevelDuplicatesFn(beam.DoFn):
     _FOUND: (file, batch of row, level, survivor's key and text)), and its survivors routed
     on to the next kind they have a key for, cut by that kind's shard (tagged by level)."""
 
-    def __init__(self, kinds: Sequence[str], level: int, shards: int, seed: int):
+    def __init__(self, kinds: Sequence[str], level: int, shards: int, seed: int, directories):
         self._kinds = list(kinds)
         self._level = level
         self._shards = shards
         self._seed = seed
+        self._directories = directories
 
     def start_bundle(self):
-        self._cutter = _ShardCutter(self._kinds, self._shards)
+        self._cutter = _ShardCutter(self._kinds, self._shards, self._directories)
 
     def process(self, item):
         _, parts = item
@@ -400,8 +413,12 @@ class ExactDedup(beam.PTransform):
 
     def expand(self, batches: PCollection[pa.RecordBatch]) -> ExactOutput:
         kinds, levels = self._kinds, range(len(self._kinds))
+        # Local engines: each level's key shards as spill files, written by the DoFn that cuts them.
+        directories = self._spill_dir and [self._spill(f"dedup{kind}-keys") for kind in kinds]
         tags = [_level_tag(level) for level in levels]
-        candidates = batches | "Candidates" >> beam.ParDo(_CandidatesFn(kinds, self._shards)).with_outputs(*tags)
+        candidates = batches | "Candidates" >> beam.ParDo(_CandidatesFn(kinds, self._shards, directories)).with_outputs(
+            *tags
+        )
         arriving = {level: [candidates[_level_tag(level)]] for level in levels}
         found = []
         for level, kind in enumerate(kinds):
@@ -410,11 +427,9 @@ class ExactDedup(beam.PTransform):
             judged = (
                 (pieces[0] if len(pieces) == 1 else tuple(pieces))
                 | f"{label}GroupByKeyShard"
-                >> GroupBatchesByShard(
-                    self._spill(f"{label.lower()}-keys"), [label.lower()] * self._shards, SHARD_FLUSH_BYTES
-                )
+                >> GroupBatchesByShard(directories and directories[level], [kind] * self._shards, stored=True)
                 | f"{label}Duplicates"
-                >> beam.ParDo(_LevelDuplicatesFn(kinds, level, self._shards, self._seed)).with_outputs(
+                >> beam.ParDo(_LevelDuplicatesFn(kinds, level, self._shards, self._seed, directories)).with_outputs(
                     _FOUND, *tags[level + 1 :]
                 )
             )

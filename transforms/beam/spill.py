@@ -39,6 +39,7 @@ __all__ = [
     "StorePairs",
     "delete_spill_dir",
     "load_pair_values",
+    "write_shard_parts",
 ]
 
 # A bundle's batches are written out when this many bytes are buffered: large
@@ -176,10 +177,9 @@ class LoadBatches(beam.PTransform):
 class _SpillShardPartsFn(beam.DoFn):
     """(shard, batch) -> (shard, SpillFile), a file per shard and flush, named by the shard's label."""
 
-    def __init__(self, directory: str, labels: Sequence[str], flush_bytes: int):
+    def __init__(self, directory: str, labels: Sequence[str]):
         self._directory = directory
         self._labels = list(labels)
-        self._flush_bytes = flush_bytes
 
     def start_bundle(self):
         self._parts: dict[int, list[pa.RecordBatch]] = {}
@@ -189,7 +189,7 @@ class _SpillShardPartsFn(beam.DoFn):
         shard, part = shard_and_part
         self._parts.setdefault(shard, []).append(part)
         self._bytes += part.nbytes
-        if self._bytes >= self._flush_bytes:
+        if self._bytes >= FLUSH_BYTES:
             yield from self._flush()
 
     def finish_bundle(self):
@@ -221,26 +221,25 @@ class GroupBatchesByShard(beam.PTransform):
     list of the shard's batches) for every shard in range(len(labels)), empty ones
     included. With a directory only file names cross the shuffle, each shard's
     batches are read back by the worker that writes that shard, and `labels[shard]`
-    names the shard's spill files. A bundle writes a file per shard each time
-    `flush_bytes` are buffered: more shards want a larger buffer, or the files get
-    small and their opening costs more than their bytes.
+    names the shard's spill files. `stored`: the producer wrote its parts itself
+    (`write_shard_parts`) and gives (shard, SpillFile) pairs.
     """
 
-    def __init__(self, directory: Optional[str], labels: Sequence[str], flush_bytes: int = FLUSH_BYTES):
+    def __init__(self, directory: Optional[str], labels: Sequence[str], stored: bool = False):
         super().__init__()
         self._directory = directory
         self._labels = list(labels)
-        self._flush_bytes = flush_bytes
+        self._stored = stored
 
     def expand(self, pairs) -> PCollection[tuple[int, list]]:
         inputs = list(pairs) if isinstance(pairs, tuple) else [pairs]
-        if self._directory is not None:
+        if self._directory is not None and not self._stored:
             # Before the Flatten below: the FnApiRunner materialises a Flatten's
             # inputs, and these should be file names, not batches.
             inputs = [
                 part
                 | f"SpillShardParts{'' if i == 0 else i}"
-                >> beam.ParDo(_SpillShardPartsFn(self._directory, self._labels, self._flush_bytes))
+                >> beam.ParDo(_SpillShardPartsFn(self._directory, self._labels))
                 for i, part in enumerate(inputs)
             ]
         # One (shard, None) per shard, so that empty shards are written too.
@@ -253,6 +252,19 @@ class GroupBatchesByShard(beam.PTransform):
         return grouped | "DropMarkers" >> beam.Map(
             lambda shard_parts: (shard_parts[0], [p for p in shard_parts[1] if p is not None])
         )
+
+
+def write_shard_parts(
+    directory: str, label: str, ordered: pa.RecordBatch, shards: Sequence[int], bounds: Sequence[int]
+):
+    """(shard, SpillFile) per shard of `ordered`, a batch sorted by shard whose rows
+    bounds[i]:bounds[i+1] belong to shards[i]: each slice written to a file of its own (the
+    writer keeps a slice's own bytes only). For producers that cut their output by shard
+    anyway: no element per part crosses the runner (GroupBatchesByShard(stored=True))."""
+    for shard, a, b in zip(shards, bounds[:-1], bounds[1:], strict=True):
+        path = spill_name(directory, label, b - a, f"-s{shard}")
+        write_batches(path, [ordered.slice(a, b - a)])
+        yield shard, SpillFile(path, b - a)
 
 
 class _SpillPairsFn(beam.DoFn):

@@ -73,8 +73,19 @@ def url_keys(column) -> list[str | None]:
 
 
 def url_key_array(column) -> pa.Array:
-    """`url_keys` as an Arrow string array (null: no key)."""
-    return pa.array(url_keys(column), pa.string())
+    """`url_key` of each value of an Arrow string column, as an Arrow string array (null: no key).
+
+    The same steps in Arrow's kernels, ~2x faster than `url_keys`: the two patterns hold only
+    literals, optional groups and `.`, which RE2 reads as `re` does (leftmost-first, greedy,
+    `.` stops at a newline, successive non-overlapping replacements), and rstrip("/") is
+    utf8_rtrim. Property-tested against `url_key` (tests/unit/test_dedup_keys.py).
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    u = pc.replace_substring(pc.replace_substring(array.cast(pa.string()), "\t", ""), " ", "")
+    u = pc.replace_substring_regex(u, _SCHEME.pattern, "")
+    u = pc.replace_substring_regex(u, _TRACKING.pattern, "")
+    u = pc.utf8_rtrim(u, "/")
+    return pc.if_else(pc.equal(u, ""), pa.scalar(None, pa.string()), u)
 
 
 def text_keys(column) -> list[str | None]:
