@@ -5,9 +5,11 @@ followed by TFDS C4's `normalize_url` (scheme, `www.`, tracking query, trailing 
 `text_key` is CLIP's tokenizer view of a caption (lower case, white space collapsed).
 A null value, or one empty after the steps, has no key (None): it is never a duplicate.
 
-The steps are Python's `re` and `str` methods on purpose: Arrow's regex (RE2) and its
-Unicode lower/split differ from Python's on some inputs, and the keys are defined by the
-Python functions.
+The keys are defined by the Python functions (`re` and `str` methods): Arrow's Unicode
+lower case and white space differ from Python's on some inputs. The column forms the stage
+calls (`url_key_array`, `text_key_array`) use Arrow's kernels only where they provably give
+the same answer (the url patterns everywhere, captions that are all ASCII) and Python for
+the rest; property tests hold them to the Python functions.
 """
 
 from __future__ import annotations
