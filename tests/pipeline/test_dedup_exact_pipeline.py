@@ -100,6 +100,7 @@ def test_exact_dedup_equals_the_oracle_for_any_batching(kinds, seed, rnd, batch_
     """Small pools with many collisions; one kind or both chained; batch sizes 1..9, shuffled
     batch order, 1..7 key shards, candidates cut every 4 rows or once a bundle; the local
     engines' way (batches, key shards and duplicates through spill files) or the runner's."""
+    default_flush_rows = dedup_module.FLUSH_ROWS
     dedup_module.FLUSH_ROWS = flush_rows  # read when the DoFn runs, in this process
     records = _records(3, 12, rnd)
     want_survivors, want_dups, want_figures = chain_oracle(records, kinds, seed)
@@ -130,7 +131,7 @@ def test_exact_dedup_equals_the_oracle_for_any_batching(kinds, seed, rnd, batch_
             for kind in kinds:
                 assert_that(out.figures[kind], equal_to([want_figures[kind]]), label=f"figures {kind}")
     finally:
-        dedup_module.FLUSH_ROWS = 1 << 17
+        dedup_module.FLUSH_ROWS = default_flush_rows
         if spill_dir:
             shutil.rmtree(spill_dir, ignore_errors=True)
 
