@@ -138,7 +138,7 @@ class _ShardCutter:
             self.rows += table.num_rows
 
     def flush(self):
-        """-> (level, shard, candidates batch or its SpillFile) for everything buffered."""
+        """-> (level, shard, candidates batch or its SpillPart) for everything buffered."""
         buffer, self._buffer, self.rows = self._buffer, {}, 0
         for level in sorted(buffer):
             table = pa.concat_tables(buffer[level])

@@ -24,6 +24,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -35,6 +36,7 @@ __all__ = [
     "GroupBatchesByShard",
     "LoadBatches",
     "SpillFile",
+    "SpillPart",
     "StoreBatches",
     "StorePairs",
     "delete_spill_dir",
@@ -174,8 +176,53 @@ class LoadBatches(beam.PTransform):
         )
 
 
+class SpillPart(NamedTuple):
+    """One shard's part of a spill file: `count` batches from index `first` of an Arrow IPC
+    file (random-access format) that holds the parts of many shards, one after another."""
+
+    path: str
+    first: int
+    count: int
+    rows: int
+
+
+def write_parts(path: str, batches: list[pa.RecordBatch]) -> None:
+    """One Arrow IPC file (random-access format) holding `batches` (all of one schema)."""
+    with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
+        with pa.ipc.new_file(handle, batches[0].schema, options=_WRITE_OPTIONS) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+
+
+def read_part(part: SpillPart) -> list[pa.RecordBatch]:
+    """The batches of one SpillPart: a local file is memory-mapped and only the part's
+    batches are read; elsewhere the file is read whole."""
+    if isinstance(FileSystems.get_filesystem(part.path), LocalFileSystem):
+        reader = pa.ipc.open_file(pa.memory_map(part.path))
+    else:
+        with FileSystems.open(part.path, compression_type="uncompressed") as handle:
+            reader = pa.ipc.open_file(pa.BufferReader(handle.read()))
+    return [reader.get_batch(i) for i in range(part.first, part.first + part.count)]
+
+
+def _write_shard_batches(directory: str, label: str, by_shard: dict[int, list[pa.RecordBatch]], suffix: str = ""):
+    """(shard, SpillPart) per shard of `by_shard`: all their batches in one file, shard after shard."""
+    batches, spans = [], []
+    for shard in sorted(by_shard):
+        spans.append((shard, len(batches), len(by_shard[shard]), sum(b.num_rows for b in by_shard[shard])))
+        batches += by_shard[shard]
+    path = spill_name(directory, label, sum(rows for *_, rows in spans), suffix)
+    write_parts(path, batches)
+    for shard, first, count, rows in spans:
+        yield shard, SpillPart(path, first, count, rows)
+
+
 class _SpillShardPartsFn(beam.DoFn):
-    """(shard, batch) -> (shard, SpillFile), a file per shard and flush, named by the shard's label."""
+    """(shard, batch) -> (shard, SpillPart): a file per label (and schema) and flush, holding
+    every shard's part, not a file per shard and flush: with S shards a flush of B bytes
+    made S files of B/S bytes, so the file count grew as the pool times the shard count
+    (40M captions, 212 shards of matches/ and subset/: ~50k files of ~75 KB; their
+    creation, reading and deletion took most of the writing stage)."""
 
     def __init__(self, directory: str, labels: Sequence[str]):
         self._directory = directory
@@ -196,21 +243,21 @@ class _SpillShardPartsFn(beam.DoFn):
         for item in self._flush():
             yield _in_global_window(item)
 
-    def _flush(self) -> Iterable[tuple[int, SpillFile]]:
+    def _flush(self) -> Iterable[tuple[int, SpillPart]]:
         parts, self._parts, self._bytes = self._parts, {}, 0
-        for shard in sorted(parts):
-            batches = parts[shard]
-            rows = sum(batch.num_rows for batch in batches)
-            path = spill_name(self._directory, self._labels[shard], rows, f"-s{shard}")
-            write_batches(path, batches)
-            yield shard, SpillFile(path, rows)
+        files: dict[tuple, dict[int, list[pa.RecordBatch]]] = {}
+        for shard, batches in parts.items():
+            for batch in batches:
+                files.setdefault((self._labels[shard], batch.schema), {}).setdefault(shard, []).append(batch)
+        for (label, _), by_shard in files.items():
+            yield from _write_shard_batches(self._directory, label, by_shard)
 
 
 def _load_shard_parts(shard_and_parts):
     shard, parts = shard_and_parts
     loaded = []
     for part in parts:
-        loaded += [None] if part is None else read_batches(part.path)  # None: an every-shard marker
+        loaded += [None] if part is None else read_part(part)  # None: an every-shard marker
     return shard, loaded
 
 
@@ -222,7 +269,7 @@ class GroupBatchesByShard(beam.PTransform):
     included. With a directory only file names cross the shuffle, each shard's
     batches are read back by the worker that writes that shard, and `labels[shard]`
     names the shard's spill files. `stored`: the producer wrote its parts itself
-    (`write_shard_parts`) and gives (shard, SpillFile) pairs.
+    (`write_shard_parts`) and gives (shard, SpillPart) pairs.
     """
 
     def __init__(self, directory: Optional[str], labels: Sequence[str], stored: bool = False):
@@ -257,14 +304,12 @@ class GroupBatchesByShard(beam.PTransform):
 def write_shard_parts(
     directory: str, label: str, ordered: pa.RecordBatch, shards: Sequence[int], bounds: Sequence[int]
 ):
-    """(shard, SpillFile) per shard of `ordered`, a batch sorted by shard whose rows
-    bounds[i]:bounds[i+1] belong to shards[i]: each slice written to a file of its own (the
-    writer keeps a slice's own bytes only). For producers that cut their output by shard
-    anyway: no element per part crosses the runner (GroupBatchesByShard(stored=True))."""
-    for shard, a, b in zip(shards, bounds[:-1], bounds[1:], strict=True):
-        path = spill_name(directory, label, b - a, f"-s{shard}")
-        write_batches(path, [ordered.slice(a, b - a)])
-        yield shard, SpillFile(path, b - a)
+    """(shard, SpillPart) per shard of `ordered`, a batch sorted by shard whose rows
+    bounds[i]:bounds[i+1] belong to shards[i]: the slices written to one file (the writer
+    keeps a slice's own bytes only). For producers that cut their output by shard anyway:
+    no element per part crosses the runner (GroupBatchesByShard(stored=True))."""
+    by_shard = {shard: [ordered.slice(a, b - a)] for shard, a, b in zip(shards, bounds[:-1], bounds[1:], strict=True)}
+    return _write_shard_batches(directory, label, by_shard)
 
 
 class _SpillPairsFn(beam.DoFn):
