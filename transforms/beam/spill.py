@@ -24,7 +24,6 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -177,44 +176,46 @@ class LoadBatches(beam.PTransform):
 
 
 class SpillPart(NamedTuple):
-    """One shard's part of a spill file: `count` batches from index `first` of an Arrow IPC
-    file (random-access format) that holds the parts of many shards, one after another."""
+    """One shard's part of a spill file that holds the parts of many shards one after
+    another: the `length` bytes from `offset`, a whole Arrow IPC stream of its own."""
 
     path: str
-    first: int
-    count: int
+    offset: int
+    length: int
     rows: int
 
 
-def write_parts(path: str, batches: list[pa.RecordBatch]) -> None:
-    """One Arrow IPC file (random-access format) holding `batches` (all of one schema)."""
-    with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
-        with pa.ipc.new_file(handle, batches[0].schema, options=_WRITE_OPTIONS) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
+def _stream_bytes(batches: list[pa.RecordBatch]) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema, options=_WRITE_OPTIONS) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def read_part(part: SpillPart) -> list[pa.RecordBatch]:
-    """The batches of one SpillPart: a local file is memory-mapped and only the part's
-    batches are read; elsewhere the file is read whole."""
-    if isinstance(FileSystems.get_filesystem(part.path), LocalFileSystem):
-        reader = pa.ipc.open_file(pa.memory_map(part.path))
-    else:
-        with FileSystems.open(part.path, compression_type="uncompressed") as handle:
-            reader = pa.ipc.open_file(pa.BufferReader(handle.read()))
-    return [reader.get_batch(i) for i in range(part.first, part.first + part.count)]
+    """The batches of one SpillPart: its own byte range of the file, nothing else."""
+    with FileSystems.open(part.path, compression_type="uncompressed") as handle:
+        handle.seek(part.offset)
+        return list(pa.ipc.open_stream(handle.read(part.length)))
 
 
 def _write_shard_batches(directory: str, label: str, by_shard: dict[int, list[pa.RecordBatch]], suffix: str = ""):
-    """(shard, SpillPart) per shard of `by_shard`: all their batches in one file, shard after shard."""
-    batches, spans = [], []
-    for shard in sorted(by_shard):
-        spans.append((shard, len(batches), len(by_shard[shard]), sum(b.num_rows for b in by_shard[shard])))
-        batches += by_shard[shard]
-    path = spill_name(directory, label, sum(rows for *_, rows in spans), suffix)
-    write_parts(path, batches)
-    for shard, first, count, rows in spans:
-        yield shard, SpillPart(path, first, count, rows)
+    """(shard, SpillPart) per shard of `by_shard`: one file, each shard's batches a stream in it.
+
+    A reader reads its own bytes only (no footer to parse, unlike Arrow's file format,
+    whose footer lists every batch of the file: read once per shard, that grew as the
+    shard count squared)."""
+    streams = {shard: _stream_bytes(by_shard[shard]) for shard in sorted(by_shard)}
+    rows = {shard: sum(batch.num_rows for batch in by_shard[shard]) for shard in streams}
+    path = spill_name(directory, label, sum(rows.values()), suffix)
+    parts, offset = [], 0
+    with FileSystems.create(path, mime_type="application/octet-stream", compression_type="uncompressed") as handle:
+        for shard, data in streams.items():
+            handle.write(data)
+            parts.append((shard, SpillPart(path, offset, data.size, rows[shard])))
+            offset += data.size
+    return parts
 
 
 class _SpillShardPartsFn(beam.DoFn):
