@@ -51,6 +51,7 @@ from transforms.beam.spill import (
     write_shard_parts,
 )
 from transforms.beam.stats import SumFigures
+from transforms.core.batches import ordered_batch, shard_runs, take_runs
 from transforms.core.columns import KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW, TEXT
 from transforms.core.hashing import key_hashes, splitmix64
 from transforms.dedup.exact import key_group_duplicates
@@ -142,19 +143,15 @@ class _ShardCutter:
         buffer, self._buffer, self.rows = self._buffer, {}, 0
         for level in sorted(buffer):
             table = pa.concat_tables(buffer[level])
-            shards = shard_of(table.column(_key_column(self._kinds[level])), self._shards)
-            order = np.argsort(shards, kind="stable")
-            sorted_shards = shards[order]
-            bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True]).tolist()
-            present = sorted_shards[bounds[:-1]].tolist()
-            if self._directories is not None:
-                ordered = table.take(pa.array(order)).combine_chunks().to_batches()[0]
-                label = self._kinds[level]
-                for shard, spill in write_shard_parts(self._directories[level], label, ordered, present, bounds):
-                    yield level, shard, spill
-                continue
-            for shard, a, b in zip(present, bounds[:-1], bounds[1:], strict=True):
-                yield level, shard, table.take(pa.array(order[a:b])).combine_chunks().to_batches()[0]
+            runs = shard_runs(shard_of(table.column(_key_column(self._kinds[level])), self._shards))
+            if self._directories is None:
+                pieces = take_runs(table, *runs)
+            else:
+                order, present, bounds = runs
+                ordered = ordered_batch(table, order)
+                pieces = write_shard_parts(self._directories[level], self._kinds[level], ordered, present, bounds)
+            for shard, piece in pieces:
+                yield level, shard, piece
 
 
 def _route(table: pa.Table, kinds: Sequence[str], start: int):
@@ -175,13 +172,9 @@ def _level_tag(level: int) -> str:
     return f"level{level}"
 
 
-class _CandidatesFn(beam.DoFn):
-    """Batches -> (key shard, candidates) tagged by the first kind each record has a key for.
-
-    A candidate row: every kind's dedup key (null where it has none), file, row, sample key,
-    text. Buffered over the bundle and cut by shard when FLUSH_ROWS are buffered or the
-    bundle ends: a few large elements cross the shuffle instead of one per record.
-    """
+class _CutByShardFn(beam.DoFn):
+    """A DoFn whose outputs are candidates cut by shard, tagged by level (_ShardCutter),
+    flushed when FLUSH_ROWS are buffered and when the bundle ends."""
 
     def __init__(self, kinds: Sequence[str], shards: int, directories: Optional[Sequence[str]]):
         self._kinds = list(kinds)
@@ -190,6 +183,25 @@ class _CandidatesFn(beam.DoFn):
 
     def start_bundle(self):
         self._cutter = _ShardCutter(self._kinds, self._shards, self._directories)
+
+    def finish_bundle(self):
+        yield from self._flush(_in_global_window)  # finish_bundle names the window of what it yields
+
+    def _flush_if_full(self):
+        return self._flush() if self._cutter.rows >= FLUSH_ROWS else ()
+
+    def _flush(self, wrap=lambda value: value):
+        for level, shard, part in self._cutter.flush():
+            yield beam.pvalue.TaggedOutput(_level_tag(level), wrap((shard, part)))
+
+
+class _CandidatesFn(_CutByShardFn):
+    """Batches -> (key shard, candidates) tagged by the first kind each record has a key for.
+
+    A candidate row: every kind's dedup key (null where it has none), file, row, sample key,
+    text. Buffered and cut by shard (_CutByShardFn): a few large elements cross the shuffle
+    instead of one per record.
+    """
 
     def process(self, batch: pa.RecordBatch):
         if batch.num_rows == 0:
@@ -204,31 +216,18 @@ class _CandidatesFn(beam.DoFn):
         columns[TEXT] = batch.column(TEXT)
         for level, rows in _route(pa.table(columns), self._kinds, 0):
             self._cutter.add(level, rows)
-        if self._cutter.rows >= FLUSH_ROWS:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush(_in_global_window)  # finish_bundle names the window of what it yields
-
-    def _flush(self, wrap=lambda value: value):
-        for level, shard, part in self._cutter.flush():
-            yield beam.pvalue.TaggedOutput(_level_tag(level), wrap((shard, part)))
+        yield from self._flush_if_full()
 
 
-class _LevelDuplicatesFn(beam.DoFn):
+class _LevelDuplicatesFn(_CutByShardFn):
     """(shard, its candidates) at one level -> the level's duplicates by input file (tagged
     _FOUND: (file, batch of row, level, survivor's key and text)), and its survivors routed
     on to the next kind they have a key for, cut by that kind's shard (tagged by level)."""
 
     def __init__(self, kinds: Sequence[str], level: int, shards: int, seed: int, directories):
-        self._kinds = list(kinds)
+        super().__init__(kinds, shards, directories)
         self._level = level
-        self._shards = shards
         self._seed = seed
-        self._directories = directories
-
-    def start_bundle(self):
-        self._cutter = _ShardCutter(self._kinds, self._shards, self._directories)
 
     def process(self, item):
         _, parts = item
@@ -245,22 +244,13 @@ class _LevelDuplicatesFn(beam.DoFn):
             alive[duplicate] = False
             for level, rows in _route(table.filter(pa.array(alive)), self._kinds, self._level + 1):
                 self._cutter.add(level, rows)
-            if self._cutter.rows >= FLUSH_ROWS:
-                yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush(_in_global_window)  # finish_bundle names the window of what it yields
-
-    def _flush(self, wrap=lambda value: value):
-        for level, shard, part in self._cutter.flush():
-            yield beam.pvalue.TaggedOutput(_level_tag(level), wrap((shard, part)))
+            yield from self._flush_if_full()
 
     def _found(self, table: pa.Table, duplicate: np.ndarray, survivor: np.ndarray):
         if len(duplicate) == 0:
             return
-        files = table.column(SOURCE_FILE).to_numpy()[duplicate]
-        order = np.argsort(files, kind="stable")
-        duplicate, survivor, files = duplicate[order], survivor[order], files[order]
+        order, files, bounds = shard_runs(table.column(SOURCE_FILE).to_numpy()[duplicate])
+        duplicate, survivor = duplicate[order], survivor[order]
         found = pa.RecordBatch.from_arrays(
             [
                 pa.array(table.column(SOURCE_ROW).to_numpy()[duplicate]),
@@ -270,9 +260,8 @@ class _LevelDuplicatesFn(beam.DoFn):
             ],
             names=[SOURCE_ROW, "level", "of_key", "of_text"],
         )
-        bounds = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            yield beam.pvalue.TaggedOutput(_FOUND, (int(files[a]), found.take(pa.array(np.arange(a, b)))))
+        for source_file, rows in take_runs(found, np.arange(len(duplicate)), files, bounds):
+            yield beam.pvalue.TaggedOutput(_FOUND, (source_file, rows))
 
 
 # The duplicates a worker keeps between batches, by input file, least recently used out

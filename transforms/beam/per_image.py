@@ -21,6 +21,7 @@ from apache_beam.pvalue import PCollection
 
 from transforms.beam.spill import GroupBatchesByShard, _in_global_window
 from transforms.beam.stats import SumFigures
+from transforms.core.batches import BatchGatherer, gather_rows, shard_runs, take_runs
 from transforms.core.columns import ENTRY_IDS, KEEP_PROB, KEPT, KEY, SOURCE_FILE, SOURCE_ROW, TEXT, TEXTS
 from transforms.dedup.keys import url_keys
 from transforms.images.per_image import curate_images, image_figures, image_group_key, image_ids
@@ -62,50 +63,31 @@ def image_keys_and_hashes(batch: pa.RecordBatch, url_column: str) -> tuple[pa.Ar
     return images, hashes
 
 
-# Rows gathered before they are cut into buckets: a batch cut into B buckets makes B pieces,
-# and B follows the pool (--num_shards), so cutting each 4,096-row batch made (pool / 4,096)
-# x B pieces (the sharded writer's lesson, transforms/beam/sink.py).
-MIN_GATHER_ROWS, MAX_GATHER_ROWS, GATHER_ROWS_PER_BUCKET = 1 << 16, 1 << 18, 512
-
-
 class _SplitByImageFn(beam.DoFn):
     """Batches -> (bucket, the rows whose image key hashes to it), with the image key; the
-    batches of a bundle gathered (one schema) and cut together: a row's bucket is its own."""
+    batches of a bundle gathered (transforms.core.batches) and cut together: a row's bucket
+    is its own."""
 
     def __init__(self, buckets: int, url_column: str):
         self._buckets = buckets
         self._url = url_column
-        self._gather_rows = min(MAX_GATHER_ROWS, max(MIN_GATHER_ROWS, GATHER_ROWS_PER_BUCKET * buckets))
 
     def start_bundle(self):
-        self._gathered: list[pa.RecordBatch] = []
-        self._rows = 0
+        self._gatherer = BatchGatherer(gather_rows(self._buckets))
 
     def process(self, batch: pa.RecordBatch):
-        if self._gathered and not self._gathered[0].schema.equals(batch.schema):
-            yield from self._cut()
-        self._gathered.append(batch)
-        self._rows += batch.num_rows
-        if self._rows >= self._gather_rows:
-            yield from self._cut()
+        for gathered in self._gatherer.add(batch):
+            yield from self._cut(gathered)
 
     def finish_bundle(self):
-        for item in self._cut():
-            yield _in_global_window(item)
+        for gathered in self._gatherer.drain():
+            for item in self._cut(gathered):
+                yield _in_global_window(item)
 
-    def _cut(self):
-        gathered, self._gathered, self._rows = self._gathered, [], 0
-        if not gathered:
-            return
-        batch = gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
+    def _cut(self, batch: pa.RecordBatch):
         images, hashes = image_keys_and_hashes(batch, self._url)
         buckets = (hashes % np.uint64(self._buckets)).astype(np.int64)
-        batch = batch.append_column(_IMAGE, images)
-        order = np.argsort(buckets, kind="stable")
-        sorted_buckets = buckets[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1], True])
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            yield int(sorted_buckets[start]), batch.take(pa.array(order[start:end]))
+        yield from take_runs(batch.append_column(_IMAGE, images), *shard_runs(buckets))
 
 
 class _CurateBucketFn(beam.DoFn):

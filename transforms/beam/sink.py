@@ -26,6 +26,7 @@ from apache_beam.pvalue import PCollection
 from transforms.beam.io import write_atomically
 from transforms.beam.spill import GroupBatchesByShard, _in_global_window
 from transforms.core.accounting import output_name, written_figures
+from transforms.core.batches import BatchGatherer, gather_rows
 
 __all__ = ["ShardFormat", "ShardedOutput", "ShardsWritten", "WriteShards", "shard_name"]
 
@@ -94,55 +95,30 @@ class _Keys:
         return [output.label for output in self.outputs for _ in range(output.num_shards)]
 
 
-# Rows of record batches an output's splitter gathers before cutting them by shard: a cut
-# costs per piece, and a 4,096-row batch cut into S shards makes S pieces, so cutting every
-# batch made (pool / 4,096) x S pieces, S growing with the pool: 2M pieces at 40M captions
-# (212 shards), each copied, buffered, spilled and read back, most of the writing's time.
-MIN_SPLIT_ROWS, MAX_SPLIT_ROWS = 1 << 16, 1 << 18
-SPLIT_ROWS_PER_SHARD = 512
-
-
 class _SplitFn(beam.DoFn):
     """Elements -> (key, part) of every output. Record batches are gathered per output
-    (`split_rows` rows, one schema) and cut together: which shard a row goes to is the
-    format's rule for that row alone, and each shard's writer orders its rows itself."""
+    (transforms.core.batches: a cut costs per piece) and cut together: which shard a row
+    goes to is the format's rule for that row alone, and each shard's writer orders its rows."""
 
     def __init__(self, keys: _Keys):
         self._keys = keys
-        shards = self._keys.offsets[-1]
-        self._split_rows = min(MAX_SPLIT_ROWS, max(MIN_SPLIT_ROWS, SPLIT_ROWS_PER_SHARD * shards))
 
     def start_bundle(self):
-        self._gathered: dict[int, list[pa.RecordBatch]] = {}
-        self._rows: dict[int, int] = {}
+        rows = gather_rows(self._keys.offsets[-1])
+        self._gatherers = [BatchGatherer(rows) for _ in self._keys.outputs]
 
     def process(self, element):
         for index, output in enumerate(self._keys.outputs):
             prepared = element if output.prepare is None else output.prepare(element)
-            if not isinstance(prepared, pa.RecordBatch):
-                yield from self._split(index, prepared)
-                continue
-            gathered = self._gathered.setdefault(index, [])
-            if gathered and not gathered[0].schema.equals(prepared.schema):
-                yield from self._flush(index)
-                gathered = self._gathered.setdefault(index, [])
-            gathered.append(prepared)
-            self._rows[index] = self._rows.get(index, 0) + prepared.num_rows
-            if self._rows[index] >= self._split_rows:
-                yield from self._flush(index)
+            ready = self._gatherers[index].add(prepared) if isinstance(prepared, pa.RecordBatch) else [prepared]
+            for gathered in ready:
+                yield from self._split(index, gathered)
 
     def finish_bundle(self):
-        for index in sorted(self._gathered):
-            for item in self._flush(index):
-                yield _in_global_window(item)
-
-    def _flush(self, index: int):
-        gathered = self._gathered.pop(index, [])
-        self._rows[index] = 0
-        if not gathered:
-            return
-        batch = gathered[0] if len(gathered) == 1 else pa.concat_batches(gathered)
-        yield from self._split(index, batch)
+        for index, gatherer in enumerate(self._gatherers):
+            for gathered in gatherer.drain():
+                for item in self._split(index, gathered):
+                    yield _in_global_window(item)
 
     def _split(self, index: int, prepared):
         output, offset = self._keys.outputs[index], self._keys.offsets[index]

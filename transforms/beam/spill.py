@@ -223,11 +223,15 @@ class _SpillShardPartsFn(beam.DoFn):
     every shard's part, not a file per shard and flush: with S shards a flush of B bytes
     made S files of B/S bytes, so the file count grew as the pool times the shard count
     (40M captions, 212 shards of matches/ and subset/: ~50k files of ~75 KB; their
-    creation, reading and deletion took most of the writing stage)."""
+    creation, reading and deletion took most of the writing stage). `labels`: one per
+    shard, or one string for every key (StorePairs, whose keys are not numbered)."""
 
-    def __init__(self, directory: str, labels: Sequence[str]):
+    def __init__(self, directory: str, labels):
         self._directory = directory
-        self._labels = list(labels)
+        self._labels = labels if isinstance(labels, str) else list(labels)
+
+    def _label(self, shard) -> str:
+        return self._labels if isinstance(self._labels, str) else self._labels[shard]
 
     def start_bundle(self):
         self._parts: dict[int, list[pa.RecordBatch]] = {}
@@ -249,7 +253,7 @@ class _SpillShardPartsFn(beam.DoFn):
         files: dict[tuple, dict[int, list[pa.RecordBatch]]] = {}
         for shard, batches in parts.items():
             for batch in batches:
-                files.setdefault((self._labels[shard], batch.schema), {}).setdefault(shard, []).append(batch)
+                files.setdefault((self._label(shard), batch.schema), {}).setdefault(shard, []).append(batch)
         for (label, _), by_shard in files.items():
             yield from _write_shard_batches(self._directory, label, by_shard)
 
@@ -313,41 +317,10 @@ def write_shard_parts(
     return _write_shard_batches(directory, label, by_shard)
 
 
-class _SpillPairsFn(beam.DoFn):
-    """(key, batch) -> (key, SpillFile): a bundle's batches of each key in one file per flush."""
-
-    def __init__(self, directory: str, label: str):
-        self._directory = directory
-        self._label = label
-
-    def start_bundle(self):
-        self._parts: dict = {}
-        self._bytes = 0
-
-    def process(self, pair):
-        key, batch = pair
-        self._parts.setdefault(key, []).append(batch)
-        self._bytes += batch.nbytes
-        if self._bytes >= FLUSH_BYTES:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        for item in self._flush():
-            yield _in_global_window(item)
-
-    def _flush(self):
-        parts, self._parts, self._bytes = self._parts, {}, 0
-        for key, batches in parts.items():
-            rows = sum(batch.num_rows for batch in batches)
-            path = spill_name(self._directory, self._label, rows)
-            write_batches(path, batches)
-            yield key, SpillFile(path, rows)
-
-
 class StorePairs(beam.PTransform):
     """(key, batch) pairs kept for a side input: on disk under `directory`, or as they are.
 
-    In: (key, pa.RecordBatch). Out: (key, SpillFile) when `directory` is set, else
+    In: (key, pa.RecordBatch). Out: (key, SpillPart) when `directory` is set, else
     the pairs themselves; `load_pair_values` turns a key's values back into batches.
     Only names then cross the runner, and a side input's reader loads what it looks up.
     """
@@ -360,12 +333,12 @@ class StorePairs(beam.PTransform):
     def expand(self, pairs: PCollection) -> PCollection:
         if self._directory is None:
             return pairs
-        return pairs | "SpillPairs" >> beam.ParDo(_SpillPairsFn(self._directory, self._label))
+        return pairs | "SpillPairs" >> beam.ParDo(_SpillShardPartsFn(self._directory, self._label))
 
 
 def load_pair_values(values: Iterable) -> list[pa.RecordBatch]:
-    """One key's values of a StorePairs output (SpillFiles or batches) as batches."""
+    """One key's values of a StorePairs output (SpillParts or batches) as batches."""
     loaded: list[pa.RecordBatch] = []
     for value in values:
-        loaded += read_batches(value.path) if isinstance(value, SpillFile) else [value]
+        loaded += read_part(value) if isinstance(value, SpillPart) else [value]
     return loaded

@@ -20,6 +20,7 @@ from apache_beam.pvalue import PBegin, PCollection
 
 from transforms.beam.io import write_json_atomically
 from transforms.beam.sink import ShardFormat, WriteShards
+from transforms.core.batches import shard_runs, take_runs
 from transforms.core.columns import KEPT, KEY, KEY_HASH, SOURCE_FILE, SOURCE_ROW
 from transforms.core.hashing import shard_indices
 from transforms.core.stats import duplicate_keys
@@ -82,15 +83,10 @@ class ParquetShards(ShardFormat):
             rows = rows[batch.column(KEPT).to_numpy(zero_copy_only=False)]
         if len(rows) == 0:
             return
-        shards = shard_indices(batch.column(KEY_HASH).to_numpy()[rows], num_shards)
-        batch = batch.select(self._columns)
-        order = np.argsort(shards, kind="stable")
-        sorted_shards, rows = shards[order], rows[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1], True])
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            # take() copies the rows (kept ones only: one copy, no filter first),
-            # so what crosses the shuffle is just them.
-            yield int(sorted_shards[start]), batch.take(pa.array(rows[start:end]))
+        order, present, bounds = shard_runs(shard_indices(batch.column(KEY_HASH).to_numpy()[rows], num_shards))
+        # take() copies the rows (kept ones only: one copy, no filter first), so what
+        # crosses the shuffle is just them.
+        yield from take_runs(batch.select(self._columns), rows[order], present, bounds)
 
     def rows(self, parts: list) -> int:
         return sum(part.num_rows for part in parts)
